@@ -1,0 +1,249 @@
+"""Sparsity patterns: which shapes of zeros are allowed.
+
+Every weight is seen as a 2-D matrix ``(rows, cols)``: rows are outputs (``out_features``,
+``out_channels``, embedding rows) and cols the flattened reduction dimension (``in_features``, or
+``in_channels * kh * kw`` for convolutions). A pattern cuts that matrix into *groups* (single
+weights, blocks, rows, heads, or N:M groups) and keeps or drops whole groups.
+
+A pattern answers three questions:
+
+* ``group_scores(scores)``: one score per group, the sum of its elements' scores, shape ``(G,)``;
+* ``mask(scores, n_prune)``: the bool mask of the weight's shape with the ``n_prune`` lowest-scoring
+  groups dropped (N:M patterns ignore ``n_prune``: their density is fixed at N/M);
+* ``validate(mask)``: raise :class:`SparsecraftError` unless ``mask`` has this pattern.
+
+Spec strings (``get_pattern``): ``"unstructured"``, ``"N:M"`` (e.g. ``"2:4"``), ``"blockRxC"``
+(R consecutive rows by C consecutive columns, e.g. ``"block4x1"``), ``"channel"`` (whole output
+rows: filters / neurons), ``"headD"`` (groups of D consecutive output rows, one attention head of
+size D in a q/k/v projection).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .errors import SparsecraftError
+from .registry import Registry
+
+PATTERNS: Registry[type["Pattern"]] = Registry("pattern")
+
+
+def as_matrix(t: torch.Tensor) -> torch.Tensor:
+    """View a weight of shape ``(out, *rest)`` as ``(out, prod(rest))``; 1-D tensors as ``(1, n)``."""
+    if t.dim() == 0:
+        raise SparsecraftError("cannot sparsify a scalar parameter; select weight matrices only")
+    return t.reshape(1, -1) if t.dim() == 1 else t.reshape(t.shape[0], -1)
+
+
+def lowest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """Bool mask over the 1-D ``scores`` keeping all but the ``n_prune`` smallest."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if n_prune > 0:
+        keep[torch.topk(scores, n_prune, largest=False).indices] = False
+    return keep
+
+
+class Pattern:
+    """Base class; subclasses define how a matrix splits into groups."""
+
+    name: str = ""
+    fixed_density: float | None = None  # set by patterns whose density is fixed (N:M)
+
+    def n_groups(self, shape: torch.Size) -> int:
+        return self.group_scores(torch.zeros(shape)).numel()
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Turn a bool vector of kept groups, shape ``(G,)``, into a mask of ``shape``."""
+        raise NotImplementedError
+
+    def mask(self, scores: torch.Tensor, n_prune: int = 0) -> torch.Tensor:
+        """Mask of ``scores.shape`` dropping the ``n_prune`` lowest-scoring groups."""
+        g = self.group_scores(scores.detach().float())
+        if not 0 <= n_prune <= g.numel():
+            raise SparsecraftError(f"cannot prune {n_prune} of {g.numel()} groups with pattern {self}")
+        return self.expand(lowest(g, n_prune), scores.shape)
+
+    def mask_for_sparsity(self, scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+        """Mask dropping ``round(sparsity * G)`` groups (the rounding ``torch.nn.utils.prune`` uses)."""
+        return self.mask(scores, round(sparsity * self.n_groups(scores.shape)))
+
+    def validate(self, mask: torch.Tensor) -> None:
+        """Raise SparsecraftError unless ``mask`` keeps or drops whole groups of this pattern."""
+        m = mask.to(torch.bool)
+        rebuilt = self.expand(self.group_scores(m.float()) > 0, m.shape)
+        if not torch.equal(rebuilt, m):
+            raise SparsecraftError(f"mask does not follow pattern {self}: some groups are partly kept")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@PATTERNS.register("unstructured")
+@dataclass(frozen=True)
+class Unstructured(Pattern):
+    """Any single weight may be zero."""
+
+    name: str = "unstructured"
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.reshape(-1)
+
+    def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return group_keep.reshape(shape)
+
+    def validate(self, mask: torch.Tensor) -> None:
+        if mask.dtype != torch.bool:
+            raise SparsecraftError(f"a mask must be a bool tensor, got {mask.dtype}")
+
+
+def _blocks(m: torch.Tensor, r: int, c: int, label: str) -> torch.Tensor:
+    """Reshape matrix ``(rows, cols)`` into ``(rows/r, cols/c, r, c)`` blocks."""
+    rows, cols = m.shape
+    if rows % r or cols % c:
+        raise SparsecraftError(
+            f"a {rows}x{cols} weight does not split into {r}x{c} groups for pattern {label}; "
+            f"rows must be divisible by {r} and the reduction dimension by {c}"
+        )
+    return m.reshape(rows // r, r, cols // c, c).permute(0, 2, 1, 3)
+
+
+@PATTERNS.register("block")
+@dataclass(frozen=True)
+class Block(Pattern):
+    """Blocks of ``rows`` consecutive outputs by ``cols`` consecutive inputs, kept or dropped whole."""
+
+    rows: int = 4
+    cols: int = 1
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"block{self.rows}x{self.cols}"
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        return _blocks(as_matrix(scores), self.rows, self.cols, self.name).sum((2, 3)).reshape(-1)
+
+    def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        rows, cols = as_matrix(torch.empty(shape, device="meta")).shape
+        g = group_keep.reshape(rows // self.rows, 1, cols // self.cols, 1)
+        return g.expand(-1, self.rows, -1, self.cols).reshape(shape)
+
+
+@PATTERNS.register("channel")
+@dataclass(frozen=True)
+class Channel(Pattern):
+    """Whole output rows: a neuron of a Linear, a filter of a Conv, a row of an Embedding."""
+
+    name: str = "channel"
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        return as_matrix(scores).sum(1)
+
+    def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        rows, cols = as_matrix(torch.empty(shape, device="meta")).shape
+        return group_keep.reshape(rows, 1).expand(rows, cols).reshape(shape)
+
+
+@PATTERNS.register("head")
+@dataclass(frozen=True)
+class Head(Pattern):
+    """Attention heads: groups of ``head_dim`` consecutive output rows of a q/k/v projection."""
+
+    head_dim: int = 64
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"head{self.head_dim}"
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        m = as_matrix(scores)
+        return _blocks(m, self.head_dim, m.shape[1], self.name).sum((2, 3)).reshape(-1)
+
+    def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        rows, cols = as_matrix(torch.empty(shape, device="meta")).shape
+        return group_keep.reshape(-1, 1).expand(-1, self.head_dim * cols).reshape(shape)
+
+
+@PATTERNS.register("n:m")
+@dataclass(frozen=True)
+class NM(Pattern):
+    """At most N non-zeros in every M consecutive weights along the reduction dimension.
+
+    The mask keeps exactly the N highest-scoring weights of every group (ties broken by position).
+    """
+
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.n < self.m:
+            raise SparsecraftError(f"N:M needs 0 < N < M, got {self.n}:{self.m} (for example 2:4)")
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.n}:{self.m}"
+
+    @property
+    def fixed_density(self) -> float:  # type: ignore[override]
+        return self.n / self.m
+
+    def _groups(self, t: torch.Tensor) -> torch.Tensor:
+        m = as_matrix(t)
+        if m.shape[1] % self.m:
+            raise SparsecraftError(
+                f"reduction dimension {m.shape[1]} is not divisible by M={self.m} for pattern "
+                f"{self.name}; choose an M that divides it or keep this layer dense"
+            )
+        return m.reshape(-1, self.m)
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        return self._groups(scores).sum(1)
+
+    def mask(self, scores: torch.Tensor, n_prune: int = 0) -> torch.Tensor:
+        g = self._groups(scores.detach().float())
+        keep = torch.zeros_like(g, dtype=torch.bool)
+        keep.scatter_(1, torch.topk(g, self.n, dim=1).indices, True)
+        return keep.reshape(scores.shape)
+
+    def mask_for_sparsity(self, scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+        return self.mask(scores)
+
+    def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        raise TypeError("N:M masks are built per group by mask(), not expanded from group choices")
+
+    def validate(self, mask: torch.Tensor) -> None:
+        counts = self._groups(mask.to(torch.bool)).sum(1)
+        if bool((counts > self.n).any()):
+            bad = int((counts > self.n).sum())
+            raise SparsecraftError(f"mask breaks pattern {self.name}: {bad} groups of {self.m} keep more than {self.n}")
+
+
+_SPEC = re.compile(r"^(?:(?P<n>\d+):(?P<m>\d+)|block(?P<r>\d+)x(?P<c>\d+)|head(?P<d>\d+)|(?P<word>[a-z_]+))$")
+
+
+def get_pattern(spec: str | Pattern) -> Pattern:
+    """Parse a pattern spec string (see module docstring) into a :class:`Pattern`."""
+    if isinstance(spec, Pattern):
+        return spec
+    match = _SPEC.match(str(spec).strip().lower())
+    valid = "unstructured, N:M (e.g. 2:4), blockRxC (e.g. block4x1), channel, headD (e.g. head64)"
+    if not match:
+        raise SparsecraftError(f"unknown pattern {spec!r}; choose one of: {valid}")
+    if match["n"]:
+        return NM(int(match["n"]), int(match["m"]))
+    if match["r"]:
+        r, c = int(match["r"]), int(match["c"])
+        if r < 1 or c < 1:
+            raise SparsecraftError(f"block sizes must be positive, got {spec!r}")
+        return Block(r, c)
+    if match["d"]:
+        if int(match["d"]) < 1:
+            raise SparsecraftError(f"head size must be positive, got {spec!r}")
+        return Head(int(match["d"]))
+    if match["word"] in ("unstructured", "channel"):
+        return PATTERNS.get(match["word"])()
+    raise SparsecraftError(f"unknown pattern {spec!r}; choose one of: {valid}")
