@@ -1,0 +1,118 @@
+"""Per-layer allocation: how many groups each layer drops for an overall sparsity.
+
+Every allocator has one signature::
+
+    allocator(layers, sparsity) -> {name: n_prune}
+
+where ``layers`` maps each target name to a :class:`LayerInfo` (its shape, its pattern's group
+count and group size, and its group scores). The result is the number of groups to drop per layer.
+Fixed-density patterns (N:M) are not allocated: they always keep N of M.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .registry import Registry
+
+ALLOCATORS: Registry[Callable[[dict, float], dict[str, int]]] = Registry("allocation")
+
+
+@dataclass
+class LayerInfo:
+    """What an allocator may know about one target: weight ``shape``, ``group_scores`` (G,)."""
+
+    shape: tuple[int, ...]
+    group_scores: torch.Tensor
+
+    @property
+    def n_groups(self) -> int:
+        return self.group_scores.numel()
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def group_size(self) -> int:
+        return self.numel // self.n_groups
+
+
+@ALLOCATORS.register("uniform")
+def uniform(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
+    """Every layer drops ``round(sparsity * G)`` of its G groups."""
+    return {name: round(sparsity * info.n_groups) for name, info in layers.items()}
+
+
+@ALLOCATORS.register("global")
+def global_(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
+    """One threshold across all layers: drop the ``round(sparsity * total)`` lowest group scores.
+
+    With unstructured groups and magnitude scores this selects exactly the weights that
+    ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)`` prunes (same concatenation
+    order, same ``topk``).
+    """
+    names = list(layers)
+    flat = torch.cat([layers[n].group_scores.reshape(-1).float() for n in names])
+    n_prune = round(sparsity * flat.numel())
+    dropped = torch.zeros(flat.numel(), dtype=torch.bool)
+    if n_prune:
+        dropped[torch.topk(flat, n_prune, largest=False).indices] = True
+    counts, start = {}, 0
+    for n in names:
+        g = layers[n].n_groups
+        counts[n] = int(dropped[start:start + g].sum())
+        start += g
+    return counts
+
+
+def _erdos_renyi(layers: dict[str, LayerInfo], sparsity: float, kernel: bool) -> dict[str, int]:
+    """Erdos-Renyi(-Kernel) densities (Mocanu et al. 2018; Evci et al. 2020, RigL).
+
+    Density of layer l is ``eps * sum(dims_l) / prod(dims_l)`` where dims are (out, in) for ER and
+    (out, in, *kernel) for ERK. ``eps`` is solved so the kept-parameter total is exactly
+    ``(1 - sparsity) * total``; layers that would exceed density 1 are made dense and ``eps`` is
+    solved again over the rest. Counts are rounded per layer, so the budget holds to within one
+    group per layer.
+    """
+    def raw(info: LayerInfo) -> float:
+        dims = info.shape if kernel else info.shape[:2]
+        return sum(dims) / math.prod(dims)
+
+    total = sum(i.numel for i in layers.values())
+    budget = (1.0 - sparsity) * total
+    dense: set[str] = set()
+    while True:
+        free = [n for n in layers if n not in dense]
+        kept_dense = sum(layers[n].numel for n in dense)
+        denom = sum(raw(layers[n]) * layers[n].numel for n in free)
+        eps = (budget - kept_dense) / denom if denom else 0.0
+        over = [n for n in free if eps * raw(layers[n]) > 1.0]
+        if not over:
+            break
+        dense.add(max(over, key=lambda n: raw(layers[n])))
+    counts = {}
+    for n, info in layers.items():
+        density = 1.0 if n in dense else max(0.0, eps * raw(info))
+        counts[n] = min(info.n_groups, max(0, round((1.0 - density) * info.n_groups)))
+    return counts
+
+
+@ALLOCATORS.register("er")
+def er(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
+    """Erdos-Renyi: density proportional to (out + in) / (out * in)."""
+    return _erdos_renyi(layers, sparsity, kernel=False)
+
+
+@ALLOCATORS.register("erk")
+def erk(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
+    """Erdos-Renyi-Kernel: density proportional to (out + in + kh + kw) / (out * in * kh * kw)."""
+    return _erdos_renyi(layers, sparsity, kernel=True)
+
+
+def allocate(method: str, layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
+    """Run the named allocator; unknown names give a one-line error listing valid ones."""
+    return ALLOCATORS.get(method)(layers, sparsity)

@@ -1,0 +1,135 @@
+"""Minimal, deterministic training and evaluation loops for the in-project models.
+
+Works for classifiers (logits ``(N, C)``, labels ``(N,)``) and LMs (logits ``(N, T, V)``, targets
+``(N, T)``). Sparse-training code plugs in through ``optimizer`` and ``on_step``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from ..data.base import check_positive_int
+from ..errors import SparsecraftError
+
+StepCallback = Callable[[int, nn.Module, torch.optim.Optimizer], None]
+
+
+@dataclass
+class TrainHistory:
+    """Mean training loss of each epoch and the number of optimizer steps taken."""
+
+    epoch_loss: list[float] = field(default_factory=list)
+    steps: int = 0
+
+
+def _xy(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    if hasattr(data, "train_x") and hasattr(data, "train_y"):
+        return data.train_x, data.train_y
+    raise SparsecraftError("data must be a DataSplits (from load_dataset) or an (inputs, targets) pair")
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
+def train_classifier(
+    model: nn.Module,
+    data: Any,
+    epochs: int = 3,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_step: StepCallback | None = None,
+    weight_decay: float = 0.0,
+) -> TrainHistory:
+    """Train ``model`` in place with cross-entropy on ``data`` (a ``DataSplits`` or ``(x, y)``).
+
+    Batches are drawn by a permutation seeded with ``seed`` each epoch, and dropout runs under
+    ``torch.manual_seed(seed)`` inside a forked RNG (the global RNG is left untouched), so the same
+    model init, data and seed give bit-identical weights. ``optimizer`` defaults to
+    ``AdamW(lr, weight_decay)``; ``on_step(step, model, optimizer)`` runs after every
+    ``optimizer.step()`` (``step`` counts from 1), e.g. to re-apply masks or grow/prune weights.
+    """
+    x, y = _xy(data)
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if len(x) != len(y) or len(x) == 0:
+        raise SparsecraftError(f"need as many targets as inputs (> 0), got {len(x)} and {len(y)}")
+    if optimizer is None:
+        if not lr > 0:
+            raise SparsecraftError(f"lr must be > 0, got {lr!r}")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history = TrainHistory()
+    gen = torch.Generator().manual_seed(seed)
+    batches = (len(x) + batch_size - 1) // batch_size
+    was_training = model.training
+    model.train()
+    columns = (
+        TextColumn("[bold]train[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with torch.random.fork_rng(devices=[]), Progress(*columns, disable=not progress, transient=True) as bar:
+        torch.manual_seed(seed)
+        task = bar.add_task("", total=epochs * batches)
+        for epoch in range(epochs):
+            order = torch.randperm(len(x), generator=gen)
+            total = 0.0
+            for i in range(batches):
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = _loss(model(x[idx]), y[idx])
+                loss.backward()
+                optimizer.step()
+                history.steps += 1
+                if on_step is not None:
+                    on_step(history.steps, model, optimizer)
+                total += loss.item() * len(idx)
+                bar.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
+            history.epoch_loss.append(total / len(x))
+    model.train(was_training)
+    return history
+
+
+@torch.no_grad()
+def _predict_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            yield model(x[start : start + batch_size]), y[start : start + batch_size]
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Fraction of correct argmax predictions (per example, or per token for an LM), in eval mode."""
+    if len(x) == 0:
+        raise SparsecraftError("cannot evaluate on an empty set")
+    correct = total = 0
+    for logits, target in _predict_batches(model, x, y, batch_size):
+        correct += int((logits.argmax(-1) == target).sum())
+        total += target.numel()
+    return correct / total
+
+
+def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Mean cross-entropy in nats (per example or per token); ``exp`` of it is the perplexity."""
+    if len(x) == 0:
+        raise SparsecraftError("cannot evaluate on an empty set")
+    total = 0.0
+    count = 0
+    for logits, target in _predict_batches(model, x, y, batch_size):
+        total += float(_loss(logits, target)) * target.numel()
+        count += target.numel()
+    return total / count

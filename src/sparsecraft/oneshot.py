@@ -1,0 +1,73 @@
+"""One-shot pruning: score, allocate, mask, in one call."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .allocation import LayerInfo, allocate
+from .criteria import Calib, compute_scores
+from .errors import SparsecraftError, check_sparsity
+from .patterns import Pattern, get_pattern, lowest
+from .sparsifier import Sparsifier
+from .target import find_targets
+
+
+def plan_masks(
+    sparsity: float,
+    pattern: str | Pattern,
+    scores: dict[str, torch.Tensor],
+    allocation: str = "global",
+) -> dict[str, torch.Tensor]:
+    """Masks for the parameters named in ``scores`` (each of its parameter's shape).
+
+    N:M patterns keep N of every M regardless of ``sparsity`` and ``allocation``; other patterns
+    drop the groups chosen by the allocator, lowest scores first.
+    """
+    sparsity = check_sparsity(sparsity)
+    pat = get_pattern(pattern)
+    if pat.fixed_density is not None:
+        return {name: pat.mask(s) for name, s in scores.items()}
+    infos = {name: LayerInfo(tuple(s.shape), pat.group_scores(s.detach().float())) for name, s in scores.items()}
+    counts = allocate(allocation, infos, sparsity)
+    return {name: pat.expand(lowest(infos[name].group_scores, counts[name]), scores[name].shape)
+            for name in scores}
+
+
+def prune(
+    model: nn.Module,
+    sparsity: float = 0.5,
+    pattern: str | Pattern = "unstructured",
+    criterion: str = "magnitude",
+    allocation: str = "global",
+    calib: Calib = None,
+    layers: Iterable[str] | None = None,
+    keep_dense: Iterable[str] = (),
+    loss_fn: Callable | None = None,
+) -> Sparsifier:
+    """Prune ``model`` in one shot and return the :class:`Sparsifier` holding its masks.
+
+    Args:
+        sparsity: overall fraction of zeros in [0, 1) over the targeted weights (ignored by N:M).
+        pattern: ``"unstructured"``, ``"2:4"`` (any N:M), ``"block4x1"``, ``"channel"``, ``"head64"``.
+        criterion: a name in ``sparsecraft.criteria.CRITERIA`` (magnitude, random, snip, taylor,
+            movement, wanda, l1_norm, l2_norm, bn_scale).
+        allocation: a name in ``sparsecraft.allocation.ALLOCATORS`` (uniform, global, er, erk).
+        calib: calibration batch ``x`` or ``(x, y)`` (or a list) for data-driven criteria.
+        layers / keep_dense: module names or globs to include / leave dense ("first", "last" ok).
+        loss_fn: loss for gradient criteria (default cross-entropy).
+
+    Example::
+
+        sp = sparsecraft.prune(model, sparsity=0.9, allocation="erk")
+        sp.attach(optimizer)   # keep the zeros through fine-tuning
+    """
+    sparsity = check_sparsity(sparsity)
+    pat = get_pattern(pattern)
+    targets = find_targets(model, layers, keep_dense)
+    scores = compute_scores(criterion, model, targets, calib=calib, loss_fn=loss_fn)
+    masks = plan_masks(sparsity, pat, scores, allocation)
+    if not masks:
+        raise SparsecraftError("nothing to prune")
+    return Sparsifier(model, masks, {name: pat for name in masks})
