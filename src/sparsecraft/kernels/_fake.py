@@ -1,0 +1,18 @@
+"""Fake (meta) implementations of the native ops, so converted models trace under torch.compile."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+@torch.library.register_fake("sparsecraft::block_linear")
+def _block_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+                       bias: Optional[torch.Tensor], out_features: int, R: int, C: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], out_features))
+
+
+@torch.library.register_fake("sparsecraft::nm_linear")
+def _nm_linear_fake(x: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, bias: Optional[torch.Tensor],
+                    N: int, M: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], vals.shape[0]))

@@ -1,0 +1,159 @@
+"""Builds (once, JIT) and loads the native kernels; picks the ISA at run time.
+
+The C++ sources in ``csrc/`` are compiled with :func:`torch.utils.cpp_extension.load` (ninja) into
+``$SPARSECRAFT_CACHE`` (default ``~/.cache/sparsecraft``)/``kernels-<hash>``, where the hash covers
+the sources, the torch version, the compiler version and the flags, so a changed source or torch
+rebuilds and an unchanged one loads in milliseconds. ``python -m sparsecraft.kernels.build`` builds
+eagerly. If the compiler is missing or the build fails, :func:`native` returns ``None`` after one
+warning line, and every sparse layer falls back to torch's dense matmul (correct, not faster).
+
+Three copies of the hot loops are compiled (AVX-512, AVX2+FMA, portable) with per-file target
+pragmas and the best one the CPU supports is used; ``SPARSECRAFT_ISA=avx2|portable`` or
+:func:`set_isa` forces a lower one.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+from ..errors import SparsecraftError
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = ["ops.cpp", "kern_avx512.cpp", "kern_avx2.cpp", "kern_portable.cpp"]
+HEADERS = ["kern_common.h", "kern_impl.inc"]
+CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
+LDFLAGS = ["-fopenmp"]
+ISAS = ("portable", "avx2", "avx512")
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def build_dir() -> Path:
+    """The cache directory for the current sources, torch version, compiler and flags."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        h.update(name.encode())
+        h.update((CSRC / name).read_bytes())
+    h.update(torch.__version__.encode())
+    h.update(_compiler().encode())
+    h.update(" ".join(CFLAGS + LDFLAGS).encode())
+    h.update(sys.version.encode())
+    root = Path(os.environ.get("SPARSECRAFT_CACHE", Path.home() / ".cache" / "sparsecraft"))
+    return root / f"kernels-{h.hexdigest()[:16]}"
+
+
+def _build(verbose: bool = False) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    if not _compiler():
+        raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
+    out = build_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(
+        name=f"sparsecraft_kernels_{out.name.split('-')[1]}",
+        sources=[str(CSRC / s) for s in SOURCES],
+        extra_include_paths=[str(CSRC)],
+        extra_cflags=CFLAGS,
+        extra_ldflags=LDFLAGS,
+        build_directory=str(out),
+        verbose=verbose,
+    )
+
+
+def native(verbose: bool = False) -> Optional[ModuleType]:
+    """The loaded extension module, building it on first use; ``None`` if it cannot be built."""
+    if "module" in _state:
+        return _state["module"]  # type: ignore[return-value]
+    with _lock:
+        if "module" in _state:
+            return _state["module"]  # type: ignore[return-value]
+        module: Optional[ModuleType]
+        if os.environ.get("SPARSECRAFT_NO_NATIVE"):
+            module, _state["error"] = None, "disabled by SPARSECRAFT_NO_NATIVE"
+        else:
+            try:
+                module = _build(verbose)
+            except Exception as err:  # noqa: BLE001 - any build failure means "use the fallback"
+                module = None
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                _state["error"] = first
+                warnings.warn(
+                    f"sparsecraft: native sparse kernels unavailable ({first}); sparse layers fall back "
+                    "to dense torch matmul. Run `python -m sparsecraft.kernels.build` to see the full error.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        _state["module"] = module
+        if module is not None:
+            from . import _fake  # noqa: F401  registers fake kernels for torch.compile
+
+            forced = os.environ.get("SPARSECRAFT_ISA")
+            if forced:
+                _apply_isa(module, forced)
+        return module
+
+
+def available() -> bool:
+    """True when the native kernels are built and loaded."""
+    return native() is not None
+
+
+def build_error() -> Optional[str]:
+    """Why the native build is unavailable (first line), or None."""
+    native()
+    return _state.get("error")  # type: ignore[return-value]
+
+
+def _apply_isa(module: ModuleType, name: str) -> str:
+    if name not in ISAS:
+        raise SparsecraftError(f"unknown ISA {name!r}; choose one of: {', '.join(ISAS)}")
+    level = ISAS.index(name)
+    if level > module.cpu_isa():
+        raise SparsecraftError(f"ISA {name!r} is not supported by this CPU; the best is {ISAS[module.cpu_isa()]!r}")
+    module.set_isa(level)
+    return name
+
+
+def supported_isas() -> list[str]:
+    """ISA paths this CPU can run, lowest first (empty without the native build)."""
+    module = native()
+    return [] if module is None else list(ISAS[: module.cpu_isa() + 1])
+
+
+def get_isa() -> Optional[str]:
+    """The ISA path in use ('avx512', 'avx2', 'portable') or None without the native build."""
+    module = native()
+    return None if module is None else ISAS[module.get_isa()]
+
+
+def set_isa(name: str) -> str:
+    """Force the kernels onto ISA path ``name`` (at most what the CPU supports); returns it."""
+    module = native()
+    if module is None:
+        raise SparsecraftError(f"native kernels are unavailable ({build_error()}); cannot set the ISA")
+    return _apply_isa(module, name)
+
+
+def clean() -> None:
+    """Remove the cached build for the current sources."""
+    shutil.rmtree(build_dir(), ignore_errors=True)

@@ -1,0 +1,63 @@
+// Shared declarations for the sparsecraft CPU kernels.
+//
+// The hot loops live in kern_impl.inc, which is compiled three times (kern_avx512.cpp,
+// kern_avx2.cpp, kern_portable.cpp) with a different target ISA each. This header is included
+// BEFORE any target pragma, and the ISA translation units use only intrinsics and plain C++ with
+// internal linkage (no std templates, no torch headers), so no inline function compiled for a
+// wider ISA can be picked up by the linker for a machine that lacks it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define SC_X86 1
+#endif
+
+namespace sc {
+
+// y = x W^T + b with W in block-CSR form: R x C blocks (R = C = 1 is plain CSR).
+// Values of one block are stored column-major: vals[k*R*C + c*R + r].
+struct BlockArgs {
+  const float* x;          // small batch: (B, in) row-major; transposed path: xT (in, Bp)
+  const int32_t* rowptr;   // (number of block rows + 1)
+  const uint16_t* cols;    // block-column index of each block
+  const float* vals;       // (nblocks, C, R)
+  const float* bias;       // (out) or nullptr
+  float* y;                // (B, out) row-major
+  int64_t B, Bp, in, out;  // in: row stride of x on the small path (a multiple of C)
+  int R, C;
+};
+
+// y = x W^T + b with W in packed N:M form: per row (in/M)*N values, idx = position in group.
+struct NMArgs {
+  const float* x;          // small batch: (B, xs) row-major, zero-padded; transposed: xT (in, Bp)
+  const float* vals;       // (out, in/M*N)
+  const uint8_t* idx;      // (out, in/M*N), each in [0, M)
+  const float* bias;       // (out) or nullptr
+  float* y;                // (B, out)
+  int64_t B, Bp, in, out, xs;
+  int N, M;
+};
+
+using BlockFn = void (*)(const BlockArgs&, int64_t, int64_t);
+using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
+
+// One set of kernels per ISA; each processes output (block) rows [r0, r1).
+struct KernelTable {
+  const char* name;
+  BlockFn block_small;  // B <= 4
+  BlockFn block_t;      // B > 4, x transposed
+  NMFn nm_small;
+  NMFn nm_t;
+};
+
+extern const KernelTable kPortable;
+#ifdef SC_X86
+extern const KernelTable kAvx2;
+extern const KernelTable kAvx512;
+#endif
+
+constexpr int kSmallBatch = 4;  // largest batch handled without transposing x
+
+}  // namespace sc

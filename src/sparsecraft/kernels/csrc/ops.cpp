@@ -1,0 +1,212 @@
+// Torch bindings: the sparsecraft::block_linear and sparsecraft::nm_linear operators, the run-time
+// ISA choice, and the OpenMP split of output rows across torch's intra-op threads.
+#include <torch/extension.h>
+#include <torch/library.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+
+#include "kern_common.h"
+
+namespace {
+
+int detect_isa() {
+#ifdef SC_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return 2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+  return 0;
+}
+
+int g_isa = -1;
+
+int current_isa() {
+  if (g_isa < 0) g_isa = detect_isa();
+  return g_isa;
+}
+
+const sc::KernelTable& table() {
+#ifdef SC_X86
+  switch (current_isa()) {
+    case 2: return sc::kAvx512;
+    case 1: return sc::kAvx2;
+    default: break;
+  }
+#endif
+  return sc::kPortable;
+}
+
+// Runs f(r0, r1) on torch's thread count, splitting n rows so each thread gets about the same
+// number of nonzeros (rowptr) or rows (rowptr == nullptr).
+template <class F>
+void parallel_rows(int64_t n, const int32_t* rowptr, int64_t work, F f) {
+  int nt = at::get_num_threads();
+  if (work < (int64_t)1 << 15) nt = 1;
+  if (nt > n) nt = (int)std::max<int64_t>(n, 1);
+  if (nt <= 1) {
+    f((int64_t)0, n);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    auto bound = [&](int i) -> int64_t {
+      if (i <= 0) return 0;
+      if (i >= T) return n;
+      if (!rowptr) return n * i / T;
+      const int64_t target = (int64_t)rowptr[n] * i / T;
+      return std::lower_bound(rowptr, rowptr + n + 1, (int32_t)target) - rowptr;
+    };
+    const int64_t r0 = bound(t), r1 = bound(t + 1);
+    if (r1 > r0) f(r0, r1);
+  }
+}
+
+// x (B, in) -> x zero-padded to `cols` columns, contiguous.
+torch::Tensor pad_cols(const torch::Tensor& x, int64_t cols) {
+  if (x.size(1) == cols) return x;
+  auto out = torch::zeros({x.size(0), cols}, x.options());
+  out.narrow(1, 0, x.size(1)).copy_(x);
+  return out;
+}
+
+// x (B, in) -> xT (rows, Bp) with Bp = B rounded up to 16, zero padding.
+torch::Tensor transpose_pad(const torch::Tensor& x, int64_t rows, int64_t Bp) {
+  const int64_t B = x.size(0), in = x.size(1);
+  auto xt = (rows == in && Bp == B) ? torch::empty({rows, Bp}, x.options()) : torch::zeros({rows, Bp}, x.options());
+  xt.narrow(0, 0, in).narrow(1, 0, B).copy_(x.t());
+  return xt;
+}
+
+void check_x(const torch::Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu(), "sparsecraft kernels run on the CPU; got x on ", x.device());
+  TORCH_CHECK(x.dim() == 2, "x must be 2-D (batch, in_features); got ", x.dim(), "-D");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat, "x must be float32; got ", x.scalar_type());
+}
+
+const float* bias_ptr(const c10::optional<torch::Tensor>& bias, int64_t out) {
+  if (!bias.has_value() || !bias->defined()) return nullptr;
+  TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->numel() == out && bias->is_contiguous(),
+              "bias must be a contiguous float32 vector of length ", out);
+  return bias->data_ptr<float>();
+}
+
+torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, const torch::Tensor& cols,
+                           const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias, int64_t out,
+                           int64_t R, int64_t C) {
+  check_x(x);
+  TORCH_CHECK(R >= 1 && R <= 16 && C >= 1 && C <= 16, "block shape must lie in 1..16, got ", R, "x", C);
+  TORCH_CHECK(rowptr.scalar_type() == torch::kInt && rowptr.is_contiguous(), "rowptr must be contiguous int32");
+  TORCH_CHECK(cols.scalar_type() == torch::kShort && cols.is_contiguous(), "cols must be contiguous int16 (uint16 bits)");
+  TORCH_CHECK(vals.scalar_type() == torch::kFloat && vals.is_contiguous(), "vals must be contiguous float32");
+  const int64_t nbr = (out + R - 1) / R;
+  TORCH_CHECK(rowptr.numel() == nbr + 1, "rowptr has ", rowptr.numel(), " entries, expected ", nbr + 1);
+  const int64_t nblocks = cols.numel();
+  TORCH_CHECK(vals.numel() == nblocks * R * C, "vals/cols size mismatch");
+  auto xc = x.contiguous();
+  const int64_t B = xc.size(0), in = xc.size(1);
+  const int64_t in_pad = (in + C - 1) / C * C;
+  auto y = torch::empty({B, out}, x.options());
+  if (B == 0 || out == 0) return y;
+  sc::BlockArgs a;
+  a.rowptr = rowptr.data_ptr<int32_t>();
+  a.cols = reinterpret_cast<const uint16_t*>(cols.data_ptr<int16_t>());
+  a.vals = vals.data_ptr<float>();
+  a.bias = bias_ptr(bias, out);
+  a.y = y.data_ptr<float>();
+  a.B = B;
+  a.out = out;
+  a.R = (int)R;
+  a.C = (int)C;
+  const sc::KernelTable& tab = table();
+  torch::Tensor xs;
+  if (B <= sc::kSmallBatch) {
+    xs = pad_cols(xc, in_pad);
+    a.x = xs.data_ptr<float>();
+    a.in = in_pad;
+    a.Bp = B;
+    parallel_rows(nbr, a.rowptr, nblocks * R * C * B, [&](int64_t r0, int64_t r1) { tab.block_small(a, r0, r1); });
+  } else {
+    const int64_t Bp = (B + 15) / 16 * 16;
+    xs = transpose_pad(xc, in_pad, Bp);
+    a.x = xs.data_ptr<float>();
+    a.in = in_pad;
+    a.Bp = Bp;
+    parallel_rows(nbr, a.rowptr, nblocks * R * C * B, [&](int64_t r0, int64_t r1) { tab.block_t(a, r0, r1); });
+  }
+  return y;
+}
+
+torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const torch::Tensor& idx,
+                        const c10::optional<torch::Tensor>& bias, int64_t N, int64_t M) {
+  check_x(x);
+  TORCH_CHECK(M >= 1 && M <= 255 && N >= 1 && N <= M, "N:M must satisfy 1 <= N <= M <= 255, got ", N, ":", M);
+  TORCH_CHECK(vals.dim() == 2 && vals.scalar_type() == torch::kFloat && vals.is_contiguous(),
+              "vals must be a contiguous 2-D float32 tensor");
+  TORCH_CHECK(idx.scalar_type() == torch::kByte && idx.is_contiguous() && idx.sizes() == vals.sizes(),
+              "idx must be contiguous uint8 with the shape of vals");
+  auto xc = x.contiguous();
+  const int64_t B = xc.size(0), in = xc.size(1), out = vals.size(0);
+  TORCH_CHECK(in % M == 0, "in_features ", in, " is not a multiple of M=", M);
+  TORCH_CHECK(vals.size(1) == in / M * N, "vals has ", vals.size(1), " columns, expected ", in / M * N);
+  auto y = torch::empty({B, out}, x.options());
+  if (B == 0 || out == 0) return y;
+  sc::NMArgs a;
+  a.vals = vals.data_ptr<float>();
+  a.idx = idx.data_ptr<uint8_t>();
+  a.bias = bias_ptr(bias, out);
+  a.y = y.data_ptr<float>();
+  a.B = B;
+  a.in = in;
+  a.out = out;
+  a.N = (int)N;
+  a.M = (int)M;
+  const sc::KernelTable& tab = table();
+  torch::Tensor xs;
+  const int64_t work = vals.numel() * B;
+  if (B <= sc::kSmallBatch) {
+    const int64_t xs_cols = (in + 31) / 32 * 32;
+    xs = pad_cols(xc, xs_cols);
+    a.x = xs.data_ptr<float>();
+    a.xs = xs_cols;
+    a.Bp = B;
+    parallel_rows(out, nullptr, work, [&](int64_t r0, int64_t r1) { tab.nm_small(a, r0, r1); });
+  } else {
+    const int64_t Bp = (B + 15) / 16 * 16;
+    xs = transpose_pad(xc, in, Bp);
+    a.x = xs.data_ptr<float>();
+    a.xs = Bp;
+    a.Bp = Bp;
+    parallel_rows(out, nullptr, work, [&](int64_t r0, int64_t r1) { tab.nm_t(a, r0, r1); });
+  }
+  return y;
+}
+
+int64_t set_isa(int64_t isa) {
+  TORCH_CHECK(isa >= 0 && isa <= detect_isa(), "ISA level ", isa, " is not supported by this CPU (max ",
+              detect_isa(), ")");
+  g_isa = (int)isa;
+  return g_isa;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(sparsecraft, m) {
+  m.def("block_linear(Tensor x, Tensor rowptr, Tensor cols, Tensor vals, Tensor? bias, int out_features, int R, int C) -> Tensor");
+  m.def("nm_linear(Tensor x, Tensor vals, Tensor idx, Tensor? bias, int N, int M) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(sparsecraft, CPU, m) {
+  m.impl("block_linear", &block_linear);
+  m.impl("nm_linear", &nm_linear);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+  mod.def("cpu_isa", &detect_isa, "Best ISA level this CPU supports: 0 portable, 1 avx2, 2 avx512.");
+  mod.def("get_isa", &current_isa, "ISA level the kernels use now.");
+  mod.def("set_isa", &set_isa, "Force an ISA level no higher than cpu_isa().");
+}
