@@ -28,11 +28,20 @@ def plan_masks(
     sparsity = check_sparsity(sparsity)
     pat = get_pattern(pattern)
     if pat.fixed_density is not None:
-        return {name: pat.mask(s) for name, s in scores.items()}
-    infos = {name: LayerInfo(tuple(s.shape), pat.group_scores(s.detach().float())) for name, s in scores.items()}
+        return {name: _for_layer(name, pat.mask, s) for name, s in scores.items()}
+    infos = {name: LayerInfo(tuple(s.shape), _for_layer(name, pat.group_scores, s.detach().float()))
+             for name, s in scores.items()}
     counts = allocate(allocation, infos, sparsity)
     return {name: pat.expand(lowest(infos[name].group_scores, counts[name]), scores[name].shape)
             for name in scores}
+
+
+def _for_layer(name: str, fn: Callable[[torch.Tensor], torch.Tensor], scores: torch.Tensor) -> torch.Tensor:
+    """Call ``fn(scores)``, prefixing any user error with the layer it concerns."""
+    try:
+        return fn(scores)
+    except SparsecraftError as err:
+        raise SparsecraftError(f"layer {name}: {err}") from None
 
 
 def prune(

@@ -136,21 +136,8 @@ class Sparsifier:
 
     # ---------------------------------------------------------------------------- report
     def report(self) -> list[dict[str, Any]]:
-        """One row per target plus a final ``"total"`` row.
-
-        Keys: layer, shape, pattern, params, kept (True entries of the mask), sparsity
-        (1 - kept / params).
-        """
-        rows = []
-        for name, t in self.targets.items():
-            n, kept = t.param.numel(), int(self.mask(t).sum())
-            rows.append({"layer": name, "shape": list(t.param.shape), "pattern": str(self.patterns[name]),
-                         "params": n, "kept": kept, "sparsity": 1.0 - kept / n})
-        n = sum(r["params"] for r in rows)
-        kept = sum(r["kept"] for r in rows)
-        rows.append({"layer": "total", "shape": [], "pattern": "", "params": n, "kept": kept,
-                     "sparsity": 1.0 - kept / max(n, 1)})
-        return rows
+        """Per-target rows plus a final ``"total"`` row (see :func:`report_rows`)."""
+        return report_rows(self.masks, {n: str(p) for n, p in self.patterns.items()})
 
     def sparsity(self) -> float:
         """Fraction of zeros over all masked parameters."""
@@ -184,3 +171,20 @@ class Sparsifier:
         ckpt = read_checkpoint(path)
         ckpt.load_into(model)
         return cls(model, ckpt.masks, ckpt.patterns)
+
+
+def report_rows(masks: dict[str, torch.Tensor], patterns: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per mask plus a final ``"total"`` row.
+
+    Keys: layer, shape, pattern, params, kept (True entries of the mask), sparsity (1 - kept/params).
+    """
+    rows = []
+    for name, m in masks.items():
+        kept = int(m.sum())
+        rows.append({"layer": name, "shape": list(m.shape), "pattern": (patterns or {}).get(name, "unstructured"),
+                     "params": m.numel(), "kept": kept, "sparsity": 1.0 - kept / m.numel()})
+    n = sum(r["params"] for r in rows)
+    kept = sum(r["kept"] for r in rows)
+    rows.append({"layer": "total", "shape": [], "pattern": "", "params": n, "kept": kept,
+                 "sparsity": 1.0 - kept / max(n, 1)})
+    return rows

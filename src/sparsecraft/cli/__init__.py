@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except SparsecraftError as err:
         print(f"sparsecraft {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -78,6 +78,7 @@ def sparse_wht(
     bins_per_k: float = 1.0,
     noise_std: float = 0.0,
     max_peel: int = 30,
+    max_rounds: int = 4,
     random_state: Any = None,
 ) -> SparseWHTResult:
     """Recover the K-sparse WHT of ``signal`` from few samples.
@@ -85,7 +86,9 @@ def sparse_wht(
     ``signal`` is a 1-D array of length ``n = 2^N`` or a callable mapping an int64 index array to
     values (then pass ``n``); only the sampled entries are read. ``noise_std`` is the standard
     deviation of additive time-domain noise (0 for exact data) and sets the single-ton test. Uses
-    ``n_subspaces * B * n_delay_groups * (N + 1)`` samples with ``B = 2^ceil(log2(bins_per_k * k))``.
+    ``n_subspaces * B * n_delay_groups * (N + 1)`` samples with ``B = 2^ceil(log2(bins_per_k * k))``
+    per round; a round that leaves unexplained bins (a peeling failure) is followed by a fresh one,
+    up to ``max_rounds``.
     """
     if callable(signal):
         if n is None:
@@ -107,48 +110,67 @@ def sparse_wht(
     b = int(min(N, max(1, np.ceil(np.log2(max(bins_per_k * k, 1.0))))))
     Bn = 1 << b
     P = check_int(n_delay_groups, "n_delay_groups")
-    unit = (1 << np.arange(N, dtype=np.int64))
+    unit = 1 << np.arange(N, dtype=np.int64)
     # delays: P random bases, each followed by its N single-bit flips
     base = gen.integers(0, length, size=P, dtype=np.int64)
     delays = np.concatenate([base[:, None], base[:, None] ^ unit[None, :]], axis=1).ravel()  # (P*(N+1),)
-    m_idx = np.arange(Bn, dtype=np.int64)
-    subspaces = []
-    for _ in range(check_int(n_subspaces, "n_subspaces")):
-        cols = _random_full_rank(N, b, gen)                      # (b,) ints: columns of H
-        Hm = np.zeros(Bn, dtype=np.int64)
-        for j in range(b):
-            Hm ^= np.where((m_idx >> j) & 1, cols[j], 0)
-        idx = Hm[None, :] ^ delays[:, None]                         # (D, B)
-        U = fwht(np.asarray(query(idx.ravel()), dtype=np.float64).reshape(idx.shape)) * (length / Bn)
-        subspaces.append((cols, U))
-    n_samples = len(subspaces) * delays.size * Bn
-    # per-bin noise variance of U (scaled units): each U entry sums B noisy samples times n/B
-    noise_var = (length**2 / Bn) * noise_std**2
-    floor = 1e-10 * max(1.0, max(float(np.abs(U).max()) for _, U in subspaces)) ** 2
-    threshold = 4.0 * noise_var + floor
+    noise_var = (length**2 / Bn) * noise_std**2    # variance of one scaled bin value U
     found: dict[int, float] = {}
+    n_samples, threshold = 0, None
+    for _ in range(check_int(max_rounds, "max_rounds")):
+        subspaces = [_measure(query, length, N, b, delays, gen) for _ in range(check_int(n_subspaces, "n_subspaces"))]
+        n_samples += len(subspaces) * delays.size * Bn
+        if threshold is None:
+            floor = 1e-10 * max(1.0, max(float(np.abs(U).max()) for _, U in subspaces)) ** 2
+            threshold = 4.0 * noise_var + floor
+        for kk, alpha in found.items():                 # remove what earlier rounds already found
+            signs = 1.0 - 2.0 * _parity(delays & kk)
+            for cols, U in subspaces:
+                U[:, _hash(kk, cols)] -= alpha * signs
+        _peel(subspaces, delays, P, N, threshold, found, max_peel)
+        if all(((U**2).mean(axis=0) <= threshold).all() for _, U in subspaces):
+            break                                        # every bin explained: done
+    keys = np.array(sorted(k_ for k_, v in found.items() if v != 0.0), dtype=np.int64)
+    return SparseWHTResult(keys, np.array([found[int(i)] for i in keys]), length, n_samples)
+
+
+def _measure(query: Callable[[np.ndarray], np.ndarray], n: int, N: int, b: int, delays: np.ndarray,
+             gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sample on one random subspace for every delay; return H's columns and the scaled bins (D, B)."""
+    Bn = 1 << b
+    cols = _random_full_rank(N, b, gen)
+    m_idx = np.arange(Bn, dtype=np.int64)
+    Hm = np.zeros(Bn, dtype=np.int64)
+    for j in range(b):
+        Hm ^= np.where((m_idx >> j) & 1, cols[j], 0)
+    idx = Hm[None, :] ^ delays[:, None]
+    U = fwht(np.asarray(query(idx.ravel()), dtype=np.float64).reshape(idx.shape)) * (n / Bn)
+    return cols, U
+
+
+def _peel(subspaces: list[tuple[np.ndarray, np.ndarray]], delays: np.ndarray, P: int, N: int,
+          threshold: float, found: dict[int, float], max_peel: int) -> None:
+    """Find single-ton bins, decode their index by majority vote, subtract them everywhere; repeat."""
+    unit = 1 << np.arange(N, dtype=np.int64)
     for _ in range(max_peel):
         new = 0
         for cols, U in subspaces:
-            energy = (U**2).mean(axis=0)
-            for j in np.flatnonzero(energy > threshold):
+            for j in np.flatnonzero((U**2).mean(axis=0) > threshold):
                 col = U[:, j].reshape(P, N + 1)
-                votes = (col[:, 1:] * col[:, :1]) < 0                 # bit i of k is 1 where sign flips
+                votes = (col[:, 1:] * col[:, :1]) < 0          # bit i of k is 1 where the sign flips
                 kk = int((votes.mean(axis=0) > 0.5) @ unit)
                 signs = 1.0 - 2.0 * _parity(delays & kk)
                 alpha = float(U[:, j] @ signs) / delays.size
-                if ((U[:, j] - alpha * signs) ** 2).mean() > threshold or abs(alpha) ** 2 <= threshold:
-                    continue                                              # multi-ton (or noise)
+                if ((U[:, j] - alpha * signs) ** 2).mean() > threshold or alpha**2 <= threshold:
+                    continue                                    # multi-ton (or noise)
                 if _hash(kk, cols) != j:
-                    continue
+                    continue                                    # decoded index does not hash here
                 found[kk] = found.get(kk, 0.0) + alpha
                 for cols2, U2 in subspaces:
                     U2[:, _hash(kk, cols2)] -= alpha * signs
                 new += 1
         if not new:
-            break
-    keys = np.array(sorted(k_ for k_, v in found.items() if v != 0.0), dtype=np.int64)
-    return SparseWHTResult(keys, np.array([found[int(i)] for i in keys]), length, n_samples)
+            return
 
 
 def _hash(k: int, cols: np.ndarray) -> int:

@@ -5,8 +5,9 @@ Works for classifiers (logits ``(N, C)``, labels ``(N,)``) and LMs (logits ``(N,
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ def train_classifier(
     optimizer: torch.optim.Optimizer | None = None,
     on_step: StepCallback | None = None,
     weight_decay: float = 0.0,
+    num_threads: int | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place with cross-entropy on ``data`` (a ``DataSplits`` or ``(x, y)``).
 
@@ -58,6 +60,8 @@ def train_classifier(
     model init, data and seed give bit-identical weights. ``optimizer`` defaults to
     ``AdamW(lr, weight_decay)``; ``on_step(step, model, optimizer)`` runs after every
     ``optimizer.step()`` (``step`` counts from 1), e.g. to re-apply masks or grow/prune weights.
+    ``num_threads`` sets torch's intra-op threads during training (restored after); 1 is often the
+    fastest for these tiny models and avoids thread contention on a busy machine.
     """
     x, y = _xy(data)
     epochs = check_positive_int(epochs, "epochs", minimum=0)
@@ -79,30 +83,48 @@ def train_classifier(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with torch.random.fork_rng(devices=[]), Progress(*columns, disable=not progress, transient=True) as bar:
+    bar = Progress(*columns, disable=not progress, transient=True)
+    with _threads(num_threads), torch.random.fork_rng(devices=[]), bar:
         torch.manual_seed(seed)
         task = bar.add_task("", total=epochs * batches)
-        for epoch in range(epochs):
-            order = torch.randperm(len(x), generator=gen)
-            total = 0.0
-            for i in range(batches):
-                idx = order[i * batch_size : (i + 1) * batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = _loss(model(x[idx]), y[idx])
-                loss.backward()
-                optimizer.step()
-                history.steps += 1
-                if on_step is not None:
-                    on_step(history.steps, model, optimizer)
-                total += loss.item() * len(idx)
-                bar.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
-            history.epoch_loss.append(total / len(x))
-    model.train(was_training)
+        try:
+            for epoch in range(epochs):
+                order = torch.randperm(len(x), generator=gen)
+                total = 0.0
+                for i in range(batches):
+                    idx = order[i * batch_size : (i + 1) * batch_size]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = _loss(model(x[idx]), y[idx])
+                    loss.backward()
+                    optimizer.step()
+                    history.steps += 1
+                    if on_step is not None:
+                        on_step(history.steps, model, optimizer)
+                    total += loss.item() * len(idx)
+                    desc = f"epoch {epoch + 1}/{epochs} loss {loss.item():.3f}"
+                    bar.update(task, advance=1, description=desc)
+                history.epoch_loss.append(total / len(x))
+        finally:
+            model.train(was_training)
     return history
 
 
+@contextlib.contextmanager
+def _threads(num_threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (``None``: leave it)."""
+    saved = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(check_positive_int(num_threads, "num_threads"))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @torch.no_grad()
-def _predict_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+def _predict_batches(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     was_training = model.training
     model.eval()
     try:

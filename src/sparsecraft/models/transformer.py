@@ -168,7 +168,9 @@ class TinyTransformer(nn.Module):
             kwargs.setdefault("max_len", spec.input_shape[0])
             return cls(spec.num_classes, vocab_size=spec.num_classes, **kwargs)
         if len(spec.input_shape) < 2:
-            raise SparsecraftError(f"model 'transformer' needs inputs shaped (C, ...), got {spec.input_shape}")
+            raise SparsecraftError(
+                f"model 'transformer' needs inputs shaped (C, ...), got {spec.input_shape}"
+            )
         spatial = spec.input_shape[1:]
         length = math.prod(spatial)
         if "patch_size" not in kwargs:

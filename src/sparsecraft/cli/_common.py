@@ -1,0 +1,39 @@
+"""Helpers shared by the subcommands: tables, JSON output, list arguments."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False)
+
+
+def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None,
+               as_json: bool = False, extra: dict[str, Any] | None = None) -> None:
+    """Print ``rows`` as a rich table, or as one JSON document on stdout when ``as_json``."""
+    if as_json:
+        json.dump({**(extra or {}), "rows": list(rows)}, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("layer", "method", "pattern", "shape") else "right")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c, "")) for c in columns])
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(map(str, v))
+    return str(v)
+
+
+def csv_list(text: str | None) -> list[str]:
+    """Split ``"a,b , c"`` into ``["a", "b", "c"]``; empty or None gives []."""
+    return [s.strip() for s in (text or "").split(",") if s.strip()]

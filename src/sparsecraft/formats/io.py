@@ -1,0 +1,74 @@
+"""Store one packed weight in a safetensors file (tensors + JSON metadata), validated on load."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SparsecraftError
+from ..io import atomic_path
+from .base import FORMATS, PackedWeight
+
+VERSION = "1"
+
+
+def metadata(packed: PackedWeight) -> dict[str, Any]:
+    """The JSON-able description stored beside the tensors."""
+    return {"format": packed.format, "shape": list(packed.shape), "params": packed.params(), "version": VERSION}
+
+
+def from_metadata(meta: Any, tensors: dict[str, torch.Tensor]) -> PackedWeight:
+    """Rebuild a packed weight from its metadata and tensors, validating both."""
+    if not isinstance(meta, dict) or meta.get("version") != VERSION:
+        raise SparsecraftError("packed weight metadata is missing or of an unknown version; re-export the weight")
+    shape = meta.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise SparsecraftError(f"packed weight shape {shape!r} is invalid; the file is corrupt")
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise SparsecraftError("packed weight params are missing; the file is corrupt")
+    cls = FORMATS.get(str(meta.get("format")))
+    return cls.from_tensors((shape[0], shape[1]), params, tensors)
+
+
+def save_packed(packed: PackedWeight, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``packed`` to ``path`` (safetensors) atomically; refuses an existing file unless ``force``."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path, force) as tmp:
+        save_file({k: v.contiguous() for k, v in packed.tensors().items()}, str(tmp),
+                  metadata={"sparsecraft_packed": json.dumps(metadata(packed))})
+    return Path(path)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; one-line error if unreadable."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise SparsecraftError(f"{p} does not exist or is not a file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise SparsecraftError(f"{p} is not a readable safetensors file ({str(err).splitlines()[0][:120]})") from None
+    return tensors, meta
+
+
+def load_packed(path: str | os.PathLike) -> PackedWeight:
+    """Read a packed weight written by :func:`save_packed`, validating format, shapes and indices."""
+    tensors, meta = read_safetensors(path)
+    raw = meta.get("sparsecraft_packed")
+    if raw is None:
+        raise SparsecraftError(f"{path} holds no sparsecraft packed weight (metadata missing)")
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SparsecraftError(f"{path}: packed weight metadata is not valid JSON; the file is corrupt") from None
+    return from_metadata(parsed, tensors)

@@ -1,0 +1,232 @@
+"""The updater interface: one object that decides, at each step, whether and how masks change.
+
+The algorithm (an :class:`Updater` subclass, chosen by name from ``UPDATERS``) is separate from the
+sparsity configuration (:class:`SparsityConfig`: how sparse, which pattern, which allocation, which
+layers), as in JaxPruner (Lee et al. 2023). Any optimizer, LR scheduler and training loop work::
+
+    updater = make_updater("rigl", SparsityConfig(0.9, allocation="erk"), total_steps=1000)
+    updater.attach(model, optimizer)          # builds the initial masks
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        updater.before_step()                 # gradients are here: read / modify them
+        optimizer.step()
+        updater.after_step()                  # masks and weights may change here
+    model = updater.finalize()                # exact zeros, hooks removed (or a smaller model)
+
+Under DDP pass the wrapped model: updaters work on the inner module, initial masks are broadcast
+from rank 0, and later updates are computed identically on every rank from all-reduced gradients,
+identical weights and random generators seeded from ``(seed, step)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..criteria import Calib, compute_scores
+from ..data.base import check_positive_int
+from ..errors import SparsecraftError, check_sparsity
+from ..oneshot import plan_masks
+from ..patterns import Pattern, get_pattern
+from ..registry import Registry
+from ..sparsifier import Sparsifier
+from ..target import Target, find_targets
+from . import distributed as dist_util
+
+UPDATERS: Registry[type["Updater"]] = Registry("training method")
+Listener = Callable[["Updater", dict], None]
+
+
+@dataclass
+class SparsityConfig:
+    """What sparsity to reach, independent of the algorithm that reaches it.
+
+    ``sparsity``: final fraction of zeros over the targeted weights (ignored by N:M patterns);
+    ``pattern``: ``"unstructured"``, ``"2:4"``, ``"channel"``, ...; ``allocation``: per-layer
+    budget (``uniform``, ``global``, ``er``, ``erk``); ``layers`` / ``keep_dense``: module names or
+    globs as in :func:`sparsecraft.find_targets`.
+    """
+
+    sparsity: float = 0.9
+    pattern: str = "unstructured"
+    allocation: str = "erk"
+    layers: Sequence[str] | None = None
+    keep_dense: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        self.sparsity = check_sparsity(self.sparsity)
+        self._pattern = get_pattern(self.pattern)
+        self.pattern = str(self._pattern)
+
+    def get_pattern(self) -> Pattern:
+        return self._pattern
+
+    def targets(self, model: nn.Module) -> tuple[list[Target], list[str]]:
+        """Targets whose shapes fit the pattern, and the names of those left dense because they do not."""
+        found = find_targets(model, self.layers, self.keep_dense)
+        fit, skipped = [], []
+        for t in found:
+            try:
+                self._pattern.n_groups(t.param.shape)
+                if self._pattern.fixed_density is not None:
+                    self._pattern.mask(torch.zeros(t.param.shape))
+                fit.append(t)
+            except SparsecraftError:
+                skipped.append(t.name)
+        if not fit:
+            raise SparsecraftError(f"no targeted layer fits pattern {self.pattern}; choose another pattern")
+        return fit, skipped
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The inner module of a DDP / DataParallel wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+def seeded_generator(seed: int, *tags: object) -> torch.Generator:
+    """A CPU generator seeded from ``seed`` and ``tags``: identical on every rank for the same inputs."""
+    digest = hashlib.sha256(repr((seed, *tags)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def zero_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, where: torch.Tensor) -> None:
+    """Zero every per-element state tensor of ``param`` (momentum, Adam moments) where ``where`` is True."""
+    if optimizer is None:
+        return
+    for value in optimizer.state.get(param, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value.masked_fill_(where, 0)
+
+
+class Updater:
+    """Base class: subclasses override :meth:`setup`, :meth:`before_step`, :meth:`update`.
+
+    Args:
+        config: the sparsity configuration (default ``SparsityConfig()``).
+        total_steps: optimizer steps of the whole run (schedules need it; :func:`fit` fills it in
+            when left ``None``).
+        seed: seeds every random choice (identically on all DDP ranks).
+
+    Attributes: ``step`` (optimizer steps done), ``sparsifier`` (the masks, for mask-based
+    methods), ``events`` (one dict per mask update: ``step``, ``kind``, counts, ``sparsity``),
+    ``listeners`` (callables ``(updater, event)`` run after each event), ``skipped`` (targets left
+    dense because their shape does not fit the pattern).
+    """
+
+    name = ""
+    needs_calib = False
+
+    def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
+        self.config = config or SparsityConfig()
+        self.total_steps = None if total_steps is None else check_positive_int(total_steps, "total_steps")
+        self.seed = int(seed)
+        self.step = 0
+        self.model: nn.Module | None = None
+        self.wrapped: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.sparsifier: Sparsifier | None = None
+        self.events: list[dict] = []
+        self.listeners: list[Listener] = []
+        self.skipped: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+               calib: Calib = None) -> "Updater":
+        """Bind to ``model`` (DDP-wrapped or not), ``optimizer`` and ``scheduler``; build initial masks.
+
+        ``calib``: a labelled batch ``(x, y)`` for data-driven initial masks (SNIP).
+        """
+        if self.model is not None:
+            raise SparsecraftError(f"this {self.name} updater is already attached; create a new one per run")
+        if self.total_steps is None:
+            raise SparsecraftError(f"{self.name} needs total_steps: pass total_steps= (fit() does it for you)")
+        if self.needs_calib and calib is None:
+            raise SparsecraftError(f"method {self.name!r} needs a calibration batch: pass calib=(x, y) to attach()")
+        self.wrapped, self.model = model, unwrap(model)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.setup(calib)
+        if self.sparsifier is not None and optimizer is not None:
+            self.sparsifier.attach(optimizer)
+        return self
+
+    def setup(self, calib: Calib) -> None:
+        """Build the initial state (masks) once the model is known."""
+
+    def before_step(self) -> None:
+        """Call after ``loss.backward()`` and before ``optimizer.step()``."""
+
+    def after_step(self) -> None:
+        """Call after ``optimizer.step()`` (and ``scheduler.step()``): counts the step, updates masks."""
+        self._require_attached()
+        self.step += 1
+        self.update()
+
+    def update(self) -> None:
+        """Change masks/weights if this step is an update step (``self.step`` steps are done)."""
+
+    def finalize(self) -> nn.Module:
+        """End training: masks baked into exact zeros and hooks removed; returns the model.
+
+        ``self.sparsifier`` (when the method has masks) still describes the final masks, so
+        ``updater.sparsifier.save(path)`` works before or after this call.
+        """
+        self._require_attached()
+        if self.sparsifier is not None:
+            self.sparsifier.apply()
+        return self.model
+
+    # ------------------------------------------------------------------ helpers
+    def _require_attached(self) -> None:
+        if self.model is None:
+            raise SparsecraftError("call updater.attach(model, optimizer) before training")
+
+    def record(self, kind: str, **info: Any) -> dict:
+        """Append an event and notify listeners."""
+        event = {"step": self.step, "kind": kind, **info, "sparsity": self.sparsity()}
+        self.events.append(event)
+        for fn in self.listeners:
+            fn(self, event)
+        return event
+
+    def sparsity(self) -> float:
+        """Current fraction of zeros over the masked weights (0 for methods without masks)."""
+        return self.sparsifier.sparsity() if self.sparsifier is not None else 0.0
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``{param name: bool mask}`` of the current masks (empty for methods without masks)."""
+        return dict(self.sparsifier.masks) if self.sparsifier is not None else {}
+
+    def generator(self, *tags: object) -> torch.Generator:
+        """A generator seeded from ``(seed, step, *tags)``: the same on every DDP rank."""
+        return seeded_generator(self.seed, self.step, *tags)
+
+    def initial_masks(self, criterion: str, calib: Calib = None, sparsity: float | None = None) -> Sparsifier:
+        """Score with ``criterion``, allocate with the config, build the Sparsifier (masks from rank 0)."""
+        targets, self.skipped = self.config.targets(self.model)
+        kwargs = {"generator": self.generator("init")} if criterion == "random" else {}
+        scores = compute_scores(criterion, self.model, targets, calib=calib, **kwargs)
+        s = self.config.sparsity if sparsity is None else sparsity
+        masks = plan_masks(s, self.config.get_pattern(), scores, self.config.allocation)
+        masks = dist_util.broadcast_masks(masks)
+        return Sparsifier(self.model, masks, {n: self.config.get_pattern() for n in masks})
+
+    def describe(self) -> dict[str, Any]:
+        """Name, config and hyper-parameters, for reports and checkpoints."""
+        hp = {k: v for k, v in vars(self).items() if k in getattr(self, "hparams", ())}
+        return {"method": self.name, "sparsity": self.config.sparsity, "pattern": self.config.pattern,
+                "allocation": self.config.allocation, **hp}
+
+
+def make_updater(method: str, config: SparsityConfig | None = None, total_steps: int | None = None,
+                 seed: int = 0, **hparams: Any) -> Updater:
+    """Construct the updater registered as ``method`` (see ``UPDATERS.names()``)."""
+    cls = UPDATERS.get(method)
+    try:
+        return cls(config, total_steps=total_steps, seed=seed, **hparams)
+    except TypeError as err:
+        raise SparsecraftError(f"bad option for method {method!r}: {err}") from None

@@ -1,0 +1,61 @@
+"""Static sparse training: a mask chosen once at initialisation, then kept fixed.
+
+* ``static`` with ``criterion="random"`` and ``allocation="erk"`` / ``"er"`` / ``"uniform"`` is
+  random pruning at init (Liu et al. 2022, "The Unreasonable Effectiveness of Random Pruning";
+  ER/ERK from Mocanu et al. 2018 and Evci et al. 2020);
+* ``snip`` scores ``|w * dL/dw|`` on one labelled batch at init (Lee et al. 2019, "SNIP:
+  Single-shot Network Pruning based on Connection Sensitivity");
+* ``static`` with ``criterion="magnitude"`` on a trained model is one-shot pruning + fine-tuning.
+"""
+from __future__ import annotations
+
+from ..criteria import CRITERIA, Calib
+from ..errors import SparsecraftError
+from .base import UPDATERS, SparsityConfig, Updater
+
+
+@UPDATERS.register("dense")
+class Dense(Updater):
+    """No sparsity at all: the baseline, run through the same loop."""
+
+    name = "dense"
+
+    def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
+        super().__init__(config or SparsityConfig(0.0), total_steps, seed)
+
+
+@UPDATERS.register("static")
+class Static(Updater):
+    """Masks from ``criterion`` (any name in ``CRITERIA``) at attach time, fixed afterwards."""
+
+    name = "static"
+    hparams = ("criterion",)
+
+    def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
+                 criterion: str = "random") -> None:
+        super().__init__(config, total_steps, seed)
+        CRITERIA.get(criterion)
+        self.criterion = criterion
+        self.needs_calib = criterion in ("snip", "taylor", "movement", "wanda")
+
+    def setup(self, calib: Calib) -> None:
+        self.sparsifier = self.initial_masks(self.criterion, calib)
+        self.record("init", criterion=self.criterion)
+
+
+@UPDATERS.register("snip")
+class Snip(Static):
+    """SNIP at initialisation: static training of the mask kept by ``|w * dL/dw|``."""
+
+    name = "snip"
+    hparams = ()
+
+    def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
+        super().__init__(config, total_steps, seed, criterion="snip")
+
+
+def _check_fraction(value: float, name: str, low: float = 0.0, high: float = 1.0) -> float:
+    value = float(value)
+    if not low <= value <= high:
+        raise SparsecraftError(f"{name} must lie in [{low}, {high}], got {value!r}")
+    return value
