@@ -24,11 +24,6 @@ def _rows(x: torch.Tensor) -> set[bytes]:
     return {r.numpy().tobytes() for r in x.reshape(len(x), -1)}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits(seed=0)
-
-
 def test_digits_matches_sklearn_stratified_split(digits):
     from sklearn.datasets import load_digits as sk
     from sklearn.model_selection import train_test_split
