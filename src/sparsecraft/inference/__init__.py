@@ -1,0 +1,14 @@
+"""Fast sparse inference: convert pruned Linear layers to packed formats run by native kernels.
+
+    >>> from sparsecraft.inference import convert, save_converted, load_converted
+    >>> model, report = convert(model)            # masked/pruned nn.Linear -> SparseLinear
+    >>> save_converted(model, "model.sparse.safetensors")
+    >>> model2 = load_converted(build_dense_architecture(), "model.sparse.safetensors")
+"""
+from .convert import ConvertedLayer, convert, detect_format, set_mode, sparse_layers, weight_bytes
+from .dispatch import Dispatcher, batch_bucket, default_dispatcher
+from .linear import SparseLinear
+from .serialize import load_converted, save_converted
+
+__all__ = ["ConvertedLayer", "Dispatcher", "SparseLinear", "batch_bucket", "convert", "default_dispatcher",
+           "detect_format", "load_converted", "save_converted", "set_mode", "sparse_layers", "weight_bytes"]

@@ -1,0 +1,147 @@
+"""Replace pruned nn.Linear layers of a model by SparseLinear, choosing each layer's format."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..errors import SparsecraftError, check_sparsity
+from ..formats import FORMATS, PackedWeight, pack
+from ..formats.blocks import MAX_BLOCK_COLS
+from .dispatch import Dispatcher
+from .linear import MODES, SparseLinear
+
+FORMAT_CHOICES = ("auto", "csr16", "block", "nm")
+
+
+@dataclass
+class ConvertedLayer:
+    """What ``convert`` did with one Linear layer."""
+
+    name: str
+    shape: tuple[int, int]
+    sparsity: float
+    format: str  # 'dense' when the layer was left as nn.Linear
+    params: dict[str, Any]
+    nbytes: int
+    dense_nbytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def masked_weight(module: nn.Linear) -> torch.Tensor:
+    """The layer's weight with its ``weight_mask`` buffer applied when it has one."""
+    w = module.weight.detach()
+    mask = getattr(module, "weight_mask", None)
+    if isinstance(mask, torch.Tensor):
+        if mask.shape != w.shape:
+            raise SparsecraftError(f"weight_mask shape {tuple(mask.shape)} does not match weight {tuple(w.shape)}")
+        w = w * mask.to(w.dtype)
+    return w.to(torch.float32)
+
+
+def detect_format(w: torch.Tensor) -> tuple[str, dict[str, int]]:
+    """The most specific format that stores ``w`` without padding values.
+
+    N:M (M in 4, 8, N <= M/2) when every group along in_features fits; R x 1 blocks (R in 16, 8, 4)
+    when the nonzeros fill whole blocks; otherwise csr16.
+    """
+    out, inp = w.shape
+    nz = w != 0
+    nnz = int(nz.sum())
+    for m in (4, 8):
+        if inp % m == 0 and nnz:
+            n = int(nz.view(out, inp // m, m).sum(-1).max())
+            if 2 * n <= m and n * out * inp // m == nnz:
+                return "nm", {"N": n, "M": m}
+    for r in (16, 8, 4):
+        if out % r == 0 and nnz:
+            blocks = int(nz.view(out // r, r, inp).any(1).sum())
+            if blocks * r == nnz:
+                return "block", {"R": r, "C": 1}
+    return "csr16", {}
+
+
+def _pack_layer(w: torch.Tensor, fmt: str, params: dict[str, int]) -> PackedWeight:
+    if fmt == "auto":
+        fmt, params = detect_format(w)
+    return pack(w, fmt, **params)
+
+
+def convert(model: nn.Module, *, format: str = "auto", format_params: Optional[dict[str, int]] = None,
+            min_sparsity: float = 0.3, mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
+            skip: tuple[str, ...] = ()) -> tuple[nn.Module, list[ConvertedLayer]]:
+    """Swap each nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear.
+
+    ``model`` is changed in place and returned with a per-layer report. ``format`` 'auto' picks
+    N:M, R x 1 blocks or csr16 per layer from the zeros it finds. Layers named in ``skip`` (or
+    starting with one of them) stay dense. Outputs equal the dense masked model's (fp32, to
+    rounding). Mode: see :class:`SparseLinear`.
+    """
+    if format not in FORMAT_CHOICES:
+        raise SparsecraftError(f"unknown format {format!r}; choose one of: {', '.join(FORMAT_CHOICES)}")
+    if mode not in MODES:
+        raise SparsecraftError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_sparsity(min_sparsity, "min_sparsity")
+    params = dict(format_params or {})
+    report: list[ConvertedLayer] = []
+    targets = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
+    for name, module in targets:
+        w = masked_weight(module)
+        out, inp = w.shape
+        sparsity = 1.0 - float((w != 0).sum()) / max(1, w.numel())
+        dense_bytes = 4 * w.numel()
+        keep_dense = (any(name == s or name.startswith(s + ".") for s in skip) or sparsity < min_sparsity
+                      or (format in ("auto", "csr16") and inp > MAX_BLOCK_COLS and not params))
+        if keep_dense:
+            report.append(ConvertedLayer(name, (out, inp), sparsity, "dense", {}, dense_bytes, dense_bytes))
+            continue
+        try:
+            packed = _pack_layer(w, format, params)
+        except SparsecraftError as err:
+            raise SparsecraftError(f"layer {name}: {err}") from None
+        bias = None if module.bias is None else module.bias.detach()
+        _set_submodule(model, name, SparseLinear(packed, bias, mode=mode, dispatcher=dispatcher))
+        report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
+                                     dense_bytes))
+    return model, report
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
+    """The SparseLinear layers of ``model`` by name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear)}
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    """Set every SparseLinear of ``model`` to ``mode`` ('auto', 'sparse' or 'dense')."""
+    for layer in sparse_layers(model).values():
+        layer.mode = mode
+
+
+def weight_bytes(model: nn.Module) -> tuple[int, int]:
+    """(stored bytes, dense float32 bytes) over the Linear / SparseLinear weights of ``model``."""
+    stored = dense = 0
+    for m in model.modules():
+        if isinstance(m, SparseLinear):
+            stored += m.weight_nbytes
+            dense += 4 * m.in_features * m.out_features
+        elif type(m) is nn.Linear:
+            stored += 4 * m.weight.numel()
+            dense += 4 * m.weight.numel()
+    return stored, dense
+
+
+def rebuild_layer(fmt: str, shape: tuple[int, int], params: dict[str, Any], tensors: dict[str, torch.Tensor],
+                  bias: Optional[torch.Tensor]) -> SparseLinear:
+    """A SparseLinear from stored tensors (validated by the format)."""
+    packed = FORMATS.get(fmt).from_tensors(shape, params, tensors)
+    return SparseLinear(packed, bias)

@@ -1,0 +1,120 @@
+"""Per-layer dispatch: time dense against the sparse kernel once per (layer kind, batch bucket).
+
+A sparse kernel only pays above some sparsity, and where that point lies depends on the shape,
+the pattern, the batch and the CPU. Rather than guess, the first call of a layer in a new batch
+bucket times both paths on that layer's real weights (interleaved repeats, minimum time, so a
+busy machine biases neither side) and keeps the faster. Sparse must win by ``margin`` (2%) to be
+chosen, so a converted model is never meaningfully slower than dense. Results are cached in memory
+under a key of (format, params, shape, density to 1%, batch bucket, ISA, threads) so identical
+layers (the six blocks of a transformer) are measured once; set ``SPARSECRAFT_DISPATCH_CACHE`` to a
+JSON file to keep them across processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..formats.base import PackedWeight
+
+MARGIN = 0.02
+_BUCKETS = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def batch_bucket(rows: int) -> int:
+    """The dispatch bucket of a call with ``rows`` input rows: 1..4 exactly, then powers of two."""
+    for b in _BUCKETS:
+        if rows <= b:
+            return b
+    return _BUCKETS[-1] * 2
+
+
+def _time_pair(fa: Callable[[], object], fb: Callable[[], object], budget_s: float = 0.05,
+               min_reps: int = 3, max_reps: int = 50) -> tuple[float, float]:
+    """Minimum wall time of ``fa`` and ``fb``, measured alternately after one warm-up each."""
+    fa(), fb()
+    ta, tb = float("inf"), float("inf")
+    start = time.perf_counter()
+    reps = 0
+    while reps < min_reps or (reps < max_reps and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta, tb = min(ta, t1 - t0), min(tb, t2 - t1)
+        reps += 1
+    return ta, tb
+
+
+class Dispatcher:
+    """Chooses 'sparse' or 'dense' per layer kind and batch bucket; caches measurements."""
+
+    def __init__(self, path: Optional[str | os.PathLike] = None, margin: float = MARGIN) -> None:
+        self.margin = margin
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self.table: dict[str, dict[str, float | str]] = {}
+        if self.path and self.path.is_file():
+            try:
+                loaded = json.loads(self.path.read_text())
+                if isinstance(loaded, dict):
+                    self.table = {k: v for k, v in loaded.items() if isinstance(v, dict) and v.get("choice") in ("dense", "sparse")}
+            except (OSError, json.JSONDecodeError):
+                self.table = {}
+
+    @staticmethod
+    def key(packed: PackedWeight, bucket: int) -> str:
+        from .. import kernels
+
+        density = packed.stored_values / max(1, packed.shape[0] * packed.shape[1])
+        return json.dumps([packed.format, packed.params(), list(packed.shape), round(density, 2), bucket,
+                           kernels.get_isa(), torch.get_num_threads()])
+
+    def choose(self, packed: PackedWeight, bias: Optional[torch.Tensor], rows: int) -> str:
+        """'sparse' or 'dense' for ``rows`` input rows, measuring on first use of the bucket."""
+        from .. import kernels
+
+        if not kernels.available():
+            return "dense"
+        bucket = batch_bucket(rows)
+        key = self.key(packed, bucket)
+        hit = self.table.get(key)
+        if hit is not None:
+            return str(hit["choice"])
+        x = torch.randn(rows, packed.shape[1])
+        dense_w = packed.dense_cached()
+        t_sparse, t_dense = _time_pair(lambda: packed.linear(x, bias), lambda: F.linear(x, dense_w, bias))
+        choice = "sparse" if t_sparse < (1.0 - self.margin) * t_dense else "dense"
+        with self._lock:
+            self.table[key] = {"choice": choice, "sparse_s": t_sparse, "dense_s": t_dense, "rows": rows}
+            if self.path:
+                self._save()
+        return choice
+
+    def _save(self) -> None:
+        assert self.path is not None
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.table, indent=1))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a re-measurement
+
+
+_default: Optional[Dispatcher] = None
+
+
+def default_dispatcher() -> Dispatcher:
+    """The process-wide dispatcher (persisted to ``$SPARSECRAFT_DISPATCH_CACHE`` when set)."""
+    global _default
+    if _default is None:
+        _default = Dispatcher(os.environ.get("SPARSECRAFT_DISPATCH_CACHE"))
+    return _default

@@ -1,0 +1,96 @@
+"""SparseLinear: an nn.Linear replacement that runs a packed weight through the native kernels."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SparsecraftError
+from ..formats import FORMATS, PackedWeight
+from .dispatch import Dispatcher, batch_bucket, default_dispatcher
+
+MODES = ("auto", "sparse", "dense")
+
+
+class SparseLinear(nn.Module):
+    """``y = x W^T + b`` with W stored in a compressed format (any leading batch dims on x).
+
+    ``mode``: 'auto' (per batch bucket, the faster of sparse and dense, measured once by the
+    dispatcher), 'sparse' (always the kernel) or 'dense' (torch matmul on the unpacked weight).
+    The packed tensors are buffers, so ``state_dict`` holds them and nothing dense.
+    """
+
+    def __init__(self, packed: PackedWeight, bias: Optional[torch.Tensor] = None, mode: str = "auto",
+                 dispatcher: Optional[Dispatcher] = None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = packed.shape
+        self.format = packed.format
+        self.format_params: dict[str, Any] = packed.params()
+        self.packed = packed
+        for name, t in packed.tensors().items():
+            self.register_buffer(f"w_{name}", t)
+        if bias is not None:
+            self.bias = nn.Parameter(bias.detach().to(torch.float32).clone(), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.mode = mode
+        self.dispatcher = dispatcher
+        self.choices: dict[int, str] = {}
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise SparsecraftError(f"mode must be one of {', '.join(MODES)}, got {value!r}")
+        self._mode = value
+
+    def _sync_packed(self) -> None:
+        """Rebuild the packed view if buffers were replaced (load_state_dict, .to())."""
+        tensors = self.packed.tensors()
+        if any(getattr(self, f"w_{k}") is not v for k, v in tensors.items()):
+            self.packed = FORMATS.get(self.format).from_tensors(
+                (self.out_features, self.in_features), self.format_params,
+                {k: getattr(self, f"w_{k}") for k in tensors})
+
+    def path_for(self, rows: int) -> str:
+        """'sparse' or 'dense' for an input with ``rows`` rows (may measure, eager mode only)."""
+        if self._mode != "auto":
+            return self._mode
+        bucket = batch_bucket(rows)
+        choice = self.choices.get(bucket)
+        if choice is None:
+            if torch.compiler.is_compiling():
+                return "sparse"
+            self._sync_packed()
+            choice = (self.dispatcher or default_dispatcher()).choose(self.packed, self.bias, rows)
+            self.choices[bucket] = choice
+        return choice
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise SparsecraftError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if not torch.compiler.is_compiling():
+            self._sync_packed()
+        if self.path_for(x2.shape[0]) == "dense" or x2.dtype != torch.float32 or x2.requires_grad:
+            y = F.linear(x2, self.packed.dense_cached().to(x2.dtype),
+                         None if self.bias is None else self.bias.to(x2.dtype))
+        else:
+            y = self.packed.linear(x2, self.bias)
+        return y.reshape(*lead, self.out_features)
+
+    @property
+    def weight_nbytes(self) -> int:
+        """Bytes of the stored (packed) weight."""
+        return self.packed.nbytes
+
+    def extra_repr(self) -> str:
+        density = self.packed.stored_values / max(1, self.out_features * self.in_features)
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"format={self.format}{self.format_params or ''}, density={density:.3f}, mode={self._mode}")

@@ -1,0 +1,86 @@
+"""Save and load converted models: one safetensors file, JSON layer metadata in its header.
+
+The file holds the whole state_dict (packed buffers for sparse layers, ordinary tensors for the
+rest) and ``sparsecraft_layers``: for each sparse layer its format, params and shape. Loading takes
+the dense architecture (freshly built, e.g. ``AutoModel.from_config``), swaps in SparseLinear
+layers as the metadata says after checking each is an nn.Linear of that shape, validates every
+packed tensor, and loads the rest strictly: a file that does not fit the model is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import SparsecraftError
+from ..formats.io import read_safetensors
+from ..io import atomic_path
+from .convert import _set_submodule, rebuild_layer, sparse_layers
+
+VERSION = "1"
+
+
+def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write a converted model's state and layer metadata to ``path`` (safetensors), atomically."""
+    from safetensors.torch import save_file
+
+    layers = {
+        name: {"format": m.format, "params": m.format_params, "shape": [m.out_features, m.in_features],
+               "bias": m.bias is not None}
+        for name, m in sparse_layers(model).items()
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):  # safetensors refuses shared storage (tied weights): store copies
+        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
+        if ptr in seen:
+            state[k] = v.clone()
+        elif ptr != -1:
+            seen[ptr] = k
+    meta = {"sparsecraft_version": VERSION, "sparsecraft_layers": json.dumps(layers)}
+    with atomic_path(path, force) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_converted(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a file written by :func:`save_converted` into ``model`` (the dense architecture)."""
+    tensors, meta = read_safetensors(path)
+    if meta.get("sparsecraft_version") != VERSION or "sparsecraft_layers" not in meta:
+        raise SparsecraftError(f"{path} is not a sparsecraft converted model (metadata missing or other version)")
+    try:
+        layers = json.loads(meta["sparsecraft_layers"])
+        assert isinstance(layers, dict)
+    except (json.JSONDecodeError, AssertionError):
+        raise SparsecraftError(f"{path}: layer metadata is corrupt") from None
+    for name, info in layers.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise SparsecraftError(f"{path} has sparse layer {name!r} that the model lacks; wrong architecture?") from None
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list) or len(info["shape"]) != 2:
+            raise SparsecraftError(f"{path}: metadata of layer {name!r} is corrupt")
+        shape = (int(info["shape"][0]), int(info["shape"][1]))
+        if type(module) is not nn.Linear or tuple(module.weight.shape) != shape:
+            raise SparsecraftError(f"{path}: layer {name!r} is {shape[0]}x{shape[1]} sparse in the file but not a "
+                                   "Linear of that shape in the model; wrong architecture?")
+        prefix = f"{name}.w_"
+        packed = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        bias = tensors.get(f"{name}.bias") if info.get("bias") else None
+        if info.get("bias") and bias is None:
+            raise SparsecraftError(f"{path}: bias of layer {name!r} is missing; the file is corrupt")
+        try:
+            layer = rebuild_layer(str(info.get("format")), shape, dict(info.get("params") or {}), packed, bias)
+        except SparsecraftError as err:
+            raise SparsecraftError(f"{path}: layer {name!r}: {err}") from None
+        _set_submodule(model, name, layer)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:
+        raise SparsecraftError(f"{path} does not fit the model ({str(err).splitlines()[0][:160]})") from None
+    if missing or unexpected:
+        raise SparsecraftError(f"{path} does not fit the model: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+    return model
