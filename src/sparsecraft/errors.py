@@ -22,3 +22,10 @@ def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
             f"{name} must be a fraction in [0, 1), got {sparsity!r} (use 0.9 for 90% zeros)"
         )
     return value
+
+
+def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SparsecraftError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value

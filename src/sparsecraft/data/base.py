@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import SparsecraftError
+from ..errors import check_positive_int  # noqa: F401  (re-exported for older importers)
 
 
 @dataclass
@@ -35,13 +35,6 @@ class DataSplits:
             f"test={tuple(self.test_x.shape)}, calib={tuple(self.calib_x.shape)}, "
             f"num_classes={self.num_classes}, input_shape={self.input_shape})"
         )
-
-
-def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SparsecraftError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def standardize(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:

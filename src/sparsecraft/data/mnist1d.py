@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..io import atomic_path
-from .base import DataSplits, check_positive_int, seeded_subset, standardize
+from ..errors import check_positive_int
+from .base import DataSplits, seeded_subset, standardize
 
 SEQ_LEN = 40
 

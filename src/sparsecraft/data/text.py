@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import SparsecraftError
-from .base import DataSplits, check_positive_int
+from ..errors import SparsecraftError, check_positive_int
+from .base import DataSplits
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError
+from ..errors import SparsecraftError, check_positive_int
 from .base import MODELS, DataSpec, require_task
 
 _LAYERS = {

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError
+from ..errors import SparsecraftError, check_positive_int
 
 StepCallback = Callable[[int, nn.Module, torch.optim.Optimizer], None]
 

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError
+from ..errors import SparsecraftError, check_positive_int
 from .base import MODELS, DataSpec
 
 
