@@ -62,13 +62,19 @@ def load_model(spec: str) -> tuple[nn.Module, Any]:
     return model.float().eval(), tokenizer
 
 
-def encode(tokenizer: Any, texts: Sequence[str], seq_len: int = 128, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
-    """Tokenize ``texts`` into batches of ``input_ids``/``attention_mask`` ``(B, <=seq_len)``."""
+def encode(
+    tokenizer: Any, texts: Sequence[str], seq_len: int = 128, batch_size: int = 16, by_length: bool = False
+) -> list[dict[str, torch.Tensor]]:
+    """Tokenize ``texts`` into batches of ``input_ids``/``attention_mask`` ``(B, <=seq_len)``.
+
+    With ``by_length`` the texts are batched in order of length (less padding, same statistics).
+    """
     if seq_len < 4:
         raise SparsecraftError(f"seq_len must be >= 4 tokens, got {seq_len}")
+    texts = sorted(texts, key=len) if by_length else list(texts)
     batches = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=seq_len,
+        enc = tokenizer(texts[i : i + batch_size], truncation=True, max_length=seq_len,
                         padding=True, return_tensors="pt")
         batches.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc})
     return batches
@@ -82,6 +88,16 @@ def calibration_texts(n: int, seed: int = 0) -> list[str]:
     if not 1 <= n <= len(available):
         raise SparsecraftError(f"--calib-samples must be between 1 and {len(available)} paragraphs, got {n}")
     return available[:n]
+
+
+def eval_texts(n: int = 0, seed: int = 0) -> list[str]:
+    """The first ``n`` evaluation paragraphs (all when ``n == 0``), disjoint from calibration."""
+    from ..data import load_text
+
+    available = load_text(seed).eval
+    if not 0 <= n <= len(available):
+        raise SparsecraftError(f"--eval-samples must be between 0 (all) and {len(available)}, got {n}")
+    return available[: n or len(available)]
 
 
 def save_pruned(model: nn.Module, tokenizer: Any, out: str | os.PathLike, metadata: dict[str, Any], force: bool = False) -> Path:

@@ -102,7 +102,7 @@ def inverse_hessian_factor(stats: LayerStats, percdamp: float) -> tuple[torch.Te
     """
     if stats.diag_only:
         raise SparsecraftError("SparseGPT needs the full Gram matrix of the layer inputs, not only its diagonal")
-    h = 2.0 * stats.gram / max(stats.count, 1)
+    h = 2.0 * stats.gram.double() / max(stats.count, 1)
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
     h += percdamp * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)

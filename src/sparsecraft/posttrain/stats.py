@@ -17,7 +17,7 @@ import torch
 
 @dataclass
 class LayerStats:
-    """Running ``X^T X`` (float64, shape ``(in, in)``) and token count of one layer's inputs.
+    """Running ``X^T X`` (float32, shape ``(in, in)``) and token count of one layer's inputs.
 
     ``diag_only`` keeps just the squared column norms (shape ``(in,)``), enough for Wanda and OWL.
     """
@@ -29,15 +29,15 @@ class LayerStats:
 
     def __post_init__(self) -> None:
         shape = (self.in_features,) if self.diag_only else (self.in_features, self.in_features)
-        self.gram = torch.zeros(shape, dtype=torch.float64)
+        self.gram = torch.zeros(shape, dtype=torch.float32)
 
     def add(self, x: torch.Tensor) -> None:
         """Accumulate inputs ``x`` of shape ``(..., in)`` (rows are tokens)."""
         rows = x.detach().reshape(-1, self.in_features).float()
         if self.diag_only:
-            self.gram += rows.pow(2).sum(0).double()
+            self.gram += rows.pow(2).sum(0)
         else:
-            self.gram += (rows.T @ rows).double()
+            self.gram.addmm_(rows.T, rows)
         self.count += rows.shape[0]
 
     @property
@@ -48,8 +48,9 @@ class LayerStats:
 
 def relative_error(weight: torch.Tensor, pruned: torch.Tensor, gram: torch.Tensor) -> float:
     """``||X W^T - X W'^T||^2 / ||X W^T||^2`` from the Gram matrix ``X^T X``; weights ``(out, in)``."""
-    w = weight.double()
-    d = w - pruned.double()
-    num = ((d @ gram) * d).sum()
-    den = ((w @ gram) * w).sum()
+    w = weight.detach().float()
+    d = w - pruned.detach().float()
+    g = gram.float()
+    num = ((d @ g) * d).sum(dtype=torch.float64)
+    den = ((w @ g) * w).sum(dtype=torch.float64)
     return float(num / den) if float(den) > 0 else 0.0

@@ -1,0 +1,130 @@
+"""How far a pruned model is from its dense original.
+
+* :func:`sentence_embeddings`: mean pooling over real tokens, then L2 normalisation (the
+  sentence-transformers recipe for all-MiniLM-L6-v2), shape ``(N, d)``;
+* :func:`mean_cosine`: mean cosine similarity between dense and sparse embeddings of the same text;
+* :func:`knn_agreement`: every eval paragraph queries the others; the mean overlap of the top-k
+  neighbour sets found with dense and with sparse embeddings (1.0 = identical retrieval);
+* :func:`layer_errors`: per Linear, ``||W X - W' X||^2 / ||W X||^2`` on the inputs the *sparse*
+  model feeds that layer;
+* :func:`perplexity`: ``exp`` of the mean next-token cross-entropy of a causal LM.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SparsecraftError
+from .pipeline import Batch, find_blocks
+from .stats import LayerStats, relative_error
+
+
+def hidden_states(output: Any) -> torch.Tensor:
+    """Last hidden states ``(B, T, d)`` of a transformers model output or a plain tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    return output[0]
+
+
+@torch.no_grad()
+def sentence_embeddings(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
+    """Mean-pooled, L2-normalised embeddings ``(N, d)`` of tokenized ``batches`` (in order)."""
+    model.eval()
+    out = []
+    for batch in batches:
+        h = hidden_states(model(**batch))
+        mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+        pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        out.append(F.normalize(pooled, dim=-1))
+    return torch.cat(out)
+
+
+def mean_cosine(dense: torch.Tensor, sparse: torch.Tensor) -> float:
+    """Mean cosine similarity of matching rows of two ``(N, d)`` embedding matrices."""
+    return float(F.cosine_similarity(dense, sparse, dim=-1).mean())
+
+
+def neighbours(emb: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(N, k)`` of each row's ``k`` most cosine-similar other rows."""
+    e = F.normalize(emb, dim=-1)
+    sim = e @ e.T
+    sim.fill_diagonal_(-math.inf)
+    return torch.topk(sim, k, dim=1).indices
+
+
+def knn_agreement(dense: torch.Tensor, sparse: torch.Tensor, k: int = 10) -> float:
+    """Mean ``|top-k_dense(i) ∩ top-k_sparse(i)| / k`` over all rows ``i`` used as queries."""
+    if not 1 <= k < len(dense):
+        raise SparsecraftError(f"k must be between 1 and {len(dense) - 1} for {len(dense)} texts, got {k}")
+    a, b = neighbours(dense, k), neighbours(sparse, k)
+    hits = (a.unsqueeze(2) == b.unsqueeze(1)).any(2).sum(1)
+    return float(hits.float().mean() / k)
+
+
+@torch.no_grad()
+def layer_errors(dense: nn.Module, sparse: nn.Module, batches: Sequence[Batch]) -> dict[str, float]:
+    """Relative reconstruction error of every Linear in the sparse model's blocks.
+
+    ``dense`` and ``sparse`` must share module names; each error is measured on the inputs the
+    sparse model gives that layer (real tokens only).
+    """
+    dense_mods = dict(dense.named_modules())
+    blocks = find_blocks(sparse)
+    names = {m: n for n, m in sparse.named_modules()}
+    stats: dict[str, LayerStats] = {}
+    current: list[torch.Tensor | None] = [None]
+    handles = []
+    for module in blocks.modules():
+        if isinstance(module, nn.Linear):
+            name = names[module]
+            stats[name] = LayerStats(module.in_features)
+
+            def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _o: Any, name: str = name) -> None:
+                x, mask = inputs[0], current[0]
+                if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+                    x = x[mask.bool()]
+                stats[name].add(x)
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        sparse.eval()
+        for batch in batches:
+            current[0] = batch.get("attention_mask")
+            sparse(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+    sparse_mods = dict(sparse.named_modules())
+    return {n: relative_error(dense_mods[n].weight, sparse_mods[n].weight, s.gram) for n, s in stats.items()}
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> float:
+    """``exp(mean cross-entropy)`` of a causal LM mapping ids ``(N, T)`` to logits ``(N, T, V)``."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(inputs), batch_size):
+        logits = model(inputs[i : i + batch_size])
+        y = targets[i : i + batch_size]
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+        count += y.numel()
+    if count == 0:
+        raise SparsecraftError("perplexity needs at least one evaluation window")
+    return math.exp(total / count)
+
+
+def summarize(dense_emb: torch.Tensor, sparse_emb: torch.Tensor, errors: Mapping[str, float], k: int = 10) -> dict[str, Any]:
+    """The headline metrics as one dict: cosine, top-k agreement, mean/max layer error."""
+    errs = list(errors.values())
+    return {
+        "cosine": mean_cosine(dense_emb, sparse_emb),
+        f"knn{k}": knn_agreement(dense_emb, sparse_emb, k),
+        "mean_layer_error": sum(errs) / len(errs) if errs else 0.0,
+        "max_layer_error": max(errs) if errs else 0.0,
+    }
