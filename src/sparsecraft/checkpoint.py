@@ -146,8 +146,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             raise SparsecraftError(f"{path}: checksum mismatch for {k}; the file is corrupt, save it again")
     if set(meta["sha256"]) != set(tensors):
         raise SparsecraftError(f"{path}: tensors listed in the metadata are missing; the file is corrupt")
-    masks = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
-    state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
+    # safetensors returns keys sorted; the metadata keeps the model's order, so use that
+    masks = {k[len(MASK_PREFIX):]: tensors[k] for k in meta["sha256"] if k.startswith(MASK_PREFIX)}
+    state = {k: tensors[k] for k in meta["sha256"] if not k.startswith(MASK_PREFIX)}
     patterns = {}
     for name, info in meta["masks"].items():
         mask = masks.get(name)

@@ -9,8 +9,9 @@ from .. import prune as prune_model
 from ..allocation import ALLOCATORS
 from ..checkpoint import model_spec, read_checkpoint
 from ..criteria import CRITERIA
-from ..errors import SparsecraftError
+from ..errors import SparsecraftError, check_sparsity
 from ..io import check_output
+from ..patterns import get_pattern
 from ._common import console, csv_list, print_rows
 from .report import COLUMNS
 
@@ -49,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models import evaluate, model_for_data, train_classifier
 
     check_output(args.out, args.force)
+    # check every cheap argument before loading data or training, so a typo fails at once
+    check_sparsity(args.sparsity)
+    get_pattern(args.pattern)
+    CRITERIA.get(args.criterion)
+    ALLOCATORS.get(args.allocation)
+    if args.train_epochs < 0:
+        raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
     torch.manual_seed(args.seed)
     if args.checkpoint:
         ckpt = read_checkpoint(args.checkpoint)
@@ -59,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
         data = load_dataset(args.data, seed=args.seed)
         model = model_for_data(args.model, data)
         spec = model_spec(args.model, data)
-        if args.train_epochs < 0:
-            raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
         if args.train_epochs:
             train_classifier(model, data, epochs=args.train_epochs, seed=args.seed)
     calib = None

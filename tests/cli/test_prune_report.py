@@ -1,0 +1,237 @@
+"""CLI ``prune`` / ``report``: every user-error path of issue 3 item 10, JSON reports, round trips."""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sparsecraft import read_checkpoint
+from sparsecraft.cli import build_parser
+
+MLP_SHAPES = {"layers.1.weight": [256, 64], "layers.3.weight": [128, 256], "head.weight": [10, 128]}
+MLP_PARAMS = 256 * 64 + 128 * 256 + 10 * 128  # 50432 prunable weights of the digits MLP
+
+
+def _listing(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def _prune(*extra: str) -> list[str]:
+    return ["prune", "--model", "mlp", "--data", "digits", *extra]
+
+
+# --------------------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("args,match", [
+    (("--sparsity", "1.0"), ("sparsity", "[0, 1)")),
+    (("--sparsity", "-0.1"), ("sparsity", "[0, 1)")),
+    (("--pattern", "4:4"), ("N:M needs 0 < N < M", "4:4")),
+    (("--pattern", "5:4"), ("N:M needs 0 < N < M", "5:4")),
+    (("--pattern", "3:5"), ("reduction dimension 64 is not divisible by M=5", "layers.1.weight")),
+    (("--pattern", "zigzag"), ("unknown pattern 'zigzag'", "unstructured", "2:4", "block4x1", "channel", "head64")),
+    (("--criterion", "vibes"), ("unknown criterion 'vibes'", "magnitude", "snip", "wanda", "bn_scale")),
+    (("--allocation", "fair"), ("unknown allocation 'fair'", "er, erk, global, uniform")),
+    (("--layers", "fc9"), ("'fc9' matches no prunable layer", "layers.1, layers.3, head")),
+    (("--keep-dense", "encoder.*"), ("'encoder.*' matches no prunable layer", "layers.1, layers.3, head")),
+    (("--train-epochs", "-1"), ("--train-epochs must be >= 0",)),
+])
+def test_prune_bad_arguments_exit_2_and_write_nothing(cli, tmp_path, args, match):
+    out = tmp_path / "out.safetensors"
+    cli.fails(*_prune(*args, "--out", out), match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_model_and_dataset_list_valid_names(cli, tmp_path):
+    out = tmp_path / "o.safetensors"
+    cli.fails("prune", "--model", "gpt5", "--out", out, match=("unknown model 'gpt5'", "cnn, mlp, transformer"))
+    cli.fails("prune", "--model", "mlp", "--data", "imagenet", "--out", out,
+              match=("unknown dataset 'imagenet'", "digits", "mnist1d", "text"))
+    cli.fails("prune", "--model", "mlp", "--out", tmp_path / "no" / "dir.safetensors", match="does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_sparsity_fails_before_any_training(cli, tmp_path, monkeypatch):
+    import sparsecraft.models as models
+
+    def boom(*a, **k):
+        raise AssertionError("trained before checking the arguments")
+
+    monkeypatch.setattr(models, "train_classifier", boom)
+    cli.fails(*_prune("--train-epochs", "50", "--sparsity", "2", "--out", tmp_path / "o.st"),
+              match="sparsity")
+
+
+def test_argparse_usage_errors_exit_2(cli, tmp_path):
+    for argv in (["prune", "--model", "mlp"],  # --out missing
+                 ["prune", "--model", "mlp", "--checkpoint", "x", "--out", str(tmp_path / "o")],
+                 ["report"]):
+        with pytest.raises(SystemExit) as info:
+            cli(*argv)
+        assert info.value.code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------- bad checkpoints
+def _bad_files(base: Path, d: Path) -> dict[str, tuple[Path, str]]:
+    data = base.read_bytes()
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x40
+    files = {"truncated": (data[: len(data) * 2 // 3], "corrupt or truncated"),
+             "garbage": (b"not a checkpoint at all\n" * 10, "corrupt or truncated"),
+             "empty": (b"", "corrupt or truncated"),
+             "flipped": (bytes(flipped), "checksum mismatch")}
+    out = {"missing": (d / "missing.safetensors", "not found")}
+    for name, (content, msg) in files.items():
+        path = d / f"{name}.safetensors"
+        path.write_bytes(content)
+        out[name] = (path, msg)
+    return out
+
+
+def test_report_and_prune_reject_missing_corrupt_truncated(cli, tmp_path, base_ckpt):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    for name, (path, msg) in _bad_files(base_ckpt, bad).items():
+        if name == "missing":
+            cli.fails("report", path, match=("not found", str(path)))
+        else:
+            cli.fails("report", path, match=(msg, str(path)))
+        cli.fails("prune", "--checkpoint", path, "--out", outdir / "o.safetensors", match=(msg, str(path)))
+    assert list(outdir.iterdir()) == []
+
+
+def test_prune_checkpoint_without_model_spec(cli, tmp_path):
+    import sparsecraft
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    path = tmp_path / "custom.safetensors"
+    sparsecraft.prune(model, 0.5).save(str(path))
+    cli.fails("prune", "--checkpoint", path, "--out", tmp_path / "o.safetensors", match="does not record which model")
+    assert cli.json("report", path)["rows"][-1]["kept"] == 16
+
+
+# ------------------------------------------------------------------------ --force / output
+def test_existing_output_needs_force(cli, tmp_path):
+    out = tmp_path / "o.safetensors"
+    out.write_bytes(b"precious")
+    cli.fails(*_prune("--out", out), match=(str(out), "already exists", "--force"))
+    assert _listing(tmp_path) == {"o.safetensors": b"precious"}
+    report = cli.json(*_prune("--out", out, "--force"))
+    assert read_checkpoint(out).masks.keys() == MLP_SHAPES.keys()
+    assert [p.name for p in tmp_path.iterdir()] == ["o.safetensors"]  # no temporary files left behind
+    assert report["out"] == str(out)
+
+
+def test_failed_prune_leaves_existing_output_untouched_even_with_force(cli, tmp_path):
+    out = tmp_path / "o.safetensors"
+    out.write_bytes(b"precious")
+    cli.fails(*_prune("--pattern", "3:5", "--out", out, "--force"), match="not divisible")
+    assert _listing(tmp_path) == {"o.safetensors": b"precious"}
+
+
+# -------------------------------------------------------------------- reports, round trip
+def test_report_json_exact_counts_and_model_order(cli, base_ckpt):
+    rep = cli.json("report", base_ckpt)
+    rows = rep["rows"]
+    assert [r["layer"] for r in rows] == [*MLP_SHAPES, "total"]
+    ckpt = read_checkpoint(base_ckpt)
+    for r in rows[:-1]:
+        assert r["shape"] == MLP_SHAPES[r["layer"]]
+        assert r["kept"] == int(ckpt.masks[r["layer"]].sum()) == int(torch.count_nonzero(ckpt.state_dict[r["layer"]]))
+        assert r["params"] == r["shape"][0] * r["shape"][1]
+        assert r["pattern"] == "unstructured"
+    assert rows[-1] == {"layer": "total", "shape": [], "pattern": "", "params": MLP_PARAMS,
+                        "kept": MLP_PARAMS // 2, "sparsity": 0.5}
+    assert rep["model"]["name"] == "mlp" and rep["extra"]["criterion"] == "magnitude"
+    code, out, _ = cli("report", base_ckpt)  # the table names every layer and the total
+    assert code == 0 and all(name in out for name in [*MLP_SHAPES, "total", str(MLP_PARAMS // 2)])
+
+
+@pytest.mark.parametrize("args,kept", [
+    (("--sparsity", "0.8"), MLP_PARAMS - round(0.8 * MLP_PARAMS)),
+    (("--sparsity", "0.75", "--allocation", "uniform"),
+     sum(s[0] * s[1] - round(0.75 * s[0] * s[1]) for s in MLP_SHAPES.values())),
+    (("--pattern", "2:4", "--sparsity", "0.9"), MLP_PARAMS // 2),  # N:M ignores --sparsity
+    (("--pattern", "block4x1", "--sparsity", "0.6", "--keep-dense", "last"),
+     4 * (12288 - round(0.6 * 12288))),  # 4096 + 8192 blocks of 4 weights; the dense head is not masked
+])
+def test_prune_checkpoint_then_report_round_trip(cli, tmp_path, base_ckpt, args, kept):
+    out = tmp_path / "again.safetensors"
+    pruned = cli.json("prune", "--checkpoint", base_ckpt, *args, "--out", out)
+    reported = cli.json("report", out)
+    assert pruned["rows"] == reported["rows"]
+    assert reported["rows"][-1]["kept"] == kept
+    ckpt = read_checkpoint(out)
+    model = ckpt.build_model()
+    assert [r["layer"] for r in reported["rows"][:-1]] == list(ckpt.masks)
+    assert ("head.weight" in ckpt.masks) == ("last" not in args)
+    nonzero = sum(int(torch.count_nonzero(model.get_parameter(n))) for n in ckpt.masks)
+    assert nonzero <= kept  # pruned weights are exact zeros in the saved weights
+    # weights that survive are the base checkpoint's own values
+    base = read_checkpoint(base_ckpt).state_dict
+    for name, mask in ckpt.masks.items():
+        assert torch.equal(ckpt.state_dict[name][mask], base[name][mask])
+
+
+def test_report_of_plain_safetensors_counts_nonzeros(cli, tmp_path):
+    w = torch.zeros(6, 4)
+    w[0, :3] = 1.0
+    save_file({"fc.weight": w, "fc.bias": torch.ones(6)}, str(tmp_path / "model.safetensors"))
+    for path in (tmp_path / "model.safetensors", tmp_path):  # a file or a model directory
+        rows = cli.json("report", path)["rows"]
+        assert rows == [{"layer": "fc.weight", "shape": [6, 4], "pattern": "unstructured", "params": 24,
+                         "kept": 3, "sparsity": 0.875},
+                        {"layer": "total", "shape": [], "pattern": "", "params": 24, "kept": 3, "sparsity": 0.875}]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cli.fails("report", empty, match="no .safetensors files")
+
+
+# --------------------------------------------------------------------------------- help
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(action.choices)
+
+
+def test_every_subcommand_help_exits_0(cli):
+    names = _subcommands()
+    assert {"prune", "report", "demo"} <= set(names)
+    for name in names:
+        with pytest.raises(SystemExit) as info:
+            cli(name, "--help")
+        assert info.value.code == 0, name
+    with pytest.raises(SystemExit) as info:
+        cli("--help")
+    assert info.value.code == 0
+    code, out, _ = cli()
+    assert code == 2 and "prune" in out  # no command: usage, exit 2
+
+
+# ---------------------------------------------------------------------- real processes
+def _sparsecraft() -> str:
+    exe = Path(sys.executable).with_name("sparsecraft")
+    assert exe.exists(), f"{exe} missing: install the package (pip install -e .)"
+    return str(exe)
+
+
+def test_subprocess_user_errors_have_no_traceback(tmp_path, base_ckpt):
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(base_ckpt.read_bytes()[:1000])
+    out = tmp_path / "o.safetensors"
+    script = (  # two real processes in one shell: an argument error and a truncated checkpoint
+        f"{_sparsecraft()} prune --model mlp --sparsity 1.5 --out {out}; echo rc=$? >&2; "
+        f"{_sparsecraft()} report {truncated}; echo rc=$? >&2"
+    )
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert len(lines) == 4, proc.stderr
+    assert lines[0].startswith("sparsecraft prune: error: sparsity") and lines[1] == "rc=2"
+    assert lines[2].startswith("sparsecraft report: error:") and "corrupt or truncated" in lines[2]
+    assert lines[3] == "rc=2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
