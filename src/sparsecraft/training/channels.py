@@ -93,7 +93,7 @@ def _shrink_out(m: nn.Module, keep: torch.Tensor) -> nn.Module:
     new.weight.copy_(m.weight[idx])
     if m.bias is not None:
         new.bias.copy_(m.bias[idx])
-    return new.to(m.weight.dtype)
+    return new.to(m.weight.dtype).train(m.training)
 
 
 @torch.no_grad()
@@ -107,7 +107,7 @@ def _shrink_in(m: nn.Module, keep: torch.Tensor) -> nn.Module:
     new.weight.copy_(m.weight[:, idx])
     if m.bias is not None:
         new.bias.copy_(m.bias)
-    return new.to(m.weight.dtype)
+    return new.to(m.weight.dtype).train(m.training)
 
 
 @torch.no_grad()
@@ -121,7 +121,7 @@ def _shrink_norm(bn: nn.modules.batchnorm._BatchNorm, keep: torch.Tensor) -> nn.
         new.running_mean.copy_(bn.running_mean[idx])
         new.running_var.copy_(bn.running_var[idx])
         new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
+    return new.train(bn.training)
 
 
 def remove_channels(model: nn.Module, keep: dict[Chain, torch.Tensor]) -> nn.Module:
