@@ -48,11 +48,18 @@ def find_targets(
 ) -> list[Target]:
     """List the prunable targets of ``model`` in module order.
 
+    A weight shared by several modules (tied input/output embeddings) is listed once, under the
+    first module that holds it, so it gets exactly one mask.
+
     ``layers``: restrict to these module names or globs (default: all prunable layers).
     ``keep_dense``: exclude these names, globs, or ``"first"``/``"last"``.
     Unknown names raise :class:`SparsecraftError` listing the prunable layers.
     """
-    found = [Target(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    found, seen = [], set()
+    for n, m in model.named_modules():
+        if isinstance(m, PRUNABLE) and id(m.weight) not in seen:  # tied weights: one target, one mask
+            seen.add(id(m.weight))
+            found.append(Target(n, m))
     if not found:
         raise SparsecraftError("model has no Linear, Conv or Embedding layers to sparsify")
     names = [t.module_name for t in found]
