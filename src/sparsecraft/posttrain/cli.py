@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from ..errors import SparsecraftError, check_sparsity
-from ..patterns import get_pattern
 from .methods import METHODS
 
 
@@ -44,11 +43,10 @@ def run(args: argparse.Namespace) -> int:
     """Prune ``args.model`` and save it to ``args.out``; validates everything before writing."""
     from ..io import check_output
     from .hf import calibration_texts, encode, load_model, model_path, save_pruned
-    from .pipeline import prune_model
+    from .pipeline import check_request, prune_model
 
-    method = METHODS.get(args.method)
-    sparsity = check_sparsity(args.sparsity, "--sparsity")
-    pattern = get_pattern(args.pattern)
+    check_sparsity(args.sparsity, "--sparsity")
+    method, sparsity, pattern = check_request(args.method, args.sparsity, args.pattern)
     check_output(args.out, args.force)
     model_path(args.model)
     texts = calibration_texts(args.calib_samples, args.seed)

@@ -232,6 +232,19 @@ def _progress(enabled: bool) -> Any:
     )
 
 
+def check_request(method: str | Method, sparsity: float, pattern: str | Pattern) -> tuple[Method, float, Pattern]:
+    """Validate a method/sparsity/pattern combination before any work; returns them parsed."""
+    spec = METHODS.get(method) if isinstance(method, str) else method
+    target = check_sparsity(sparsity)
+    pat = check_pattern(get_pattern(pattern))
+    if spec.owl and isinstance(pat, NM):
+        raise SparsecraftError(
+            f"method {spec.name} gives every block its own sparsity, but pattern {pat} fixes it at "
+            f"{pat.n}/{pat.m}; use --pattern unstructured with OWL"
+        )
+    return spec, target, pat
+
+
 @torch.no_grad()
 def prune_model(
     model: nn.Module,
@@ -255,14 +268,7 @@ def prune_model(
     blocks by outlier ratio (``owl_m``, ``owl_lambda``) and need an unstructured pattern.
     ``on_block_inputs(i, hidden_states)`` sees each block's inputs before it is pruned.
     """
-    spec = METHODS.get(method) if isinstance(method, str) else method
-    target = check_sparsity(sparsity)
-    pat = check_pattern(get_pattern(pattern))
-    if spec.owl and isinstance(pat, NM):
-        raise SparsecraftError(
-            f"method {spec.name} gives every block its own sparsity, but pattern {pat} fixes it at "
-            f"{pat.n}/{pat.m}; use --pattern unstructured with OWL"
-        )
+    spec, target, pat = check_request(method, sparsity, pattern)
     if spec.needs_stats and len(batches) == 0:
         raise SparsecraftError(f"method {spec.name} needs calibration data; give at least 1 calibration sample")
     if blocksize < 1 or percdamp <= 0:
