@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs sparsecraft with everything the demo, tests and benchmarks
-# need. Safe to run again. torch is pinned to the CPU build 2.13.0.
+# Creates .venv (if missing), installs sparsecraft with everything the demo, tests and benchmarks
+# need, and compiles the native CPU kernels (cached in ~/.cache/sparsecraft). Safe to run again.
+# torch is pinned to the CPU build 2.13.0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv 2>/dev/null || true
+quiet() { "$@" 2>&1 | { grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true; }; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+quiet .venv/bin/python -m pip install -q "torch==2.13.0"
+quiet .venv/bin/python -m pip install -q -e ".[dev]"
+# A failed native build is not fatal: sparsecraft falls back to dense torch and says so.
+.venv/bin/python -m sparsecraft.kernels.build || echo "sparsecraft: continuing without native kernels"
