@@ -74,11 +74,31 @@ torch::Tensor pad_cols(const torch::Tensor& x, int64_t cols) {
   return out;
 }
 
-// x (B, in) -> xT (rows, Bp) with Bp = B rounded up to 16, zero padding.
+// x (B, in) -> xT (rows, Bp) with Bp = B rounded up to 16, zero padding; 16 x 16 tiles keep
+// both sides in L1 (torch's generic strided copy is several times slower here).
 torch::Tensor transpose_pad(const torch::Tensor& x, int64_t rows, int64_t Bp) {
   const int64_t B = x.size(0), in = x.size(1);
-  auto xt = (rows == in && Bp == B) ? torch::empty({rows, Bp}, x.options()) : torch::zeros({rows, Bp}, x.options());
-  xt.narrow(0, 0, in).narrow(1, 0, B).copy_(x.t());
+  auto xt = torch::empty({rows, Bp}, x.options());
+  const float* src = x.data_ptr<float>();
+  float* dst = xt.data_ptr<float>();
+  const int64_t nbc = (rows + 15) / 16;
+  int nt = at::get_num_threads();
+  if (rows * Bp < ((int64_t)1 << 16)) nt = 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t cb = 0; cb < nbc; ++cb) {
+    const int64_t c0 = cb * 16, c1 = std::min(c0 + 16, rows);
+    for (int64_t b0 = 0; b0 < Bp; b0 += 16) {
+      const int64_t b1 = std::min(b0 + 16, Bp);
+      for (int64_t c = c0; c < c1; ++c) {
+        float* d = dst + c * Bp;
+        if (c >= in) {
+          for (int64_t b = b0; b < b1; ++b) d[b] = 0.f;
+          continue;
+        }
+        for (int64_t b = b0; b < b1; ++b) d[b] = b < B ? src[b * in + c] : 0.f;
+      }
+    }
+  }
   return xt;
 }
 
