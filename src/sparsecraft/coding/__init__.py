@@ -1,10 +1,12 @@
 """Sparse coding and sparse recovery: scikit-learn-style estimators on numpy.
 
 Pursuit and thresholding (:mod:`.estimators`, :mod:`.encode`), sparse Bayesian learning
-(:mod:`.sbl`), dictionary learning (:mod:`.dictionary`), probabilistic sparse coding
+(:mod:`.sbl`), dictionary learning (:mod:`.dictionary`),
+convolutional sparse coding (:mod:`.conv`), probabilistic sparse coding
 (:mod:`.probabilistic`), spectral unmixing (:mod:`.unmixing`), LDP sparse regression
 (:mod:`.ldp`), fast and sparse Walsh-Hadamard transforms (:mod:`.wht`). See docs/coding.md.
 """
+from .conv import ConvSparseCoding, image_crops
 from .dictionary import DictionaryLearning, image_patches, match_dictionaries
 from .encode import ENCODERS, SparseEncoder, sparse_encode
 from .estimators import IHT, OMP, Lasso
@@ -16,7 +18,7 @@ from .unmixing import SparseUnmixing, synthetic_mixture
 from .wht import SparseWHTResult, fwht, sparse_wht
 
 __all__ = [
-    "BinarySparseCoding", "DictionaryLearning", "SpikeAndSlabSparseCoding", "image_patches",
+    "BinarySparseCoding", "ConvSparseCoding", "image_crops", "DictionaryLearning", "SpikeAndSlabSparseCoding", "image_patches",
     "match_dictionaries", "LDPSparseRegression", "SparseUnmixing", "synthetic_mixture", "ENCODERS", "IHT", "OMP", "PENALTIES", "SBL", "KroneckerSBL", "Lasso", "SparseEncoder",
     "SparseWHTResult", "fwht", "sparse_encode", "sparse_wht",
 ]
