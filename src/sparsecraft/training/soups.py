@@ -73,7 +73,8 @@ def greedy_soup(models: Sequence[nn.Module], score: ScoreFn) -> tuple[dict[str, 
 
 def sparse_model_soup(model: nn.Module, config: SparsityConfig, train: TrainFn, score: ScoreFn,
                       sparsities: Sequence[float] | None = None, ingredients: int = 3, soup: str = "uniform",
-                      seed: int = 0) -> tuple[Sparsifier, list[SoupPhase]]:
+                      seed: int = 0, on_phase: Callable[[float, list[nn.Module]], None] | None = None
+                      ) -> tuple[Sparsifier, list[SoupPhase]]:
     """Run Sparse Model Soups on a (pre-trained) ``model`` in place.
 
     Args:
@@ -83,6 +84,8 @@ def sparse_model_soup(model: nn.Module, config: SparsityConfig, train: TrainFn, 
             optimizer, ``sparsifier.attach(optimizer)``, train; e.g. with :func:`fit`).
         score: held-out score of a model (higher is better; e.g. validation accuracy).
         ingredients: copies per phase; soup: ``"uniform"`` or ``"greedy"``.
+        on_phase: ``on_phase(sparsity, copies)`` sees each phase's retrained ingredients before
+            they are averaged (e.g. to evaluate them or build the other kind of soup).
 
     Returns the Sparsifier holding the final masks on ``model`` and one :class:`SoupPhase` per phase.
     """
@@ -109,6 +112,8 @@ def sparse_model_soup(model: nn.Module, config: SparsityConfig, train: TrainFn, 
             m = copy.deepcopy(model)
             train(m, Sparsifier(m, masks, {n: pattern for n in masks}), seed * 1000 + p * 100 + i)
             copies.append(m)
+        if on_phase is not None:
+            on_phase(s, copies)
         if soup == "uniform":
             state, used = average_state_dicts([c.state_dict() for c in copies]), list(range(ingredients))
         else:
