@@ -14,7 +14,7 @@ from torch import nn
 from ..data.base import check_positive_int
 from ..errors import SparsecraftError
 from . import distributed as dist_util
-from .base import Updater, unwrap
+from .base import Updater
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -129,5 +129,4 @@ def fit(model: nn.Module, data: Any, updater: Updater | None = None, epochs: int
                     on_step(result.steps, value)
                 bar.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs} loss {value:.3f}")
             result.epoch_loss.append(epoch_total / len(x))
-    unwrap(model)
     return result

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Sequence
 
-import torch
 
 from ..criteria import Calib
 from ..data.base import check_positive_int

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from ..criteria import CRITERIA, Calib
-from ..errors import SparsecraftError
 from .base import UPDATERS, SparsityConfig, Updater
 
 
@@ -53,9 +52,3 @@ class Snip(Static):
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
         super().__init__(config, total_steps, seed, criterion="snip")
 
-
-def _check_fraction(value: float, name: str, low: float = 0.0, high: float = 1.0) -> float:
-    value = float(value)
-    if not low <= value <= high:
-        raise SparsecraftError(f"{name} must lie in [{low}, {high}], got {value!r}")
-    return value
