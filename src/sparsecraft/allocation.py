@@ -49,18 +49,37 @@ def uniform(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
 
 @ALLOCATORS.register("global")
 def global_(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
-    """One threshold across all layers: drop the ``round(sparsity * total)`` lowest group scores.
+    """One threshold across all layers, budgeted in weights.
 
-    With unstructured groups and magnitude scores this selects exactly the weights that
-    ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)`` prunes (same concatenation
-    order, same ``topk``).
+    When every group has the same size (unstructured, one block shape) this drops the
+    ``round(sparsity * total groups)`` lowest group scores: with unstructured groups and magnitude
+    scores exactly the weights that ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)``
+    prunes (same concatenation order, same ``topk``).
+
+    When group sizes differ between layers (channels or heads of layers with different fan-in),
+    groups are ranked by their mean score per weight, so a long row is not favoured just for being
+    long, and the lowest are dropped until the dropped weights are as close as possible to
+    ``round(sparsity * total weights)``.
     """
     names = list(layers)
-    flat = torch.cat([layers[n].group_scores.reshape(-1).float() for n in names])
-    n_prune = round(sparsity * flat.numel())
-    dropped = torch.zeros(flat.numel(), dtype=torch.bool)
-    if n_prune:
-        dropped[torch.topk(flat, n_prune, largest=False).indices] = True
+    sizes = {layers[n].group_size for n in names}
+    if len(sizes) <= 1:
+        flat = torch.cat([layers[n].group_scores.reshape(-1).float() for n in names])
+        dropped = torch.zeros(flat.numel(), dtype=torch.bool)
+        n_prune = round(sparsity * flat.numel())
+        if n_prune:
+            dropped[torch.topk(flat, n_prune, largest=False).indices] = True
+    else:
+        flat = torch.cat([layers[n].group_scores.reshape(-1).float() / layers[n].group_size for n in names])
+        weights = torch.cat([torch.full((layers[n].n_groups,), layers[n].group_size) for n in names])
+        order = torch.sort(flat, stable=True).indices
+        cum = torch.cumsum(weights[order], 0)
+        target = round(sparsity * int(cum[-1]))
+        k = int(torch.searchsorted(cum, target, right=True))  # groups whose running total <= target
+        if k < cum.numel() and int(cum[k]) - target < target - (int(cum[k - 1]) if k else 0):
+            k += 1  # one more group lands closer to the budget
+        dropped = torch.zeros(flat.numel(), dtype=torch.bool)
+        dropped[order[:k]] = True
     counts, start = {}, 0
     for n in names:
         g = layers[n].n_groups
