@@ -82,6 +82,9 @@ def fit(model: nn.Module, data: Any, updater: Updater | None = None, epochs: int
     loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out.reshape(-1, out.shape[-1]), t.reshape(-1)))
     per_epoch = steps_per_epoch(len(x), batch_size)
     total = epochs * per_epoch
+    if updater is not None and updater.model is not None and updater.optimizer is not optimizer:
+        raise SparsecraftError("this updater is attached to another optimizer; pass that optimizer to fit() "
+                               "or let fit() attach a fresh updater")
     if optimizer is None:
         if not lr > 0:
             raise SparsecraftError(f"lr must be > 0, got {lr!r}")
