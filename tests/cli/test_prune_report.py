@@ -1,5 +1,6 @@
 """CLI ``prune`` / ``report``: every user-error path of issue 3 item 10, JSON reports, round trips."""
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,13 @@ def test_subprocess_user_errors_have_no_traceback(tmp_path, base_ckpt):
     assert lines[2].startswith("sparsecraft report: error:") and "corrupt or truncated" in lines[2]
     assert lines[3] == "rc=2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
+
+
+def test_prune_trained_model_json_stdout_is_pure_json(cli, tmp_path):
+    out = tmp_path / "trained.safetensors"
+    code, stdout, _ = cli(*_prune("--train-epochs", "1", "--sparsity", "0.3", "--out", out, "--json"))
+    assert code == 0 and stdout.startswith("{")  # progress bars go to stderr, never into the JSON
+    rep = json.loads(stdout)
+    assert rep["accuracy_before"] > 0.5 and 0.0 <= rep["accuracy_after"] <= 1.0  # one epoch learns digits
+    assert rep["rows"][-1]["kept"] == MLP_PARAMS - round(0.3 * MLP_PARAMS)
+    assert read_checkpoint(out).extra == {"criterion": "magnitude", "allocation": "global", "sparsity": 0.3}

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
@@ -82,7 +83,8 @@ def train_classifier(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    bar = Progress(*columns, disable=not progress, transient=True)
+    # on stderr, so that stdout stays clean for --json reports and pipes
+    bar = Progress(*columns, disable=not progress, transient=True, console=Console(stderr=True))
     with _threads(num_threads), torch.random.fork_rng(devices=[]), bar:
         torch.manual_seed(seed)
         task = bar.add_task("", total=epochs * batches)
