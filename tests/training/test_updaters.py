@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsecraft import SparsecraftError
 from sparsecraft.training import SparsityConfig, fit, make_updater
@@ -198,3 +200,27 @@ def test_bad_options_are_one_line_errors():
         fit(model, blobs(32), attached, progress=False)
     with pytest.raises(SparsecraftError, match="already attached"):
         attached.attach(model)
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 7), cols=st.integers(1, 9), sparsity=st.floats(0.05, 0.95),
+       method=st.sampled_from(["set", "rigl"]), frac=st.floats(0.05, 0.9))
+def test_drop_grow_counts_on_odd_shapes(rows, cols, sparsity, method, frac):
+    torch.manual_seed(rows * 10 + cols)
+    model = torch.nn.Sequential(torch.nn.Linear(cols, rows), torch.nn.Tanh(), torch.nn.Linear(rows, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    u = make_updater(method, SparsityConfig(sparsity, allocation="uniform"), total_steps=8, update_every=1,
+                     drop_fraction=frac, end_fraction=1.0).attach(model, opt)
+    kept = _kept(u.masks())
+    x = torch.randn(5, cols)
+    for _ in range(8):
+        old = {n: m.clone() for n, m in u.masks().items()}
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        u.before_step()
+        opt.step()
+        u.after_step()
+        assert _kept(u.masks()) == kept
+        for n, m in u.masks().items():
+            assert int((old[n] & ~m).sum()) == int((m & ~old[n]).sum())
+            assert bool((dict(model.named_parameters())[n][~m] == 0).all())
