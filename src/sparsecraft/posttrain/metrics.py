@@ -104,19 +104,11 @@ def layer_errors(dense: nn.Module, sparse: nn.Module, batches: Sequence[Batch]) 
     return {n: relative_error(dense_mods[n].weight, sparse_mods[n].weight, s.gram) for n, s in stats.items()}
 
 
-@torch.no_grad()
 def perplexity(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> float:
-    """``exp(mean cross-entropy)`` of a causal LM mapping ids ``(N, T)`` to logits ``(N, T, V)``."""
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(inputs), batch_size):
-        logits = model(inputs[i : i + batch_size])
-        y = targets[i : i + batch_size]
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
-        count += y.numel()
-    if count == 0:
-        raise SparsecraftError("perplexity needs at least one evaluation window")
-    return math.exp(total / count)
+    """``exp`` of the mean next-token cross-entropy of a causal LM on ids ``(N, T)``."""
+    from ..models import evaluate_loss
+
+    return math.exp(evaluate_loss(model, inputs, targets, batch_size))
 
 
 def summarize(dense_emb: torch.Tensor, sparse_emb: torch.Tensor, errors: Mapping[str, float], k: int = 10) -> dict[str, Any]:
