@@ -364,8 +364,10 @@ def plot(agg, combos, sparsities, path_acc, path_nm) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 3.6), squeeze=False)
-    for ax, (ds, m) in zip(axes[0], combos):
+    cols = 2 if len(combos) > 1 else 1
+    nrows = math.ceil(len(combos) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 4.2 * nrows), squeeze=False)
+    for ax, (ds, m) in zip(axes.flat, combos):
         for meth in UNSTRUCTURED[1:]:
             pts = [(s, _get(agg, ds, m, meth, s)) for s in sparsities]
             pts = [(s, r) for s, r in pts if r]
@@ -378,7 +380,8 @@ def plot(agg, combos, sparsities, path_acc, path_nm) -> None:
         ax.set_title(f"{ds} / {m}")
         ax.set_xlabel("sparsity")
         ax.set_ylabel("test accuracy (%)")
-    axes[0][0].legend(fontsize=6)
+        ax.set_xticks(list(sparsities))
+    axes[0][0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path_acc, dpi=110)
     plt.close(fig)
@@ -399,13 +402,35 @@ def plot(agg, combos, sparsities, path_acc, path_nm) -> None:
     plt.close(fig)
 
 
+def render(name: str, agg: list[dict], timing: list[dict], config: dict, raw: list[dict]) -> str:
+    combos = [(d, m) for d in ("mnist1d", "digits") for m in ("mlp", "cnn")]
+    sparsities = tuple(config["sparsities"])
+    md = markdown(agg, timing, combos, sparsities, config["seeds"], config["epochs"], config["elapsed_s"])
+    plot(agg, combos, sparsities, RESULTS / f"{name}_accuracy.png", RESULTS / f"{name}_nm.png")
+    md += f"\nPlots: `{name}_accuracy.png` (accuracy vs sparsity), `{name}_nm.png` (2:4).\n"
+    write_results(name, agg + timing, md, extra={"config": config, "raw": raw})
+    return md
+
+
+def replot(name: str) -> None:
+    import json
+
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    agg = [r for r in data["rows"] if "acc_mean" in r]
+    timing = [r for r in data["rows"] if "time_ratio" in r]
+    print(render(name, agg, timing, data["config"], data["raw"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 seed, sparsity 0.9, few epochs (minutes)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--name", default=None, help="results name (default sparse_training, or _quick)")
+    p.add_argument("--replot", action="store_true", help="only re-render markdown and plots from the JSON")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(args.name or ("sparse_training_quick" if args.quick else "sparse_training"))
     sparsities = (0.9,) if args.quick else SPARSITIES
     seeds = range(1 if args.quick else args.seeds)
     epochs = {k: (max(2, v // 4) if args.quick else v) for k, v in EPOCHS.items()}
@@ -435,14 +460,9 @@ def main(argv: list[str] | None = None) -> None:
     timing = timing_rows(datasets, models, repeats=1 if args.quick else 3)
     elapsed = time.perf_counter() - start
     agg = aggregate(raw)
-    md = markdown(agg, timing, combos, sparsities, list(seeds), epochs, elapsed)
-    plot(agg, combos, sparsities, RESULTS / f"{name}_accuracy.png", RESULTS / f"{name}_nm.png")
-    md += f"\nPlots: `{name}_accuracy.png` (accuracy vs sparsity), `{name}_nm.png` (2:4).\n"
-    write_results(name, agg + timing, md, extra={"config": {"epochs": epochs, "seeds": list(seeds),
-                                                            "sparsities": list(sparsities), "lr": LR,
-                                                            "batch_size": BATCH, "elapsed_s": elapsed},
-                                                 "raw": raw})
-    print(md)
+    config = {"epochs": epochs, "seeds": list(seeds), "sparsities": list(sparsities), "lr": LR,
+              "batch_size": BATCH, "elapsed_s": elapsed}
+    print(render(name, agg, timing, config, raw))
 
 
 if __name__ == "__main__":
