@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.common import RESULTS, write_results
 
-SECTIONS = ["reference", "phase"]
+SECTIONS = ["reference", "phase", "images", "csc", "models", "wht"]
 PARTS = RESULTS / "coding_parts"
 
 
