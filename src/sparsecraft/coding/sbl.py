@@ -25,14 +25,24 @@ def sbl_posterior(Phi: np.ndarray, y: np.ndarray, gamma: np.ndarray, sigma2: flo
                   ) -> tuple[np.ndarray, np.ndarray, float]:
     """Posterior mean (d,), posterior variances (d,) and squared residual for prior variances ``gamma``.
 
-    Uses the (n, n) evidence covariance ``sigma2 I + Phi Gamma Phi^T``, so it is cheap when n < d.
+    Only columns with ``gamma > 0`` take part (pruned ones have zero mean and variance). The
+    (n, n) evidence covariance ``sigma2 I + Phi Gamma Phi^T`` is used when there are more active
+    columns than rows, the (a, a) posterior precision otherwise.
     """
-    PhiG = Phi * gamma
-    Sy = sigma2 * np.eye(Phi.shape[0]) + PhiG @ Phi.T
-    sol = np.linalg.solve(Sy, np.column_stack([y, Phi]))
-    Sinv_y, Sinv_Phi = sol[:, 0], sol[:, 1:]
-    mu = gamma * (Phi.T @ Sinv_y)
-    var = gamma - gamma**2 * np.einsum("ij,ij->j", Phi, Sinv_Phi)
+    active = np.flatnonzero(gamma > 0)
+    mu, var = np.zeros(Phi.shape[1]), np.zeros(Phi.shape[1])
+    if active.size:
+        P, g = Phi[:, active], gamma[active]
+        if active.size > Phi.shape[0]:
+            Sy = sigma2 * np.eye(Phi.shape[0]) + (P * g) @ P.T
+            sol = np.linalg.solve(Sy, np.column_stack([y, P]))
+            mu[active] = g * (P.T @ sol[:, 0])
+            var[active] = g - g**2 * np.einsum("ij,ij->j", P, sol[:, 1:])
+        else:
+            prec = P.T @ P / sigma2 + np.diag(1.0 / g)
+            Sigma = np.linalg.inv(prec)
+            mu[active] = Sigma @ (P.T @ y) / sigma2
+            var[active] = np.diagonal(Sigma)
     resid = float(((y - Phi @ mu) ** 2).sum())
     return mu, np.maximum(var, 0.0), resid
 
@@ -67,7 +77,7 @@ class SBL(_SBLBase):
     """
 
     def __init__(self, noise_var: float | None = None, update: str = "em", max_iter: int = 1000,
-                 tol: float = 1e-8, prune: float = 1e-10) -> None:
+                 tol: float = 1e-8, prune: float = 1e-8) -> None:
         self.noise_var, self.update, self.max_iter, self.tol, self.prune = noise_var, update, max_iter, tol, prune
 
     def fit(self, X: Any, y: Any) -> "SBL":
