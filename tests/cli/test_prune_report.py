@@ -190,6 +190,11 @@ def test_report_of_plain_safetensors_counts_nonzeros(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     cli.fails("report", empty, match="no .safetensors files")
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    cli.fails("report", tmp_path, match=("broken.safetensors", "not a readable safetensors file"))
+    cli.fails("prune", "--checkpoint", tmp_path / "model.safetensors", "--out", tmp_path / "o.safetensors",
+              match="not written by sparsecraft")
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 # --------------------------------------------------------------------------------- help
