@@ -30,7 +30,7 @@ def spectral_norm_sq(A: np.ndarray) -> float:
 
 
 class _Gradient:
-    """Computes ``A^T (A X - Y)`` through the Gram matrix when that is cheaper."""
+    """Computes ``A^T (A X - Y[:, cols])`` through the Gram matrix when that is cheaper."""
 
     def __init__(self, A: np.ndarray, Y: np.ndarray) -> None:
         n, d = A.shape
@@ -40,10 +40,10 @@ class _Gradient:
             self.G = A.T @ A
             self.AtY = A.T @ Y
 
-    def __call__(self, X: np.ndarray) -> np.ndarray:
+    def __call__(self, X: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if self.use_gram:
-            return self.G @ X - self.AtY
-        return self.A.T @ (self.A @ X - self.Y)
+            return self.G @ X - self.AtY[:, cols]
+        return self.A.T @ (self.A @ X - self.Y[:, cols])
 
 
 def objective(A: np.ndarray, Y: np.ndarray, X: np.ndarray, lam: float, penalty: str) -> np.ndarray:
@@ -86,12 +86,14 @@ def proximal_gradient(
     L = spectral_norm_sq(A)
     step = (1.0 if pen.convex else 0.99) / max(L, 1e-300)
     grad = _Gradient(A, Y)
-    X = np.zeros((d, t)) if X0 is None else X0.copy()
+    out = np.zeros((d, t)) if X0 is None else X0.copy()
+    cols = np.arange(t)                       # signals still iterating; converged ones are frozen in out
+    X = out.copy()
     Z, mom = X.copy(), np.ones(t)
     y_energy = np.maximum((Y**2).sum(axis=0), 1e-300)
     it = 0
     for it in range(1, max_iter + 1):
-        X_new = pen.prox(Z - step * grad(Z), lam, step, norms)
+        X_new = pen.prox(Z - step * grad(Z, cols), lam, step, norms)
         if accelerate:
             mom_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * mom**2))
             # gradient-based adaptive restart: drop momentum where it points uphill
@@ -103,14 +105,18 @@ def proximal_gradient(
             Z = X_new
         X_prev, X = X, X_new
         if it % check_every == 0 or it == max_iter:
-            if pen.convex and penalty == "l1":
-                if np.all(l1_duality_gap(A, Y, X, lam) <= tol * y_energy):
-                    break
+            if penalty == "l1":
+                done = l1_duality_gap(A, Y[:, cols], X, lam) <= tol * y_energy[cols]
             else:
                 change = np.linalg.norm(X - X_prev, axis=0)
-                if np.all(change <= tol * np.maximum(np.linalg.norm(X, axis=0), 1e-12)):
-                    break
-    return X, it
+                done = change <= tol * np.maximum(np.linalg.norm(X, axis=0), 1e-12)
+            out[:, cols] = X
+            if done.all():
+                break
+            keep = ~done
+            cols, X, Z, mom = cols[keep], X[:, keep], Z[:, keep], mom[keep]
+    out[:, cols] = X
+    return out, it
 
 
 def least_squares_on_support(A: np.ndarray, Y: np.ndarray, X: np.ndarray) -> np.ndarray:
