@@ -142,8 +142,12 @@ def wanda(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss
         w = t.param.detach().abs().float()
         if isinstance(t.module, nn.Embedding):
             scores[t.name] = w * norm[:, None]
-        else:
-            scores[t.name] = w * norm.reshape(1, -1, *([1] * (w.dim() - 2)))
+        elif isinstance(t.module, nn.Linear):
+            scores[t.name] = w * norm[None, :]
+        else:  # conv: output channel o of group g sees input channels g * (in / groups) + j
+            groups = t.module.groups
+            per_out = norm.reshape(groups, -1).repeat_interleave(w.shape[0] // groups, dim=0)
+            scores[t.name] = w * per_out.reshape(*per_out.shape, *([1] * (w.dim() - 2)))
     return scores
 
 

@@ -51,7 +51,8 @@ class Sparsifier:
             self.targets[name] = target
             self.patterns[name] = pattern
             target.module.register_buffer(f"{target.param_name}_mask", mask.to(torch.bool).clone(), persistent=False)
-            self._handles.append(target.param.register_hook(self._grad_hook(target)))
+            if target.param.requires_grad:  # frozen weights get no gradient to mask (the step hook still applies)
+                self._handles.append(target.param.register_hook(self._grad_hook(target)))
         self.apply()
 
     @staticmethod

@@ -170,3 +170,41 @@ def test_head_pattern_keeps_whole_heads_of_tiny_transformer():
     assert sum(int(m.reshape(4, -1).all(1).sum()) for m in sp2.masks.values()) == 12
     with pytest.raises(SparsecraftError, match="rows must be divisible by 12"):
         sparsecraft.prune(model2, sparsity=0.5, pattern="head12", layers=["blocks.0.attn.q_proj"])
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_wanda_on_grouped_and_depthwise_conv(groups):
+    from sparsecraft.criteria import compute_scores
+    from sparsecraft.target import find_targets
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, groups=groups))
+    x = torch.randn(3, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+    scores = compute_scores("wanda", model, find_targets(model), calib=x)["0.weight"]
+    w = model[0].weight.detach()
+    norms = x.square().sum((0, 2, 3)).sqrt()
+    in_per_group, out_per_group = 4 // groups, 8 // groups
+    expected = torch.empty_like(w)
+    for o in range(8):
+        for j in range(in_per_group):
+            expected[o, j] = w[o, j].abs() * norms[(o // out_per_group) * in_per_group + j]
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+    sp = sparsecraft.prune(model, 0.5, criterion="wanda", calib=x)
+    assert sp.report()[-1]["kept"] == w.numel() // 2
+
+
+def test_frozen_layers_can_be_pruned():
+    model = _mixed()
+    model.emb.weight.requires_grad_(False)  # e.g. frozen embeddings while fine-tuning the rest
+    sp = sparsecraft.prune(model, sparsity=0.5, allocation="uniform")
+    masks = {k: v.clone() for k, v in sp.masks.items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    sp.attach(opt)
+    x, y = _tokens(8), torch.randint(0, 12, (8,), generator=torch.Generator().manual_seed(5))
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    for name, mask in masks.items():
+        assert int(torch.count_nonzero(model.get_parameter(name)[~mask])) == 0, name
+    assert int(model.emb.weight.count_nonzero()) == 160
