@@ -6,7 +6,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .allocation import LayerInfo, allocate
+from .allocation import ALLOCATORS, LayerInfo, allocate
 from .criteria import Calib, compute_scores
 from .errors import SparsecraftError, check_sparsity
 from .patterns import Pattern, get_pattern, lowest
@@ -27,6 +27,7 @@ def plan_masks(
     """
     sparsity = check_sparsity(sparsity)
     pat = get_pattern(pattern)
+    ALLOCATORS.get(allocation)  # an unknown name is an error even where N:M does not use it
     if pat.fixed_density is not None:
         return {name: _for_layer(name, pat.mask, s) for name, s in scores.items()}
     infos = {name: LayerInfo(tuple(s.shape), _for_layer(name, pat.group_scores, s.detach().float()))

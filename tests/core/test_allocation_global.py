@@ -35,3 +35,10 @@ def test_channel_global_hits_weight_sparsity(sparsity):
     for name, mask in sp.masks.items():
         per_row = mask.reshape(mask.shape[0], -1)
         assert bool((per_row.all(1) | ~per_row.any(1)).all()), name
+
+
+def test_unknown_allocation_rejected_even_for_nm():
+    model = nn.Sequential(nn.Linear(8, 4))
+    with pytest.raises(sparsecraft.SparsecraftError, match="unknown allocation 'bogus'; choose one of: er, erk"):
+        sparsecraft.prune(model, pattern="2:4", allocation="bogus")
+    assert not hasattr(model[0], "weight_mask")
