@@ -135,3 +135,26 @@ def test_keep_largest_keeps_exactly_k(d, t, seed):
     kept_min = np.where(out != 0, np.abs(v), np.inf).min(axis=0)
     dropped_max = np.where(out == 0, np.abs(v), -np.inf).max(axis=0)
     assert np.all(kept_min >= dropped_max)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 17), st.integers(2, 23), st.integers(1, 3), st.integers(0, 10**6))
+def test_omp_matches_sklearn_on_odd_shapes(n, d, t, seed):
+    rng = np.random.default_rng(seed)
+    A, Y = rng.standard_normal((n, d)), rng.standard_normal((n, t))
+    k = max(1, min(n, d) // 2)
+    ours = OMP(n_nonzero_coefs=k, fit_intercept=False).fit(A, Y).coef_
+    ref = OrthogonalMatchingPursuit(n_nonzero_coefs=k, fit_intercept=False).fit(A, Y).coef_
+    np.testing.assert_allclose(ours, ref.reshape(ours.shape), atol=1e-8)  # sklearn squeezes t=1
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 17), st.integers(2, 23), st.integers(0, 10**6))
+def test_fista_matches_sklearn_objective_on_odd_shapes(n, d, seed):
+    rng = np.random.default_rng(seed)
+    A, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+    alpha = 0.1 * np.abs(A.T @ (y - y.mean())).max() / n
+    ours = Lasso(alpha=alpha, tol=1e-12).fit(A, y)
+    ref = SkLasso(alpha=alpha, tol=1e-12, max_iter=100000).fit(A, y)
+    f_ref = sk_objective(A, y, ref.coef_, ref.intercept_, alpha)
+    assert ours.objective(A, y) <= f_ref * (1 + 1e-6)
