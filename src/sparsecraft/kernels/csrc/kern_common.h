@@ -19,24 +19,26 @@ namespace sc {
 // y = x W^T + b with W in block-CSR form: R x C blocks (R = C = 1 is plain CSR).
 // Values of one block are stored column-major: vals[k*R*C + c*R + r].
 struct BlockArgs {
-  const float* x;          // small batch: (B, in) row-major; transposed path: xT (in, Bp)
+  const float* x;          // small batch: (B, in) row-major; transposed path: panels of xT, see PW
   const int32_t* rowptr;   // (number of block rows + 1)
   const uint16_t* cols;    // block-column index of each block
   const float* vals;       // (nblocks, C, R)
   const float* bias;       // (out) or nullptr
   float* y;                // (B, out) row-major
-  int64_t B, Bp, in, out;  // in: row stride of x on the small path (a multiple of C)
+  int64_t B, Bp, in, out;  // in: row stride of x (small path) or rows of xT (a multiple of C)
+  int64_t PW;              // transposed path: xT is stored as Bp/PW panels of (in, PW), PW | Bp
   int R, C;
 };
 
 // y = x W^T + b with W in packed N:M form: per row (in/M)*N values, idx = position in group.
 struct NMArgs {
-  const float* x;          // small batch: (B, xs) row-major, zero-padded; transposed: xT (in, Bp)
+  const float* x;          // small batch: (B, xs) row-major, zero-padded; transposed: panels (in, PW)
   const float* vals;       // (out, in/M*N)
   const uint8_t* idx;      // (out, in/M*N), each in [0, M)
   const float* bias;       // (out) or nullptr
   float* y;                // (B, out)
   int64_t B, Bp, in, out, xs;
+  int64_t PW;
   int N, M;
 };
 
@@ -46,6 +48,8 @@ using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
 // One set of kernels per ISA; each processes output (block) rows [r0, r1).
 struct KernelTable {
   const char* name;
+  int width;                 // floats per vector register (1: scalar)
+  int (*max_nv)(int R);      // most registers of batch per block row on the transposed path (0: any)
   BlockFn block_small;  // B <= 4
   BlockFn block_t;      // B > 4, x transposed
   NMFn nm_small;

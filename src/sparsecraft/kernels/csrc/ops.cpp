@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "kern_common.h"
 
@@ -74,11 +75,30 @@ torch::Tensor pad_cols(const torch::Tensor& x, int64_t cols) {
   return out;
 }
 
-// x (B, in) -> xT (rows, Bp) with Bp = B rounded up to 16, zero padding; 16 x 16 tiles keep
-// both sides in L1 (torch's generic strided copy is several times slower here).
-torch::Tensor transpose_pad(const torch::Tensor& x, int64_t rows, int64_t Bp) {
-  const int64_t B = x.size(0), in = x.size(1);
-  auto xt = torch::empty({rows, Bp}, x.options());
+// Panel width for the transposed path: a multiple of the vector width with at most max_nv(R)
+// registers. Small weights (re-read cheaply from L2 for each panel) get the widest panel whose
+// x slice (rows x PW floats) fits in the L1 budget (SPARSECRAFT_PANEL_KB, default 48 KiB); large
+// weights get the widest panel so they stream from memory once per PW batch columns.
+int64_t panel_width(const sc::KernelTable& tab, int R, int64_t rows, int64_t weight_bytes) {
+  static const int64_t budget = [] {
+    const char* env = std::getenv("SPARSECRAFT_PANEL_KB");
+    const long kb = env ? std::atol(env) : 0;
+    return (int64_t)(kb > 0 ? kb : 48) * 1024;
+  }();
+  const int nvmax = tab.max_nv(R);
+  if (nvmax <= 0 || tab.width <= 1) return 64;
+  const int64_t w = tab.width, widest = w * nvmax;
+  if (weight_bytes > ((int64_t)1 << 20)) return widest;
+  int64_t pw = widest;
+  while (pw > w && rows * pw * 4 > budget) pw /= 2;
+  return pw;
+}
+
+// x (B, in) -> Bp/PW panels of xT, each (rows, PW) row-major, zero padding (Bp = B rounded up to
+// PW; rows >= in). Tiles of 16 x-columns keep both sides in cache.
+torch::Tensor transpose_panels(const torch::Tensor& x, int64_t rows, int64_t PW, int64_t Bp) {
+  const int64_t B = x.size(0), in = x.size(1), np = Bp / PW;
+  auto xt = torch::empty({np, rows, PW}, x.options());
   const float* src = x.data_ptr<float>();
   float* dst = xt.data_ptr<float>();
   const int64_t nbc = (rows + 15) / 16;
@@ -86,16 +106,19 @@ torch::Tensor transpose_pad(const torch::Tensor& x, int64_t rows, int64_t Bp) {
   if (rows * Bp < ((int64_t)1 << 16)) nt = 1;
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t cb = 0; cb < nbc; ++cb) {
-    const int64_t c0 = cb * 16, c1 = std::min(c0 + 16, rows);
-    for (int64_t b0 = 0; b0 < Bp; b0 += 16) {
-      const int64_t b1 = std::min(b0 + 16, Bp);
-      for (int64_t c = c0; c < c1; ++c) {
-        float* d = dst + c * Bp;
-        if (c >= in) {
-          for (int64_t b = b0; b < b1; ++b) d[b] = 0.f;
-          continue;
+    const int64_t c0 = cb * 16, c1 = std::min(c0 + 16, rows), cin = std::min(c1, in);
+    for (int64_t p = 0; p < np; ++p) {
+      float* dp = dst + p * rows * PW;
+      for (int64_t c = cin; c < c1; ++c)
+        for (int64_t j = 0; j < PW; ++j) dp[c * PW + j] = 0.f;
+      for (int64_t j = 0; j < PW; ++j) {
+        const int64_t b = p * PW + j;
+        if (b < B) {
+          const float* sr = src + b * in;
+          for (int64_t c = c0; c < cin; ++c) dp[c * PW + j] = sr[c];
+        } else {
+          for (int64_t c = c0; c < cin; ++c) dp[c * PW + j] = 0.f;
         }
-        for (int64_t b = b0; b < b1; ++b) d[b] = b < B ? src[b * in + c] : 0.f;
       }
     }
   }
@@ -149,13 +172,16 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, 
     a.x = xs.data_ptr<float>();
     a.in = in_pad;
     a.Bp = B;
+    a.PW = 0;
     parallel_rows(nbr, a.rowptr, nblocks * R * C * B, [&](int64_t r0, int64_t r1) { tab.block_small(a, r0, r1); });
   } else {
-    const int64_t Bp = (B + 15) / 16 * 16;
-    xs = transpose_pad(xc, in_pad, Bp);
+    const int64_t PW = panel_width(tab, (int)R, in_pad, vals.numel() * 4 + nblocks * 2);
+    const int64_t Bp = (B + PW - 1) / PW * PW;
+    xs = transpose_panels(xc, in_pad, PW, Bp);
     a.x = xs.data_ptr<float>();
     a.in = in_pad;
     a.Bp = Bp;
+    a.PW = PW;
     parallel_rows(nbr, a.rowptr, nblocks * R * C * B, [&](int64_t r0, int64_t r1) { tab.block_t(a, r0, r1); });
   }
   return y;
@@ -194,13 +220,16 @@ torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const
     a.x = xs.data_ptr<float>();
     a.xs = xs_cols;
     a.Bp = B;
+    a.PW = 0;
     parallel_rows(out, nullptr, work, [&](int64_t r0, int64_t r1) { tab.nm_small(a, r0, r1); });
   } else {
-    const int64_t Bp = (B + 15) / 16 * 16;
-    xs = transpose_pad(xc, in, Bp);
+    const int64_t PW = panel_width(tab, 1, in, vals.numel() * 5);
+    const int64_t Bp = (B + PW - 1) / PW * PW;
+    xs = transpose_panels(xc, in, PW, Bp);
     a.x = xs.data_ptr<float>();
     a.xs = Bp;
     a.Bp = Bp;
+    a.PW = PW;
     parallel_rows(out, nullptr, work, [&](int64_t r0, int64_t r1) { tab.nm_t(a, r0, r1); });
   }
   return y;
