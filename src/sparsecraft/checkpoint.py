@@ -141,6 +141,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         assert meta["format"] == FORMAT
     except (KeyError, ValueError, AssertionError, TypeError):
         raise SparsecraftError(f"{path} has no sparsecraft metadata; it was not written by sparsecraft") from None
+    if not (isinstance(meta.get("sha256"), dict) and isinstance(meta.get("masks"), dict)
+            and all(isinstance(i, dict) and {"pattern", "shape"} <= i.keys() for i in meta["masks"].values())):
+        raise SparsecraftError(f"{path}: its sparsecraft metadata is incomplete; the file is corrupt")
     for k, v in tensors.items():
         if meta["sha256"].get(k) != _digest(v):
             raise SparsecraftError(f"{path}: checksum mismatch for {k}; the file is corrupt, save it again")
@@ -154,10 +157,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         mask = masks.get(name)
         if mask is None or name not in state:
             raise SparsecraftError(f"{path}: mask or weight for {name} is missing; the file is corrupt")
-        if list(mask.shape) != info["shape"] or mask.shape != state[name].shape:
-            raise SparsecraftError(f"{path}: mask for {name} has the wrong shape; the file is corrupt")
-        patterns[name] = get_pattern(info["pattern"])
-        patterns[name].validate(mask)
+        if list(mask.shape) != info["shape"] or mask.shape != state[name].shape or mask.dtype != torch.bool:
+            raise SparsecraftError(f"{path}: mask for {name} has the wrong shape or dtype; the file is corrupt")
+        try:
+            patterns[name] = get_pattern(info["pattern"])
+            patterns[name].validate(mask)
+        except SparsecraftError as err:
+            raise SparsecraftError(f"{path}: {name}: {err}") from None
         if bool((state[name][~mask] != 0).any()):
             raise SparsecraftError(f"{path}: {name} has non-zero weights where its mask is False")
     return Checkpoint(path, state, masks, patterns, meta.get("model"), meta.get("extra", {}))
