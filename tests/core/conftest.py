@@ -3,6 +3,16 @@ import torch
 from torch import nn
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is faster, and on a busy 2-core machine several threads
+    spin against each other (a 100-step Adam loop took 60 s instead of 4 s)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
