@@ -41,9 +41,14 @@ def _batches(calib: Calib, need_labels: bool, who: str) -> list[tuple[torch.Tens
     return batches
 
 
+def token_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for ``(N, C)`` logits and ``(N,)`` labels, or ``(N, T, C)`` and ``(N, T)`` (language models)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
 def _weight_times_grad(model: nn.Module, targets: Sequence[Target], calib: Calib, loss_fn, who: str) -> Scores:
     """Sum over calibration batches of ``w * dL/dw`` for every target (signed)."""
-    loss_fn = loss_fn or F.cross_entropy
+    loss_fn = loss_fn or token_cross_entropy
     acc = {t.name: torch.zeros_like(t.param, dtype=torch.float32) for t in targets}
     saved = [t.param.grad for t in targets]
     for t in targets:
