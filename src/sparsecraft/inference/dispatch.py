@@ -35,19 +35,21 @@ def batch_bucket(rows: int) -> int:
     return _BUCKETS[-1] * 2
 
 
-def _time_pair(fa: Callable[[], object], fb: Callable[[], object], budget_s: float = 0.05,
-               min_reps: int = 3, max_reps: int = 50) -> tuple[float, float]:
-    """Minimum wall time of ``fa`` and ``fb``, measured alternately after one warm-up each."""
+def _time_pair(fa: Callable[[], object], fb: Callable[[], object], budget_s: float = 0.2,
+               min_reps: int = 5, max_reps: int = 200) -> tuple[float, float]:
+    """Minimum time of ``fa`` and ``fb``, measured alternately after one warm-up each (thread CPU
+    time when torch runs single-threaded, so preemption by other jobs does not count; else wall)."""
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
     fa(), fb()
     ta, tb = float("inf"), float("inf")
     start = time.perf_counter()
     reps = 0
     while reps < min_reps or (reps < max_reps and time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
+        t0 = clock()
         fa()
-        t1 = time.perf_counter()
+        t1 = clock()
         fb()
-        t2 = time.perf_counter()
+        t2 = clock()
         ta, tb = min(ta, t1 - t0), min(tb, t2 - t1)
         reps += 1
     return ta, tb

@@ -60,11 +60,14 @@ class CacheFlusher:
 
 
 def compare(fns: dict[str, Callable[[], Any]], rounds: int = 15, warmup: int = 2, min_time: float = 0.0,
-            before: Optional[Callable[[], None]] = None, stat: str = "min") -> dict[str, float]:
+            before: Optional[Callable[[], None]] = None, stat: str = "min",
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Seconds per call of each function, run in turn for ``rounds`` rounds (at least ``min_time`` s).
 
     ``stat`` 'min' (best round: on a machine shared with other jobs the least disturbed run is the
-    best estimate of each path's own speed) or 'median'.
+    best estimate of each path's own speed) or 'median'. ``clock``: wall time by default;
+    ``time.thread_time`` (CPU time of this thread, blind to preemption) is only valid for
+    single-threaded runs.
     """
     for _ in range(warmup):
         for f in fns.values():
@@ -76,9 +79,9 @@ def compare(fns: dict[str, Callable[[], Any]], rounds: int = 15, warmup: int = 2
         for k, f in fns.items():
             if before is not None:
                 before()
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
         n += 1
     agg = min if stat == "min" else statistics.median
     return {k: agg(v) for k, v in times.items()}
@@ -95,7 +98,8 @@ class LayerWorkload:
 
 
 def bench_layer(w: LayerWorkload, rounds: int = 15, flusher: Optional[CacheFlusher] = None,
-                torch_csr: bool = True, seed: int = 0, stat: str = "min") -> dict[str, Any]:
+                torch_csr: bool = True, seed: int = 0, stat: str = "min", min_time: float = 0.0,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Time dense, torch CSR, our kernel and the dispatched SparseLinear on one workload.
 
     Returns a row with times (ms), ratios vs dense and vs torch CSR, weight bytes vs dense and
@@ -122,7 +126,8 @@ def bench_layer(w: LayerWorkload, rounds: int = 15, flusher: Optional[CacheFlush
     with torch.no_grad():
         layer(x)  # dispatch measures once here
         fns["dispatch"] = lambda: layer(x)
-        t = compare(fns, rounds=rounds, before=flusher if w.cold else None, stat=stat)
+        t = compare(fns, rounds=rounds, before=flusher if w.cold else None, stat=stat, min_time=min_time,
+                    clock=clock)
     real_sparsity = 1.0 - float((weight != 0).sum()) / weight.numel()
     row: dict[str, Any] = {
         "shape": f"{w.out}x{w.inp}", "pattern": w.pattern, "sparsity": round(real_sparsity, 3), "batch": w.batch,
