@@ -9,6 +9,16 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="package")
+def one_thread():
+    """These tests run tiny tensor ops, which one thread does fastest (and without OpenMP spinning
+    when other processes share the 2 cores); the previous thread count is restored afterwards."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def correlated_inputs(n: int, d: int, seed: int = 0) -> torch.Tensor:
     """``(n, d)`` inputs with strongly correlated features and uneven, shuffled scales."""
     g = torch.Generator().manual_seed(seed)
