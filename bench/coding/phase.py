@@ -79,7 +79,7 @@ def _plot(grid: dict[str, np.ndarray], deltas: np.ndarray, rhos: np.ndarray) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(grid), figsize=(4 * len(grid), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(grid), figsize=(3.4 * len(grid) + 1, 3.4), sharey=True, constrained_layout=True)
     for ax, (name, g) in zip(axes, grid.items()):
         im = ax.imshow(g, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
                        extent=[deltas[0], deltas[-1], rhos[0], rhos[-1]])
