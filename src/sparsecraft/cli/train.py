@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="rigl", help="training method: " + ", ".join(_methods()))
     p.add_argument("--sparsity", type=float, default=0.9, help="final fraction of zeros in [0, 1) (N:M ignores it)")
     p.add_argument("--pattern", default=None, help="unstructured (default) or N:M such as 2:4 (default for N:M methods)")
-    p.add_argument("--allocation", default="erk", help=f"per-layer budget: {', '.join(ALLOCATORS.names())} (default erk)")
+    p.add_argument("--allocation", default=None,
+                   help=f"per-layer budget: {', '.join(ALLOCATORS.names())} (default erk; uniform for masksparsity)")
     p.add_argument("--criterion", default="random", help="initial-mask criterion for --method static (default random)")
     p.add_argument("--keep-dense", default="", help="comma-separated layers (or first,last) to leave dense")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
@@ -45,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--update-every", type=int, default=None, help="steps between SET/RigL updates (default ~1/20 of training)")
     p.add_argument("--rounds", type=int, default=3, help="IMP prune rounds / soup phases (default 3)")
     p.add_argument("--ingredients", type=int, default=3, help="soup: models averaged per phase (default 3)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="fine-tune the final model this many epochs with its masks fixed (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -72,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
     check_sparsity(args.sparsity, "--sparsity")
     pattern = args.pattern or ("2:4" if args.method in NM_METHODS else "unstructured")
     get_pattern(pattern)
+    args.allocation = args.allocation or ("uniform" if args.method == "masksparsity" else "erk")
     ALLOCATORS.get(args.allocation)
     epochs = check_positive_int(args.epochs, "--epochs")
+    check_positive_int(args.finetune_epochs, "--finetune-epochs", minimum=0)
     check_positive_int(args.batch_size, "--batch-size")
     if not args.lr > 0:
         raise SparsecraftError(f"--lr must be > 0, got {args.lr}")
@@ -109,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
                  "ms_per_step": 1e3 * result.median_step_seconds, "left_dense": updater.skipped}
         if args.method == "masksparsity":
             extra.update(updater.removed)
+    if args.finetune_epochs:
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr / 3)
+        if sp is not None:
+            sp.attach(opt)
+        fit(model, data, epochs=args.finetune_epochs, batch_size=args.batch_size, optimizer=opt,
+            seed=args.seed + 1, progress=not args.no_progress)
     acc = evaluate(model, data.test_x, data.test_y)
     if sp is not None:
         sp.save(args.out, force=args.force, model_spec=spec, extra=updater_desc)
@@ -116,14 +127,15 @@ def run(args: argparse.Namespace) -> int:
     else:   # dense or physically shrunk model: weights only
         save_checkpoint(args.out, model, {}, {}, force=args.force,
                         model_spec=spec if args.method != "masksparsity" else None, extra=updater_desc)
-        rows = []
+        rows = updater.report() if args.method == "masksparsity" else []
     summary = {"out": args.out, "method": args.method, "test_accuracy": acc,
                "seconds": time.perf_counter() - start, **extra}
     print_rows(rows, COLUMNS, title=f"{args.method} {args.model} on {args.data} -> {args.out}", as_json=args.json,
                extra=summary)
     if not args.json:
-        console.print(f"test accuracy {acc:.4f} after {epochs} epochs of {args.method} "
-                      f"(sparsity {sp.sparsity() if sp is not None else 0.0:.4f})")
+        what = (f"{extra['params_before']} -> {extra['params_after']} parameters" if args.method == "masksparsity"
+                else f"sparsity {sp.sparsity() if sp is not None else 0.0:.4f}")
+        console.print(f"test accuracy {acc:.4f} after {epochs} epochs of {args.method} ({what})")
     return 0
 
 

@@ -121,6 +121,18 @@ class MaskSparsity(Updater):
         if not self.keep and self.step >= self.select_step:
             self.select()
 
+    def report(self) -> list[dict]:
+        """One row per chain (channels of its producer: total, kept, fraction removed) plus a total."""
+        rows = []
+        for c, keep in self.keep.items():
+            w = self.model.get_submodule(c.producer).weight
+            rows.append({"layer": c.producer, "shape": list(w.shape), "pattern": "channel", "params": keep.numel(),
+                         "kept": int(keep.sum()), "sparsity": 1.0 - int(keep.sum()) / keep.numel()})
+        n, kept = sum(r["params"] for r in rows), sum(r["kept"] for r in rows)
+        rows.append({"layer": "total", "shape": [], "pattern": "", "params": n, "kept": kept,
+                     "sparsity": 1.0 - kept / max(n, 1)})
+        return rows
+
     def finalize(self) -> nn.Module:
         """Remove the marked channels; returns the (same, now smaller) model."""
         self._require_attached()
