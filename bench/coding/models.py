@@ -38,7 +38,7 @@ def _probabilistic(quick: bool) -> list[dict]:
             S = (gen.random((N, H)) < 2 / H).astype(float)
             if model_name == "bsc":
                 Y = S @ W + gen.standard_normal((N, D))
-                make = lambda: BinarySparseCoding(H, n_candidates=7, max_active=4, n_iter=60, random_state=seed)
+                make = lambda: BinarySparseCoding(H, n_candidates=7, max_active=4, n_iter=60, n_init=3, random_state=seed)
             else:
                 Y = (S * gen.normal(1.0, 0.3, (N, H))) @ W + gen.standard_normal((N, D))
                 make = (lambda: SpikeAndSlabSparseCoding(H, n_candidates=6, max_active=4, n_iter=40, random_state=seed)) \

@@ -57,7 +57,7 @@ def test_binary_sparse_coding_recovers_bars_up_to_permutation():
     W = bars()
     S = (rng.random((600, 8)) < 2 / 8).astype(float)
     Y = S @ W + rng.standard_normal((600, 16))
-    model = BinarySparseCoding(8, n_candidates=6, max_active=3, n_iter=40, random_state=0).fit(Y)
+    model = BinarySparseCoding(8, n_candidates=6, max_active=3, n_iter=40, n_init=2, random_state=0).fit(Y)
     perm, cos = match_dictionaries(model.components_, W)
     assert cos.min() > 0.98
     assert model.pi_ == pytest.approx(0.25, abs=0.05)
@@ -87,3 +87,13 @@ def test_spike_and_slab_recovers_dictionary_and_slab():
 def test_match_dictionaries_rejects_too_few_atoms():
     with pytest.raises(SparsecraftError, match="cannot be matched"):
         match_dictionaries(np.eye(3), np.eye(4))
+
+
+def test_n_init_keeps_the_most_likely_restart():
+    rng = np.random.default_rng(3)
+    W = bars()
+    Y = (rng.random((300, 8)) < 0.25) @ W + rng.standard_normal((300, 16))
+    one = BinarySparseCoding(8, n_iter=15, anneal_iters=5, random_state=7).fit(Y)
+    three = BinarySparseCoding(8, n_iter=15, anneal_iters=5, n_init=3, random_state=7).fit(Y)
+    assert three.log_likelihood_[-1] >= one.log_likelihood_[-1]   # first restart == the single run
+    assert three.score(Y) == pytest.approx(three.log_likelihood_[-1])

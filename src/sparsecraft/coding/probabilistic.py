@@ -41,9 +41,10 @@ class _TruncatedEM:
     """Shared truncated-EM loop; subclasses define selection scores, log-joints and M-steps."""
 
     def __init__(self, n_components: int, n_candidates: int = 6, max_active: int = 3, n_iter: int = 60,
-                 anneal: float = 2.0, anneal_iters: int = 20, random_state: Any = None) -> None:
+                 anneal: float = 2.0, anneal_iters: int = 20, n_init: int = 1, random_state: Any = None) -> None:
         self.n_components, self.n_candidates, self.max_active = n_components, n_candidates, max_active
         self.n_iter, self.anneal, self.anneal_iters, self.random_state = n_iter, anneal, anneal_iters, random_state
+        self.n_init = n_init
 
     # -- to implement -------------------------------------------------------------------------
     def _init_params(self, Y: np.ndarray, gen: np.random.Generator) -> None:
@@ -79,21 +80,31 @@ class _TruncatedEM:
         return C, P, q / norm, cache, log_evidence
 
     def fit(self, X: Any, y: Any = None) -> "_TruncatedEM":
-        """Learn W, the prior and the noise from ``X`` (n_samples, n_features) by truncated EM."""
+        """Learn W, the prior and the noise from ``X`` (n_samples, n_features) by truncated EM.
+
+        With ``n_init > 1`` EM restarts from that many initializations and keeps the run with the
+        highest final (truncated) log-likelihood.
+        """
         Y, _, _ = self._checked(X)
         gen = rng(self.random_state)
-        self._init_params(Y, gen)
         n_iter = check_int(self.n_iter, "n_iter")
         T0 = check_positive(self.anneal, "anneal")
         if T0 < 1.0:
             raise SparsecraftError(f"anneal must be >= 1 (the start temperature), got {self.anneal!r}")
-        self.log_likelihood_ = []
-        for it in range(n_iter):
-            frac = min(it / max(self.anneal_iters, 1), 1.0)
-            T = T0 + (1.0 - T0) * frac
-            C, P, q, cache, ev = self._posterior(Y, T)
-            self._m_step(Y, C, P, q, cache)
-            self.log_likelihood_.append(float(np.mean(ev)))
+        best: dict[str, Any] | None = None
+        for _ in range(check_int(self.n_init, "n_init")):
+            self._init_params(Y, gen)
+            self.log_likelihood_ = []
+            for it in range(n_iter):
+                frac = min(it / max(self.anneal_iters, 1), 1.0)
+                C, P, q, cache, ev = self._posterior(Y, T0 + (1.0 - T0) * frac)
+                self._m_step(Y, C, P, q, cache)
+                self.log_likelihood_.append(float(np.mean(ev)))
+            self.log_likelihood_.append(float(np.mean(self._posterior(Y)[4])))   # at the final parameters
+            if best is None or self.log_likelihood_[-1] > best["log_likelihood_"][-1]:
+                best = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        assert best is not None
+        vars(self).update(best)
         self.n_features_in_ = Y.shape[1]
         return self
 
