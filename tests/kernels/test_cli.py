@@ -13,8 +13,12 @@ from .conftest import require_native
 
 def test_bench_kernels_json(capsys):
     require_native()
-    rc = main(["bench-kernels", "--shape", "64x128", "--sparsity", "0.9", "--batch", "1,5",
-               "--pattern", "unstructured,2:4,4x1", "--rounds", "2", "--threads", "1", "--json"])
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["bench-kernels", "--shape", "64x128", "--sparsity", "0.9", "--batch", "1,5",
+                   "--pattern", "unstructured,2:4,4x1", "--rounds", "2", "--threads", "1", "--json"])
+    finally:
+        torch.set_num_threads(threads)  # the command sets it for its process; keep other tests unaffected
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["threads"] == 1 and len(doc["rows"]) == 6

@@ -79,7 +79,7 @@ torch::Tensor pad_cols(const torch::Tensor& x, int64_t cols) {
 // registers. Small weights (re-read cheaply from L2 for each panel) get the widest panel whose
 // x slice (rows x PW floats) fits in the L1 budget (SPARSECRAFT_PANEL_KB, default 48 KiB); large
 // weights get the widest panel so they stream from memory once per PW batch columns.
-int64_t panel_width(const sc::KernelTable& tab, int R, int64_t rows, int64_t weight_bytes) {
+int64_t panel_width(const sc::KernelTable& tab, int R, int64_t rows, int64_t weight_bytes, int64_t batch) {
   static const int64_t budget = [] {
     const char* env = std::getenv("SPARSECRAFT_PANEL_KB");
     const long kb = env ? std::atol(env) : 0;
@@ -87,7 +87,9 @@ int64_t panel_width(const sc::KernelTable& tab, int R, int64_t rows, int64_t wei
   }();
   const int nvmax = tab.max_nv(R);
   if (nvmax <= 0 || tab.width <= 1) return 64;
-  const int64_t w = tab.width, widest = w * nvmax;
+  const int64_t w = tab.width;
+  int64_t widest = w * nvmax;
+  while (widest > w && widest / 2 >= batch) widest /= 2;  // no wider than the batch needs
   if (weight_bytes > ((int64_t)1 << 20)) return widest;
   int64_t pw = widest;
   while (pw > w && rows * pw * 4 > budget) pw /= 2;
@@ -175,7 +177,7 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, 
     a.PW = 0;
     parallel_rows(nbr, a.rowptr, nblocks * R * C * B, [&](int64_t r0, int64_t r1) { tab.block_small(a, r0, r1); });
   } else {
-    const int64_t PW = panel_width(tab, (int)R, in_pad, vals.numel() * 4 + nblocks * 2);
+    const int64_t PW = panel_width(tab, (int)R, in_pad, vals.numel() * 4 + nblocks * 2, B);
     const int64_t Bp = (B + PW - 1) / PW * PW;
     xs = transpose_panels(xc, in_pad, PW, Bp);
     a.x = xs.data_ptr<float>();
@@ -223,7 +225,7 @@ torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const
     a.PW = 0;
     parallel_rows(out, nullptr, work, [&](int64_t r0, int64_t r1) { tab.nm_small(a, r0, r1); });
   } else {
-    const int64_t PW = panel_width(tab, 1, in, vals.numel() * 5);
+    const int64_t PW = panel_width(tab, 1, in, vals.numel() * 5, B);
     const int64_t Bp = (B + PW - 1) / PW * PW;
     xs = transpose_panels(xc, in, PW, Bp);
     a.x = xs.data_ptr<float>();
