@@ -111,6 +111,16 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     set_mode(fresh, "sparse")
     torch.testing.assert_close(fresh(x), ref, rtol=1e-5, atol=1e-6)
 
+    # loading new values into an existing SparseLinear refreshes its dense fallback too
+    other = _mlp(4)
+    _prune_mlp(other)
+    ref_other = other(x)
+    convert(other, mode="sparse")
+    set_mode(fresh, "dense")
+    fresh(x)  # caches the dense weights
+    fresh.load_state_dict(other.state_dict())
+    torch.testing.assert_close(fresh(x), ref_other, rtol=1e-5, atol=1e-6)
+
     with pytest.raises(SparsecraftError, match="not a Linear of that shape"):
         load_converted(path, nn.Sequential(nn.Linear(40, 95), nn.ReLU(), nn.Linear(95, 64), nn.GELU(), nn.Linear(64, 10)))
     with pytest.raises(SparsecraftError, match="lacks"):

@@ -14,6 +14,11 @@ from .dispatch import Dispatcher, batch_bucket, default_dispatcher
 MODES = ("auto", "sparse", "dense")
 
 
+def _forget_dense(module: "SparseLinear", incompatible_keys: Any) -> None:
+    """After load_state_dict copied new values into the buffers, drop the cached dense weight."""
+    module.packed._dense = None
+
+
 class SparseLinear(nn.Module):
     """``y = x W^T + b`` with W stored in a compressed format (any leading batch dims on x).
 
@@ -38,6 +43,7 @@ class SparseLinear(nn.Module):
         self.mode = mode
         self.dispatcher = dispatcher
         self.choices: dict[int, str] = {}
+        self.register_load_state_dict_post_hook(_forget_dense)
 
     @property
     def mode(self) -> str:
