@@ -43,12 +43,14 @@ LayerFn = Callable[..., PruneResult]
 @dataclass(frozen=True)
 class Method:
     """A registered post-training method: a layer function, whether it needs calibration
-    statistics, and whether OWL (outlier-weighted layer sparsity) chooses per-block sparsities."""
+    statistics, whether OWL (outlier-weighted layer sparsity) chooses per-block sparsities, and
+    the names of the extra keyword options ``prune_layer`` accepts."""
 
     name: str
     prune_layer: LayerFn
     needs_stats: bool
     owl: bool = False
+    options: tuple[str, ...] = ()
 
 
 METHODS: Registry[Method] = Registry("post-training method")
@@ -171,7 +173,9 @@ def sparsegpt(
     return _finish(w, ~pruned, weight.dtype)
 
 
-for _name, _fn, _needs in (("magnitude", magnitude, False), ("wanda", wanda, True), ("sparsegpt", sparsegpt, True)):
-    METHODS.register(_name)(Method(_name, _fn, _needs))
-for _name, _fn in (("wanda", wanda), ("sparsegpt", sparsegpt)):
-    METHODS.register(f"owl-{_name}")(Method(f"owl-{_name}", _fn, True, owl=True))
+_SPARSEGPT_OPTIONS = ("blocksize", "percdamp")
+METHODS.register("magnitude")(Method("magnitude", magnitude, needs_stats=False))
+METHODS.register("wanda")(Method("wanda", wanda, needs_stats=True))
+METHODS.register("sparsegpt")(Method("sparsegpt", sparsegpt, needs_stats=True, options=_SPARSEGPT_OPTIONS))
+METHODS.register("owl-wanda")(Method("owl-wanda", wanda, needs_stats=True, owl=True))
+METHODS.register("owl-sparsegpt")(Method("owl-sparsegpt", sparsegpt, needs_stats=True, owl=True, options=_SPARSEGPT_OPTIONS))

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SparsecraftError
-from .pipeline import Batch, find_blocks
-from .stats import LayerStats, relative_error
+from .pipeline import Batch, InputRecorder, find_blocks
+from .stats import relative_error
 
 
 def hidden_states(output: Any) -> torch.Tensor:
@@ -77,29 +77,13 @@ def layer_errors(dense: nn.Module, sparse: nn.Module, batches: Sequence[Batch]) 
     dense_mods = dict(dense.named_modules())
     blocks = find_blocks(sparse)
     names = {m: n for n, m in sparse.named_modules()}
-    stats: dict[str, LayerStats] = {}
-    current: list[torch.Tensor | None] = [None]
-    handles = []
-    for module in blocks.modules():
-        if isinstance(module, nn.Linear):
-            name = names[module]
-            stats[name] = LayerStats(module.in_features)
-
-            def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _o: Any, name: str = name) -> None:
-                x, mask = inputs[0], current[0]
-                if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-                    x = x[mask.bool()]
-                stats[name].add(x)
-
-            handles.append(module.register_forward_hook(hook))
-    try:
-        sparse.eval()
+    linears = [(names[m], m) for m in blocks.modules() if isinstance(m, nn.Linear)]
+    sparse.eval()
+    with InputRecorder(linears) as recorder:
         for batch in batches:
-            current[0] = batch.get("attention_mask")
+            recorder.token_mask = batch.get("attention_mask")
             sparse(**batch)
-    finally:
-        for h in handles:
-            h.remove()
+    stats = recorder.stats
     sparse_mods = dict(sparse.named_modules())
     return {n: relative_error(dense_mods[n].weight, sparse_mods[n].weight, s.gram) for n, s in stats.items()}
 

@@ -172,6 +172,37 @@ def run_block(block: nn.Module, calls: Sequence[BlockCall]) -> list[torch.Tensor
     return [block_output(block(*c.args, **c.kwargs)) for c in calls]
 
 
+class InputRecorder:
+    """Forward hooks accumulating the input statistics of named Linears, real tokens only.
+
+    Set ``token_mask`` (``(B, T)`` bool, or None) before each forward; inputs ``(B, T, in)`` are
+    reduced to the masked rows. Use as a context manager; ``stats`` maps names to LayerStats.
+    """
+
+    def __init__(self, linears: Sequence[tuple[str, nn.Linear]], diag_only: bool = False) -> None:
+        self.linears = list(linears)
+        self.stats = {n: LayerStats(m.in_features, diag_only) for n, m in self.linears}
+        self.token_mask: torch.Tensor | None = None
+        self._stack = ExitStack()
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+            x, mask = inputs[0], self.token_mask
+            if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+                x = x[mask.bool()]
+            self.stats[name].add(x)
+
+        return hook
+
+    def __enter__(self) -> "InputRecorder":
+        for name, module in self.linears:
+            self._stack.callback(module.register_forward_hook(self._hook(name)).remove)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
 def collect_stats(
     block: nn.Module, calls: Sequence[BlockCall], diag_only: bool = False
 ) -> tuple[dict[str, LayerStats], list[torch.Tensor]]:
@@ -179,26 +210,12 @@ def collect_stats(
 
     Returns the statistics by layer name and the block outputs.
     """
-    stats = {n: LayerStats(m.in_features, diag_only) for n, m in block_linears(block)}
-    current: list[torch.Tensor | None] = [None]
-
-    def make_hook(name: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
-            x, mask = inputs[0], current[0]
-            if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-                x = x[mask]
-            stats[name].add(x)
-
-        return hook
-
     outputs = []
-    with ExitStack() as stack:
-        for name, module in block_linears(block):
-            stack.callback(module.register_forward_hook(make_hook(name)).remove)
+    with InputRecorder(block_linears(block), diag_only) as recorder:
         for call in calls:
-            current[0] = call.token_mask
+            recorder.token_mask = call.token_mask
             outputs.append(block_output(block(*call.args, **call.kwargs)))
-    return stats, outputs
+    return recorder.stats, outputs
 
 
 def check_model_pattern(blocks: nn.ModuleList, pattern: Pattern) -> None:
@@ -275,12 +292,12 @@ def prune_model(
         raise SparsecraftError(f"blocksize must be >= 1 and percdamp > 0, got {blocksize} and {percdamp}")
     blocks = find_blocks(model)
     check_model_pattern(blocks, pat)
-    opts = {"blocksize": blocksize, "percdamp": percdamp} if spec.prune_layer.__name__ == "sparsegpt" else {}
+    opts = {k: v for k, v in {"blocksize": blocksize, "percdamp": percdamp}.items() if k in spec.options}
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     calls = capture_block_inputs(model, blocks, batches)
-    tokens = sum(int(c.token_mask.sum()) if c.token_mask is not None else c.hidden.shape[0] * c.hidden.shape[1] for c in calls)
+    tokens = sum(c.hidden.shape[0] * c.hidden.shape[1] if c.token_mask is None else int(c.token_mask.sum()) for c in calls)
     report = PruneReport(spec.name, str(pat), target, len(calls), tokens)
     if spec.owl:
         report.block_sparsity = owl_sparsities(owl_block_ratios(blocks, calls, owl_m), target, owl_lambda)
