@@ -1,4 +1,6 @@
-"""``sparsecraft prune``: one-shot pruning of an in-project model or a checkpoint."""
+"""``sparsecraft prune``: one-shot pruning of an in-project model or a checkpoint, or post-training
+pruning of a pretrained transformers model (``--model minilm|DIR``, ``--method``), which is delegated to
+:mod:`sparsecraft.posttrain.cli`."""
 from __future__ import annotations
 
 import argparse
@@ -23,12 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prune", help="prune a model or checkpoint in one shot and save a sparse checkpoint",
         description="Prune an in-project model (--model, optionally trained first with --train-epochs) "
                     "or a sparsecraft checkpoint (--checkpoint) in one shot, then save weights + masks "
-                    "to --out and print the per-layer sparsity.",
-        epilog="example: sparsecraft prune --model cnn --data digits --train-epochs 3 --sparsity 0.9 "
-               "--allocation erk --out cnn90.safetensors",
+                    "to --out and print the per-layer sparsity. With --model minilm (or a transformers "
+                    "model directory) or --method, run calibrated post-training pruning instead "
+                    "(magnitude, wanda, sparsegpt, owl-*) and write a transformers model directory.",
+        epilog="examples:\n  sparsecraft prune --model cnn --data digits --train-epochs 3 --sparsity 0.9 "
+               "--allocation erk --out cnn90.safetensors\n  sparsecraft prune --model minilm --method sparsegpt "
+               "--pattern 2:4 --calib-samples 128 --out minilm-24",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="in-project model name (mlp, cnn, transformer)")
+    src.add_argument("--model", help="in-project model (mlp, cnn, transformer), or minilm / a transformers "
+                                     "model directory for post-training pruning")
     src.add_argument("--checkpoint", help="sparsecraft checkpoint to prune further")
     p.add_argument("--data", default="digits", help="dataset for training, calibration and accuracy (default digits)")
     p.add_argument("--train-epochs", type=int, default=0, help="train a fresh --model this many epochs first")
@@ -42,12 +49,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--method", default=None, help="post-training method (default sparsegpt for transformers models): "
+                                                   f"{', '.join(posttrain_methods())}")
+    from ..posttrain.cli import add_arguments
+
+    add_arguments(p)  # post-training options (--calib-samples, --seq-len, ...), only those not defined above
     p.set_defaults(func=run)
+
+
+def posttrain_methods() -> list[str]:
+    from ..posttrain import METHODS
+
+    return METHODS.names()
+
+
+def is_posttrain(args: argparse.Namespace) -> bool:
+    """Post-training pruning applies to a transformers model (minilm or a directory) or an explicit --method."""
+    from pathlib import Path
+
+    from ..models import MODELS
+
+    return args.method is not None or (args.model is not None and args.model not in MODELS
+                                       and (args.model == "minilm" or Path(args.model).is_dir()))
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..models import evaluate, model_for_data, train_classifier
+
+    if is_posttrain(args):
+        if args.checkpoint:
+            raise SparsecraftError("--method applies to transformers models (--model minilm or a directory), not --checkpoint")
+        from ..posttrain.cli import run as run_posttrain
+
+        args.method = args.method or "sparsegpt"
+        return run_posttrain(args)
 
     check_output(args.out, args.force)
     # check every cheap argument before loading data or training, so a typo fails at once
