@@ -50,15 +50,17 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """``fc2(gelu(fc1(x)))`` with hidden width ``mlp_ratio * d_model``."""
+    """``fc2(act(fc1(x)))`` with hidden width ``mlp_ratio * d_model``; ``act`` is an ``nn.GELU``
+    module (not a function call) so activation hooks and top-k activation sparsity can reach it."""
 
     def __init__(self, d_model: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_model, hidden)
+        self.act: nn.Module = nn.GELU()
         self.fc2 = nn.Linear(hidden, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):

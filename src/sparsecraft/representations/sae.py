@@ -1,0 +1,227 @@
+"""Sparse autoencoders with TopK, feature-choice and mutual-choice sparsity.
+
+An SAE encodes activations ``x`` (``(T, d)``) into ``n_features`` codes, keeps a sparse set of
+token-feature matches, and decodes with unit-norm dictionary columns:
+``z = select(relu((x - b_dec) W_enc^T + b_enc))``, ``x_hat = z W_dec^T + b_dec``.
+
+The selection rule is a token x feature allocation of a budget of ``k * T`` matches (Ayonrinde
+2024, "Adaptive Sparse Allocation with Mutual Choice & Feature Choice Sparse Autoencoders"):
+
+* ``topk`` (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"): each token (row) keeps
+  its ``k`` largest pre-activations.
+* ``feature_choice``: each feature (column) keeps its ``m = max(1, k * T // n_features)`` largest
+  tokens, so tokens get a variable number of features.
+* ``mutual_choice``: the ``k * T`` largest entries of the whole ``(T, n_features)`` matrix.
+
+Rules live in the ``SAE_RULES`` registry: ``rule(pre, k) -> bool mask`` of ``pre``'s shape.
+Selected entries with a non-positive pre-activation decode as zero (ReLU), so the L0 is at most the
+budget. The paper's auxiliary losses (aux_k, aux_zipf) are not implemented.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SparsecraftError, check_positive_int
+from ..registry import Registry
+from .activations import topk_mask
+
+SelectionRule = Callable[[torch.Tensor, int], torch.Tensor]
+SAE_RULES: Registry[SelectionRule] = Registry("SAE sparsity rule")
+
+
+@SAE_RULES.register("topk")
+def topk_rule(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Exactly ``min(k, F)`` matches per token (row) of ``pre`` ``(T, F)``."""
+    return topk_mask(pre, k, dim=1)
+
+
+def feature_choice_m(n_tokens: int, n_features: int, k: int) -> int:
+    """Tokens per feature under feature choice: ``clamp(k * T // F, 1, T)``."""
+    return max(1, min(n_tokens, k * n_tokens // n_features))
+
+
+@SAE_RULES.register("feature_choice")
+def feature_choice_rule(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Exactly ``feature_choice_m(T, F, k)`` matches per feature (column) of ``pre`` ``(T, F)``."""
+    return topk_mask(pre, feature_choice_m(pre.shape[0], pre.shape[1], k), dim=0)
+
+
+@SAE_RULES.register("mutual_choice")
+def mutual_choice_rule(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Exactly ``min(k * T, T * F)`` matches in total: the largest entries of the whole matrix."""
+    flat = pre.reshape(-1)
+    return topk_mask(flat, k * pre.shape[0], dim=0).view_as(pre)
+
+
+class SparseAutoencoder(nn.Module):
+    """SAE ``(T, d_in) -> (T, d_in)`` with ``n_features`` dictionary atoms and a selection ``rule``.
+
+    Decoder columns ``W_dec[:, j]`` (``(d_in, n_features)``) are unit norm (call
+    :meth:`normalize_decoder` after each optimizer step; :func:`train_sae` does). The encoder starts
+    tied, ``W_enc = W_dec^T``. Inputs with more than two dims are flattened to tokens.
+    """
+
+    def __init__(self, d_in: int, n_features: int, k: int, rule: str = "topk", seed: int = 0) -> None:
+        super().__init__()
+        self.d_in = check_positive_int(d_in, "d_in")
+        self.n_features = check_positive_int(n_features, "n_features")
+        self.k = check_positive_int(k, "k")
+        self.rule_name = rule
+        self.rule = SAE_RULES.get(rule)
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.randn(d_in, n_features, generator=gen)
+        self.W_dec = nn.Parameter(w / w.norm(dim=0, keepdim=True))
+        self.W_enc = nn.Parameter(self.W_dec.detach().t().clone())
+        self.b_enc = nn.Parameter(torch.zeros(n_features))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations ``(T, n_features)`` before selection."""
+        return (x - self.b_dec) @ self.W_enc.t() + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Sparse codes ``(T, n_features)``: ReLU of the selected pre-activations, zero elsewhere."""
+        x = self._tokens(x)
+        pre = self.pre_activations(x)
+        return F.relu(pre) * self.rule(pre.detach(), self.k)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``(T, d_in)`` from codes ``(T, n_features)``."""
+        return z @ self.W_dec.t() + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return self.decode(self.encode(x)).view(shape)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.d_in:
+            raise SparsecraftError(f"SAE expects inputs with last dim {self.d_in}, got {tuple(x.shape)}")
+        return x.reshape(-1, self.d_in)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every decoder column to unit L2 norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-12))
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, n_features={self.n_features}, k={self.k}, rule={self.rule_name!r}"
+
+
+@dataclass
+class SAEHistory:
+    """Mean squared reconstruction error per logged step, and features never active at the end."""
+
+    steps: list[int] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+    dead_features: int = 0
+
+
+def train_sae(
+    sae: SparseAutoencoder,
+    data: torch.Tensor,
+    steps: int = 1000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 50,
+) -> SAEHistory:
+    """Train ``sae`` on activations ``data`` ``(N, d_in)`` with Adam on the squared error.
+
+    ``b_dec`` starts at the data mean; after every step the decoder gradient's component parallel to
+    each column is removed before the update and columns are renormalised after it (so the norm
+    constraint does not fight Adam). Feature choice and mutual choice allocate within each batch.
+    """
+    data = sae._tokens(data)
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if len(data) < batch_size:
+        raise SparsecraftError(f"need at least batch_size={batch_size} rows of data, got {len(data)}")
+    if not lr > 0:
+        raise SparsecraftError(f"lr must be > 0, got {lr!r}")
+    with torch.no_grad():
+        sae.b_dec.copy_(data.mean(0))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    history = SAEHistory()
+    used = torch.zeros(sae.n_features, dtype=torch.bool)
+    for step in range(1, steps + 1):
+        batch = data[torch.randint(len(data), (batch_size,), generator=gen)]
+        z = sae.encode(batch)
+        loss = (sae.decode(z) - batch).pow(2).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            g, w = sae.W_dec.grad, sae.W_dec
+            g.sub_(w * (g * w).sum(0, keepdim=True))
+        opt.step()
+        sae.normalize_decoder()
+        if step > steps - max(1, steps // 10):
+            used |= (z.detach() != 0).any(0)
+        if step % log_every == 0 or step == steps:
+            history.steps.append(step)
+            history.mse.append(loss.item() / sae.d_in)
+    history.dead_features = int((~used).sum())
+    return history
+
+
+@torch.no_grad()
+def reconstruction_mse(sae: SparseAutoencoder, data: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean squared error per entry, mean L0 per token) of ``sae`` on ``data`` ``(N, d_in)``, in
+    batches of ``batch_size`` tokens (the allocation unit of feature and mutual choice)."""
+    data = sae._tokens(data)
+    err = 0.0
+    nnz = 0
+    for start in range(0, len(data), batch_size):
+        x = data[start : start + batch_size]
+        z = sae.encode(x)
+        err += float((sae.decode(z) - x).pow(2).sum())
+        nnz += int((z != 0).sum())
+    return err / data.numel(), nnz / len(data)
+
+
+def sparse_dictionary_data(
+    n: int, d: int, n_atoms: int, k: int, seed: int = 0, noise: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic activations from a known dictionary: ``(X (n, d), D (d, n_atoms))``.
+
+    ``D`` has unit-norm random columns; each row of ``X`` is a sum of ``k`` random atoms with
+    coefficients uniform in [0.5, 1.5] (non-negative, as SAE codes are), plus Gaussian ``noise``.
+    """
+    for value, name in ((n, "n"), (d, "d"), (n_atoms, "n_atoms"), (k, "k")):
+        check_positive_int(value, name)
+    if k > n_atoms:
+        raise SparsecraftError(f"k ({k}) must not exceed n_atoms ({n_atoms})")
+    gen = torch.Generator().manual_seed(seed)
+    dictionary = torch.randn(d, n_atoms, generator=gen)
+    dictionary /= dictionary.norm(dim=0, keepdim=True)
+    support = torch.rand(n, n_atoms, generator=gen).argsort(dim=1)[:, :k]
+    codes = torch.zeros(n, n_atoms).scatter_(1, support, 0.5 + torch.rand(n, k, generator=gen))
+    x = codes @ dictionary.t()
+    if noise > 0:
+        x += noise * torch.randn(x.shape, generator=gen)
+    return x, dictionary
+
+
+def dictionary_recovery(learned: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """For each true atom (column of ``true`` ``(d, A)``), the max cosine similarity with any learned
+    column (``learned`` ``(d, F)``): ``(A,)`` values in [0, 1]."""
+    a = F.normalize(learned, dim=0)
+    b = F.normalize(true, dim=0)
+    return (b.t() @ a).max(dim=1).values
+
+
+__all__ = [
+    "SAE_RULES",
+    "SAEHistory",
+    "SparseAutoencoder",
+    "dictionary_recovery",
+    "feature_choice_m",
+    "reconstruction_mse",
+    "sparse_dictionary_data",
+    "train_sae",
+]
