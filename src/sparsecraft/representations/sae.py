@@ -19,8 +19,9 @@ budget. The paper's auxiliary losses (aux_k, aux_zipf) are not implemented.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +150,34 @@ def train_sae(
     gen = torch.Generator().manual_seed(seed)
     history = SAEHistory()
     used = torch.zeros(sae.n_features, dtype=torch.bool)
+    with _flush_denormals():
+        _train_loop(sae, data, opt, gen, steps, batch_size, log_every, history, used)
+    history.dead_features = int((~used).sum())
+    return history
+
+
+@contextlib.contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """Flush denormal floats to zero while training: rarely active features drive Adam's state into
+    denormals, which made a 400-step CPU run 3.5x slower. Torch's default (off) is restored."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train_loop(
+    sae: SparseAutoencoder,
+    data: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    steps: int,
+    batch_size: int,
+    log_every: int,
+    history: SAEHistory,
+    used: torch.Tensor,
+) -> None:
     for step in range(1, steps + 1):
         batch = data[torch.randint(len(data), (batch_size,), generator=gen)]
         z = sae.encode(batch)
@@ -165,8 +194,6 @@ def train_sae(
         if step % log_every == 0 or step == steps:
             history.steps.append(step)
             history.mse.append(loss.item() / sae.d_in)
-    history.dead_features = int((~used).sum())
-    return history
 
 
 @torch.no_grad()
