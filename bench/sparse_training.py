@@ -17,6 +17,7 @@ import argparse
 import copy
 import math
 import multiprocessing as mp
+import os
 import statistics
 import time
 from typing import Any
@@ -351,6 +352,17 @@ def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed) -> str:
                     r["dense ms/step"] = f"{t['ms_per_step']:.2f}"
         trows.append(r)
     md += [markdown_table(trows, ["workload", "dense ms/step", *TIMED[1:]]), ""]
+    md += ["## Caveats", "",
+           "* Compute is not equalised: from-scratch methods train `epochs` once; IMP trains (rounds + 1) x "
+           "epochs along one trajectory; soups train the dense model once plus phases x ingredients x epochs/2. "
+           "IMP and GMP also start from (or pass through) a dense model.",
+           "* The models are tiny (the CNN has ~19k prunable weights), so at 0.95 some layers keep a few dozen "
+           "weights; ERK leaves the smallest layers (stem conv, head) nearly dense, uniform does not.",
+           "* Greedy soups and the best ingredient are chosen on the held-out 10% and scored on the test set, so "
+           "'greedy >= best ingredient' need not hold on test.",
+           "* Step times are medians of ~40 steps with one thread, best of the round-robin repeats; the machine "
+           "was shared with other jobs (see `loadavg` in the JSON when recorded), so ratios are approximate.",
+           ""]
     md += ["## Papers' claims vs. what we measured", "",
            "Counted over every dataset/model/sparsity cell; 'within 1 std' counts cells where the two means "
            "differ by less than the larger seed std (i.e. the comparison is not resolved by our seeds).", ""]
@@ -461,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
     agg = aggregate(raw)
     config = {"epochs": epochs, "seeds": list(seeds), "sparsities": list(sparsities), "lr": LR,
-              "batch_size": BATCH, "elapsed_s": elapsed}
+              "batch_size": BATCH, "elapsed_s": elapsed, "loadavg_1_5_15min": list(os.getloadavg())}
     print(render(name, agg, timing, config, raw))
 
 
