@@ -18,6 +18,15 @@ def blobs(n: int = 96, d: int = 20, k: int = 4, seed: int = 0) -> tuple[torch.Te
     return centers[y] + torch.randn(n, d, generator=g), y
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The models are tiny: one intra-op thread is faster and immune to a busy machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture
 def data():
     return blobs()

@@ -8,14 +8,6 @@ from sparsecraft import read_checkpoint
 from sparsecraft.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.mark.parametrize("args,match", [
     (("--method", "lottery"), "unknown training method 'lottery'"),
     (("--sparsity", "1.0"), "--sparsity must be a fraction in [0, 1)"),

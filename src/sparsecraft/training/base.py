@@ -93,15 +93,6 @@ def seeded_generator(seed: int, *tags: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-def zero_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, where: torch.Tensor) -> None:
-    """Zero every per-element state tensor of ``param`` (momentum, Adam moments) where ``where`` is True."""
-    if optimizer is None:
-        return
-    for value in optimizer.state.get(param, {}).values():
-        if isinstance(value, torch.Tensor) and value.shape == param.shape:
-            value.masked_fill_(where, 0)
-
-
 class Updater:
     """Base class: subclasses override :meth:`setup`, :meth:`before_step`, :meth:`update`.
 

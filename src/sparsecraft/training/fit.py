@@ -13,6 +13,7 @@ from torch import nn
 
 from ..data.base import check_positive_int
 from ..errors import SparsecraftError
+from ..models.train import _xy  # DataSplits or (x, y) -> (x, y), shared with train_classifier
 from . import distributed as dist_util
 from .base import Updater
 
@@ -32,14 +33,6 @@ class FitResult:
     def median_step_seconds(self) -> float:
         s = sorted(self.step_seconds)
         return s[len(s) // 2] if s else float("nan")
-
-
-def _xy(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    if hasattr(data, "train_x") and hasattr(data, "train_y"):
-        return data.train_x, data.train_y
-    raise SparsecraftError("data must be a DataSplits (from load_dataset) or an (inputs, targets) pair")
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from ..criteria import Calib
 from ..data.base import check_positive_int
 from ..errors import SparsecraftError, check_sparsity
-from .base import UPDATERS, SparsityConfig, Updater, zero_optimizer_state
+from .base import UPDATERS, SparsityConfig, Updater
 from .gmp import dense_sparsifier, magnitude_masks
 
 
@@ -75,8 +75,8 @@ class IMP(Updater):
         self.sparsifier.apply()
         if self.optimizer is not None and snap["optimizer"] is not None:
             self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
-            for name, t in self.sparsifier.targets.items():
-                zero_optimizer_state(self.optimizer, t.param, ~masks[name])
+            for name, t in self.sparsifier.targets.items():   # restored state was dense: re-mask it
+                self.sparsifier._reset_state(t.param, ~masks[name])
         if self.scheduler is not None and snap["scheduler"] is not None:
             self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
 
