@@ -191,10 +191,11 @@ def _worker_init() -> None:
 
 
 def run_job(job: tuple) -> list[dict]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = JOBS[job[0]](*job[1:])
     for r in rows:
         r["job_seconds"] = time.perf_counter() - t0
+        r["job_cpu_seconds"] = time.process_time() - c0
     return rows
 
 
@@ -317,11 +318,13 @@ def claim_lines(agg, combos, sparsities) -> list[str]:
     return lines
 
 
-def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed) -> str:
+def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed, cpu_s: float | None = None) -> str:
+    cpu_note = f" (training jobs: {cpu_s / 60:.1f} CPU-min over the workers)" if cpu_s else \
+        " on a machine shared with other jobs"
     md = ["# Sparse training benchmark", "",
           f"Test accuracy (%) mean ± std over {len(seeds)} seeds (seeds {list(seeds)}); epochs per run "
           f"{epochs}; AdamW lr {LR}, cosine schedule, batch {BATCH}; 10% of the training set held out (greedy "
-          f"soups only). Wall time {elapsed / 60:.1f} min. Allocations: static-uniform uniform, static-erk / SET / "
+          f"soups only). Wall time {elapsed / 60:.1f} min{cpu_note}. Allocations: static-uniform uniform, static-erk / SET / "
           "RigL ERK, SNIP / GMP / IMP / soups global. IMP: one trajectory 0.8 -> 0.9 -> 0.95, each round "
           "retrained the full epochs after rewinding to half an epoch. Soups: from the dense model, 3 ingredients "
           "per phase retrained epochs/2 with different data orders; the uniform soup starts the next phase; "
@@ -417,7 +420,8 @@ def plot(agg, combos, sparsities, path_acc, path_nm) -> None:
 def render(name: str, agg: list[dict], timing: list[dict], config: dict, raw: list[dict]) -> str:
     combos = [(d, m) for d in ("mnist1d", "digits") for m in ("mlp", "cnn")]
     sparsities = tuple(config["sparsities"])
-    md = markdown(agg, timing, combos, sparsities, config["seeds"], config["epochs"], config["elapsed_s"])
+    md = markdown(agg, timing, combos, sparsities, config["seeds"], config["epochs"], config["elapsed_s"],
+                  config.get("training_cpu_s"))
     plot(agg, combos, sparsities, RESULTS / f"{name}_accuracy.png", RESULTS / f"{name}_nm.png")
     md += f"\nPlots: `{name}_accuracy.png` (accuracy vs sparsity), `{name}_nm.png` (2:4).\n"
     write_results(name, agg + timing, md, extra={"config": config, "raw": raw})
@@ -464,16 +468,19 @@ def main(argv: list[str] | None = None) -> None:
     jobs.sort(key=lambda j: -cost[j[0]] * (3 if j[2] == "cnn" else 1))
     start = time.perf_counter()
     raw: list[dict] = []
+    cpu = 0.0
     with mp.get_context("spawn").Pool(args.workers, initializer=_worker_init) as pool:
         for i, rows in enumerate(pool.imap_unordered(run_job, jobs)):
             raw += rows
+            cpu += rows[0]["job_cpu_seconds"]
             print(f"[{i + 1}/{len(jobs)}] {time.perf_counter() - start:6.0f}s {rows[0]['dataset']}/{rows[0]['model']} "
                   f"{rows[0]['method']} {rows[0]['sparsity']}: {rows[0]['acc']:.3f}", flush=True)
     timing = timing_rows(datasets, models, repeats=1 if args.quick else 3)
     elapsed = time.perf_counter() - start
     agg = aggregate(raw)
     config = {"epochs": epochs, "seeds": list(seeds), "sparsities": list(sparsities), "lr": LR,
-              "batch_size": BATCH, "elapsed_s": elapsed, "loadavg_1_5_15min": list(os.getloadavg())}
+              "batch_size": BATCH, "elapsed_s": elapsed, "loadavg_1_5_15min": list(os.getloadavg()),
+              "training_cpu_s": cpu}
     print(render(name, agg, timing, config, raw))
 
 
