@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
@@ -95,7 +96,7 @@ def fit(model: nn.Module, data: Any, updater: Updater | None = None, epochs: int
     model.train()
     columns = (TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     show = progress and rank == 0
-    with Progress(*columns, disable=not show, transient=True) as bar:
+    with Progress(*columns, disable=not show, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("", total=total)
         for epoch in range(epochs):
             epoch_total = 0.0
