@@ -3,13 +3,16 @@
 1. train the in-project ResNet-style CNN on scikit-learn's digits;
 2. prune it several ways (criteria, allocations, patterns), fine-tune each briefly with its masks
    held fixed, and compare accuracy and sparsity;
-3. train sparse from scratch (RigL) and compare with the pruned models;
-4. convert a pruned layer to the CPU sparse kernels and measure the speedup over dense.
+3. train sparse from scratch at 90% (static random ERK, SET, RigL) and compare with pruning;
+4. prune a real pretrained transformer (all-MiniLM-L6-v2, shipped offline) with Wanda and with
+   magnitude, measure how close its sentence embeddings stay to the dense model's, convert it to the
+   CPU sparse kernels and measure the speedup over dense torch at sequence length 128.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
 
 import torch
@@ -38,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, default=6, help="dense training epochs (default 6)")
     p.add_argument("--finetune-epochs", type=int, default=2, help="masked fine-tuning epochs per recipe (default 2)")
+    p.add_argument("--sparse-epochs", type=int, default=12, help="epochs of sparse training from scratch (default 12)")
+    p.add_argument("--skip-transformer", action="store_true", help="skip stage 4 (the pretrained transformer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the results table as JSON")
     p.set_defaults(func=run)
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..models import evaluate, model_for_data, train_classifier
 
-    for flag in ("epochs", "finetune_epochs"):
+    for flag in ("epochs", "finetune_epochs", "sparse_epochs"):
         if getattr(args, flag) < 1:
             raise SparsecraftError(f"--{flag.replace('_', '-')} must be >= 1")
     torch.manual_seed(args.seed)
@@ -73,6 +78,96 @@ def run(args: argparse.Namespace) -> int:
         train_classifier(model, data, epochs=args.finetune_epochs, seed=args.seed, optimizer=opt, progress=False)
         rows.append({"method": label, "sparsity": sp.sparsity(), "pattern": pattern,
                      "accuracy_oneshot": oneshot, "accuracy_finetuned": evaluate(model, data.test_x, data.test_y)})
-    print_rows(rows, ("method", "pattern", "sparsity", "accuracy_oneshot", "accuracy_finetuned"),
-               title="digits CNN: accuracy after pruning", as_json=args.json)
+    columns = ("method", "pattern", "sparsity", "accuracy_oneshot", "accuracy_finetuned")
+    if not args.json:
+        print_rows(rows, columns, title="digits CNN: accuracy after pruning")
+
+    say(f"[bold]3. train sparse from scratch[/] at 90% (ERK), {args.sparse_epochs} epochs each")
+    sparse_rows = sparse_training(data, args)
+    if not args.json:
+        print_rows(sparse_rows, ("method", "sparsity", "accuracy"),
+                   title="digits CNN: sparse training from scratch")
+    transformer_rows: list[dict] = []
+    if not args.skip_transformer:
+        say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned after training, converted to sparse kernels")
+        transformer_rows = transformer_speedup(args, say)
+        if not args.json:
+            print_rows(transformer_rows, ("method", "sparsity", "cosine_vs_dense", "knn10_vs_dense", "dense_ms",
+                                          "sparse_ms", "speedup", "weight_bytes_vs_dense"),
+                       title="all-MiniLM-L6-v2, sequence length 128, batch 1")
+            say("   cosine/knn10: agreement of sentence embeddings with the dense model on held-out text "
+                "(1 = identical). High sparsity without fine-tuning costs quality: see docs/posttrain.md "
+                "for SparseGPT, OWL and SquareHead distillation.")
+    if args.json:
+        import json
+        import sys
+
+        json.dump({"pruning": rows, "sparse_training": sparse_rows, "transformer": transformer_rows},
+                  sys.stdout, indent=1)
+        sys.stdout.write("\n")
     return 0
+
+
+def sparse_training(data, args: argparse.Namespace) -> list[dict]:
+    """Dense, static random-ERK, SET and RigL runs of the CNN from the same initialisation."""
+    from ..models import evaluate, model_for_data
+    from ..training import SparsityConfig, fit, make_updater
+
+    torch.manual_seed(args.seed + 1)
+    init = model_for_data("cnn", data)
+    rows = []
+    for method in ("dense", "static", "set", "rigl"):
+        model = copy.deepcopy(init)
+        extra = {"update_every": 25} if method in ("set", "rigl") else {}
+        updater = make_updater(method, SparsityConfig(sparsity=0.9, allocation="erk", keep_dense=("first",)),
+                               seed=args.seed, **extra)
+        fit(model, data, updater, epochs=args.sparse_epochs, lr=3e-3, seed=args.seed, progress=not args.json)
+        zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1)
+        total = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1)
+        rows.append({"method": {"static": "static random (ERK)"}.get(method, method), "sparsity": zeros / total,
+                     "accuracy": evaluate(model, data.test_x, data.test_y)})
+    return rows
+
+
+def _paired_ms(dense_fn, sparse_fn, rounds: int = 9) -> tuple[float, float]:
+    """Median milliseconds of two callables timed alternately (so machine noise hits both alike)."""
+    dense_fn(), sparse_fn()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for fn, out in ((dense_fn, times[0]), (sparse_fn, times[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
+
+
+def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
+    """Prune MiniLM (Wanda 50%, magnitude 90%), compare embeddings with dense, time the converted model."""
+    from ..inference import convert
+    from ..posttrain import prune_model
+    from ..posttrain.hf import calibration_texts, encode, eval_texts, load_model
+    from ..posttrain.metrics import knn_agreement, mean_cosine, sentence_embeddings
+
+    dense, tokenizer = load_model("minilm")
+    calib = encode(tokenizer, calibration_texts(32, args.seed), 128, by_length=True)
+    evals = encode(tokenizer, eval_texts(96, args.seed), 128)
+    dense_emb = sentence_embeddings(dense, evals)
+    sample = tokenizer(["sparse " * 126], truncation=True, max_length=128, return_tensors="pt")
+    rows = []
+    for label, method, sparsity in (("wanda", "wanda", 0.5), ("wanda", "wanda", 0.7),
+                                    ("magnitude", "magnitude", 0.9)):
+        model = copy.deepcopy(dense)
+        prune_model(model, calib, method, sparsity, "unstructured", progress=not args.json)
+        emb = sentence_embeddings(model, evals)
+        converted = copy.deepcopy(model)
+        with torch.no_grad():
+            converted, layers = convert(converted)
+            dense_ms, sparse_ms = _paired_ms(lambda: model(**sample), lambda: converted(**sample))
+        nbytes = sum(layer.nbytes for layer in layers)
+        dense_bytes = sum(layer.dense_nbytes for layer in layers)
+        rows.append({"method": label, "sparsity": sparsity, "cosine_vs_dense": mean_cosine(dense_emb, emb),
+                     "knn10_vs_dense": knn_agreement(dense_emb, emb, 10), "dense_ms": dense_ms,
+                     "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms,
+                     "weight_bytes_vs_dense": nbytes / dense_bytes})
+        say(f"   {label} {sparsity:.0%}: {dense_ms / sparse_ms:.2f}x dense")
+    return rows
