@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SparsecraftError
+from ..kernels import available
 from ..registry import Registry
 
 
@@ -78,8 +79,6 @@ class PackedWeight(ABC):
 
     def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x @ W.T + bias`` for x (batch, in_features) float32; returns (batch, out_features)."""
-        from ..kernels import available
-
         if x.dim() != 2 or x.shape[1] != self.shape[1]:
             raise SparsecraftError(
                 f"x must have shape (batch, {self.shape[1]}), got {tuple(x.shape)}; reshape the input"

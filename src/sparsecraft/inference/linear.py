@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import SparsecraftError
 from ..formats import FORMATS, PackedWeight
+from ..kernels import available as kernels_available
 from .dispatch import Dispatcher, batch_bucket, default_dispatcher
 
 MODES = ("auto", "sparse", "dense")
@@ -55,8 +56,14 @@ class SparseLinear(nn.Module):
             raise SparsecraftError(f"mode must be one of {', '.join(MODES)}, got {value!r}")
         self._mode = value
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "SparseLinear":
+        """After .to() / .float() / ... replaced the buffers, rebuild the packed view over them."""
+        out = super()._apply(fn, *args, **kwargs)
+        self._sync_packed()
+        return out
+
     def _sync_packed(self) -> None:
-        """Rebuild the packed view if buffers were replaced (load_state_dict, .to())."""
+        """Rebuild the packed view if its buffers were replaced."""
         tensors = self.packed.tensors()
         if any(getattr(self, f"w_{k}") is not v for k, v in tensors.items()):
             self.packed = FORMATS.get(self.format).from_tensors(
@@ -80,16 +87,14 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise SparsecraftError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        if not torch.compiler.is_compiling():
-            self._sync_packed()
-        if self.path_for(x2.shape[0]) == "dense" or x2.dtype != torch.float32 or x2.requires_grad:
+        x2 = x.reshape(-1, self.in_features) if x.dim() != 2 else x
+        if (x2.dtype != torch.float32 or x2.requires_grad or not kernels_available()
+                or self.path_for(x2.shape[0]) == "dense"):
             y = F.linear(x2, self.packed.dense_cached().to(x2.dtype),
                          None if self.bias is None else self.bias.to(x2.dtype))
         else:
-            y = self.packed.linear(x2, self.bias)
-        return y.reshape(*lead, self.out_features)
+            y = self.packed._native_linear(x2, self.bias)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     @property
     def weight_nbytes(self) -> int:
