@@ -23,6 +23,16 @@ def as_matrix(value: Any, name: str, ndim: int = 2, dtype: type = np.float64) ->
     return arr
 
 
+def as_vector(value: Any, n_rows: int, name: str = "y", rows_of: str = "X") -> np.ndarray:
+    """Return ``value`` as a finite 1-D array of ``n_rows`` entries (one per row of ``rows_of``)."""
+    arr = as_matrix(value, name, ndim=1)
+    if arr.shape[0] != n_rows:
+        raise SparsecraftError(
+            f"{name} has {arr.shape[0]} entries but {rows_of} has {n_rows} rows; pass matching shapes"
+        )
+    return arr
+
+
 def as_targets(y: Any, n_rows: int, name: str = "y") -> tuple[np.ndarray, bool]:
     """Return ``y`` as a 2-D (n_rows, n_targets) array and whether it was 1-D."""
     try:

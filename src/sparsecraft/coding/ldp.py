@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
-from ._validation import as_matrix, check_fitted, check_int, check_k, check_positive, rng
+from ._validation import as_matrix, as_vector, check_fitted, check_int, check_k, check_positive, rng
 from .penalties import keep_largest
 
 
@@ -67,9 +67,7 @@ class LDPSparseRegression:
     def fit(self, X: Any, y: Any) -> "LDPSparseRegression":
         """Simulate the users' randomizers on ``X`` (n, d), ``y`` (n,) and fit on the reports only."""
         A = as_matrix(X, "X")
-        t = as_matrix(y, "y", ndim=1)
-        if t.shape[0] != A.shape[0]:
-            raise SparsecraftError(f"y has {t.shape[0]} entries but X has {A.shape[0]} rows; pass matching shapes")
+        t = as_vector(y, A.shape[0])
         n, d = A.shape
         k = check_k(self.k, d, "k")
         eps = check_positive(self.epsilon, "epsilon")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
-from ._validation import as_matrix, check_fitted, check_int, check_positive
+from ._validation import as_matrix, as_vector, check_fitted, check_int, check_positive
 
 
 def sbl_posterior(Phi: np.ndarray, y: np.ndarray, gamma: np.ndarray, sigma2: float
@@ -85,9 +85,7 @@ class SBL(_SBLBase):
         if self.update not in ("em", "mackay"):
             raise SparsecraftError(f"update must be 'em' or 'mackay', got {self.update!r}")
         Phi = as_matrix(X, "X")
-        y = as_matrix(y, "y", ndim=1)
-        if y.shape[0] != Phi.shape[0]:
-            raise SparsecraftError(f"y has {y.shape[0]} entries but X has {Phi.shape[0]} rows; pass matching shapes")
+        y = as_vector(y, Phi.shape[0])
         learn_noise = self.noise_var is None
         sigma2 = self._init_noise(y)
         gamma = np.ones(Phi.shape[1])
@@ -173,10 +171,8 @@ class KroneckerSBL(_SBLBase):
         if self.algebra not in ("factored", "dense"):
             raise SparsecraftError(f"algebra must be 'factored' or 'dense', got {self.algebra!r}")
         A, B = as_matrix(A, "A"), as_matrix(B, "B")
-        y = as_matrix(y, "y", ndim=1)
         (m1, n1), (m2, n2) = A.shape, B.shape
-        if y.shape[0] != m1 * m2:
-            raise SparsecraftError(f"y has {y.shape[0]} entries but A kron B has {m1 * m2} rows; pass matching shapes")
+        y = as_vector(y, m1 * m2, rows_of="A kron B")
         Y = y.reshape(m1, m2)
         learn_noise = self.noise_var is None
         sigma2 = self._init_noise(y)
