@@ -17,12 +17,24 @@ _LAYERS = {
     1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d),
     2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
 }
+_SHAPES = {1: "(C, L)", 2: "(C, H, W)"}
 
 
 def _layers(dims: int) -> tuple[type, type, type]:
     if dims not in _LAYERS:
         raise SparsecraftError(f"dims must be 1 (signals) or 2 (images), got {dims!r}")
     return _LAYERS[dims]
+
+
+def _input_dims(spec: DataSpec, who: str, allowed: tuple[int, ...]) -> int:
+    """Spatial dimensions of ``spec``'s inputs: 1 for ``(C, L)``, 2 for ``(C, H, W)``; raise unless
+    ``spec`` is a classification task with one of the ``allowed`` input ranks."""
+    require_task("cnn", spec, "classification")
+    dims = len(spec.input_shape) - 1
+    if dims not in allowed:
+        shapes = " or ".join(_SHAPES[d] for d in allowed)
+        raise SparsecraftError(f"{who} needs inputs shaped {shapes}, got {spec.input_shape}")
+    return dims
 
 
 class BasicBlock(nn.Module):
@@ -92,30 +104,18 @@ class ResNetCNN(nn.Module):
 
     @classmethod
     def for_data(cls, spec: DataSpec, **kwargs: Any) -> "ResNetCNN":
-        require_task("cnn", spec, "classification")
-        if len(spec.input_shape) not in (2, 3):
-            raise SparsecraftError(
-                f"model 'cnn' needs inputs shaped (C, L) or (C, H, W), got {spec.input_shape}"
-            )
-        kwargs.setdefault("dims", len(spec.input_shape) - 1)
+        kwargs.setdefault("dims", _input_dims(spec, "model 'cnn'", (1, 2)))
         return cls(spec.input_shape[0], spec.num_classes, **kwargs)
 
 
 class ResNet1d(ResNetCNN):
-    """:class:`ResNetCNN` for 1-D signals ``(N, in_channels, L)`` (Conv1d + BatchNorm1d)."""
+    """:class:`ResNetCNN` for 1-D signals ``(N, in_channels, L)`` (Conv1d + BatchNorm1d); ``channels``
+    and ``blocks_per_stage`` (keywords) as there."""
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        channels: Sequence[int] = (16, 32),
-        blocks_per_stage: int = 1,
-    ) -> None:
-        super().__init__(in_channels, num_classes, channels, blocks_per_stage, dims=1)
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, **kwargs: Any) -> None:
+        super().__init__(in_channels, num_classes, dims=1, **kwargs)
 
     @classmethod
     def for_data(cls, spec: DataSpec, **kwargs: Any) -> "ResNet1d":
-        require_task("cnn", spec, "classification")
-        if len(spec.input_shape) != 2:
-            raise SparsecraftError(f"ResNet1d needs inputs shaped (C, L), got {spec.input_shape}")
+        _input_dims(spec, "ResNet1d", (1,))
         return cls(spec.input_shape[0], spec.num_classes, **kwargs)
