@@ -1,18 +1,13 @@
 import json
 
 import pytest
-import torch
 
 from sparsecraft.cli import main
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster and immune to a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(torch_one_thread):
+    """Every test here runs with one torch thread (see tests/conftest.py)."""
 
 
 class Cli:

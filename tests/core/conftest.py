@@ -4,13 +4,8 @@ from torch import nn
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and on a busy 2-core machine several threads
-    spin against each other (a 100-step Adam loop took 60 s instead of 4 s)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(torch_one_thread):
+    """Every test here runs with one torch thread (see tests/conftest.py)."""
 
 
 def small_cnn() -> nn.Module:

@@ -40,6 +40,20 @@ def _tokens(n: int = 6) -> torch.Tensor:
     return torch.randint(0, 20, (n, 8), generator=torch.Generator().manual_seed(3))
 
 
+def _train_attached(model: nn.Module, sp: Sparsifier, opt: torch.optim.Optimizer, n: int, steps: int,
+                    seed: int) -> dict[str, torch.Tensor]:
+    """Attach ``sp`` to ``opt``, take ``steps`` cross-entropy steps on ``n`` random token sequences
+    and return the masks as they were before training."""
+    masks = {k: v.clone() for k, v in sp.masks.items()}
+    sp.attach(opt)
+    x, y = _tokens(n), torch.randint(0, 12, (n,), generator=torch.Generator().manual_seed(seed))
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return masks
+
+
 def _kept(spec: str, shape: tuple[int, ...], sparsity: float) -> int:
     rows, cols = shape[0], int(torch.Size(shape[1:]).numel())
     if ":" in spec:
@@ -72,14 +86,8 @@ def test_every_layer_type_exact_counts_and_masked_forward(spec):
 def test_every_layer_type_training_and_round_trip(tmp_path):
     model = _mixed()
     sp = sparsecraft.prune(model, sparsity=0.7, pattern="unstructured", allocation="erk")
-    masks = {k: v.clone() for k, v in sp.masks.items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sp.attach(opt)
-    x, y = _tokens(16), torch.randint(0, 12, (16,), generator=torch.Generator().manual_seed(4))
-    for _ in range(10):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    masks = _train_attached(model, sp, opt, n=16, steps=10, seed=4)
     for name, mask in masks.items():
         p = model.get_parameter(name)
         assert int(torch.count_nonzero(p[~mask])) == 0
@@ -90,7 +98,7 @@ def test_every_layer_type_training_and_round_trip(tmp_path):
     sp2 = Sparsifier.load(str(path), fresh)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
     assert all(torch.equal(masks[k], v) for k, v in sp2.masks.items()) and sp2.masks.keys() == masks.keys()
-    assert torch.equal(model(x), fresh(x))
+    assert torch.equal(model(_tokens(16)), fresh(_tokens(16)))
 
 
 def test_wanda_scores_per_layer_type():
@@ -197,14 +205,8 @@ def test_frozen_layers_can_be_pruned():
     model = _mixed()
     model.emb.weight.requires_grad_(False)  # e.g. frozen embeddings while fine-tuning the rest
     sp = sparsecraft.prune(model, sparsity=0.5, allocation="uniform")
-    masks = {k: v.clone() for k, v in sp.masks.items()}
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    sp.attach(opt)
-    x, y = _tokens(8), torch.randint(0, 12, (8,), generator=torch.Generator().manual_seed(5))
-    for _ in range(3):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    masks = _train_attached(model, sp, opt, n=8, steps=3, seed=5)
     for name, mask in masks.items():
         assert int(torch.count_nonzero(model.get_parameter(name)[~mask])) == 0, name
     assert int(model.emb.weight.count_nonzero()) == 160
