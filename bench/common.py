@@ -65,6 +65,16 @@ def median_time(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3, min_t
     return statistics.median(times)
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A GitHub markdown table of ``rows`` restricted to ``columns``; floats get 3 significant digits."""
 

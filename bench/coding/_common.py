@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import RESULTS
+from bench.common import RESULTS, pyplot
 
 
 @dataclass
@@ -32,10 +32,48 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float]:
     return out, float(np.median(times))
 
 
-def plot_path(name: str) -> Path:
-    """Where the plot ``coding_<name>.png`` goes."""
+def save_plot(fig: Any, name: str) -> list[str]:
+    """Save ``fig`` as bench/results/coding_<name>.png, close it and return ``[file name]``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    return RESULTS / f"coding_{name}.png"
+    path: Path = RESULTS / f"coding_{name}.png"
+    fig.savefig(path, dpi=90)
+    pyplot().close(fig)
+    return [path.name]
+
+
+Curves = dict[str, list[tuple[float, float]]]
+"""Per method, ``(non-zeros, relative error)`` points of a sparsity sweep."""
+
+
+def nnz_at_error(pts: list[tuple[float, float]], target: float, log_nnz: bool = False) -> float:
+    """Non-zeros at relative error ``target``, interpolated linearly (in log non-zeros with ``log_nnz``)
+    between the ``(nnz, err)`` points; nan when ``target`` lies outside the swept errors."""
+    pts = sorted(pts, key=lambda p: p[1])
+    errs, nnzs = np.array([p[1] for p in pts]), np.array([p[0] for p in pts])
+    if not errs.min() <= target <= errs.max():
+        return float("nan")
+    if log_nnz:
+        return float(np.exp(np.interp(target, errs, np.log(nnzs))))
+    return float(np.interp(target, errs, nnzs))
+
+
+def plot_curves(curves: Curves, name: str, xlabel: str, log_x: bool = False, title: str | None = None,
+                legend_size: float | None = None) -> list[str]:
+    """Relative error vs non-zeros, one line per method; saved with :func:`save_plot`."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for m, pts in curves.items():
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("relative reconstruction error")
+    ax.legend(fontsize=legend_size)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return save_plot(fig, name)
 
 
 def sparse_problem(n: int, d: int, k: int, t: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 from bench.common import markdown_table
 from sparsecraft.coding import ConvSparseCoding, image_crops
 
-from ._common import Section, plot_path, timed
+from ._common import Curves, Section, nnz_at_error, plot_curves, timed
 
 
 def run(quick: bool) -> Section:
@@ -16,7 +16,8 @@ def run(quick: bool) -> Section:
     banks = {"heterogeneous 5/9/13 (8 each)": [5] * 8 + [9] * 8 + [13] * 8, "single 9x9 (24)": [9] * 24,
              "single 5x5 (24)": [5] * 24}
     lams = [0.5, 1.0, 2.0, 4.0]
-    rows, curves = [], {}
+    rows: list[dict] = []
+    curves: Curves = {}
     for name, sizes in banks.items():
         model, t_fit = timed(lambda: ConvSparseCoding(sizes, lam=1.0, n_steps=steps, batch_size=4, code_iter=30,
                                                       lr=0.5, random_state=0).fit(train), repeats=1)
@@ -29,11 +30,11 @@ def run(quick: bool) -> Section:
             rows.append({"section": "csc", "bank": name, "lam": lam, "nnz_per_pixel": nnz, "rel_err": err,
                          "fit_time_s": t_fit})
     targets = [0.2, 0.35]
-    equal = {name: [_interp(pts, t) for t in targets] for name, pts in curves.items()}
+    equal = {name: [nnz_at_error(pts, t, log_nnz=True) for t in targets] for name, pts in curves.items()}
     for name, vals in equal.items():
         for t, v in zip(targets, vals):
             rows.append({"section": "csc", "bank": name, "task": f"nnz/pixel at rel_err {t}", "nnz_per_pixel": v})
-    plots = _plot(curves)
+    plots = plot_curves(curves, "csc", "non-zeros per pixel", log_x=True, legend_size=8)
     md = (f"### Convolutional sparse coding ({size}x{size} whitened crops, l1, {steps} learning steps)\n\n"
           + markdown_table([r for r in rows if "task" not in r], ["bank", "lam", "nnz_per_pixel", "rel_err", "fit_time_s"])
           + "\n\nNon-zeros per pixel at equal error (interpolated; lower is sparser):\n\n"
@@ -41,32 +42,3 @@ def run(quick: bool) -> Section:
                            ["bank"] + [f"err {t}" for t in targets])
           + "\n\n![csc](coding_csc.png)\n")
     return Section("csc", rows, md, plots)
-
-
-def _interp(pts: list[tuple[float, float]], target: float) -> float:
-    pts = sorted(pts, key=lambda p: p[1])
-    errs, nnzs = np.array([p[1] for p in pts]), np.array([p[0] for p in pts])
-    if not errs.min() <= target <= errs.max():
-        return float("nan")
-    return float(np.exp(np.interp(target, errs, np.log(nnzs))))
-
-
-def _plot(curves: dict[str, list[tuple[float, float]]]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for m, pts in curves.items():
-        pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
-    ax.set_xscale("log")
-    ax.set_xlabel("non-zeros per pixel")
-    ax.set_ylabel("relative reconstruction error")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = plot_path("csc")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path.name]

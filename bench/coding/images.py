@@ -9,7 +9,7 @@ from bench.common import markdown_table
 from sparsecraft.coding import DictionaryLearning, image_patches, sparse_encode
 from sparsecraft.coding.solvers import objective
 
-from ._common import Section, plot_path, timed
+from ._common import Curves, Section, nnz_at_error, plot_curves, timed
 
 
 def _quality(test: np.ndarray, D: np.ndarray, method: str, lam: float | None = None, k: int | None = None):
@@ -49,7 +49,7 @@ def run(quick: bool) -> Section:
     grids = {"l1": [0.5, 1.0, 2.0, 4.0], "l0": [0.1, 0.3, 1.0, 2.0], "cel0": [0.1, 0.3, 1.0, 2.0]}
     if quick:
         grids = {m: g[1:3] for m, g in grids.items()}
-    curves: dict[str, list[tuple[float, float]]] = {}
+    curves: Curves = {}
     for method, lams in grids.items():
         for lam in lams:
             dl = DictionaryLearning(atoms, method, lam=lam, n_epochs=1, batch_size=256, random_state=0).fit(train)
@@ -58,11 +58,11 @@ def run(quick: bool) -> Section:
             rows.append({"section": "images", "task": "penalty sweep (own dictionary)", "method": method,
                          "lam": lam, "test_nnz": nnz, "test_err": err})
     targets = (0.3, 0.4, 0.5)
-    at_equal = {t: _nnz_at_error(curves, t) for t in targets}
+    at_equal = {t: {m: nnz_at_error(pts, t) for m, pts in curves.items()} for t in targets}
     for t in targets:
         for method, nnz in at_equal[t].items():
             rows.append({"section": "images", "task": f"nnz per patch at rel. error {t}", "method": method, "test_nnz": nnz})
-    plots = _plot(curves)
+    plots = plot_curves(curves, "images", "mean non-zeros per patch", title="8x8 natural-image patches")
     md = ("### Natural-image patches (8x8, scikit-learn sample photos)\n\n"
           f"Dictionary learning, {atoms} atoms, {n_train} training / {n_test} test patches; test error = "
           "||X - C D|| / ||X|| with codes from the same encoder on each dictionary.\n\n"
@@ -77,33 +77,3 @@ def run(quick: bool) -> Section:
                            ["method"] + [f"err {t}" for t in targets])
           + "\n\n![sparsity vs error](coding_images.png)\n")
     return Section("images", rows, md, plots)
-
-
-def _nnz_at_error(curves: dict[str, list[tuple[float, float]]], target: float) -> dict[str, float]:
-    out = {}
-    for m, pts in curves.items():
-        pts = sorted(pts, key=lambda p: p[1])
-        errs, nnzs = np.array([p[1] for p in pts]), np.array([p[0] for p in pts])
-        out[m] = float(np.interp(target, errs, nnzs)) if errs.min() <= target <= errs.max() else float("nan")
-    return out
-
-
-def _plot(curves: dict[str, list[tuple[float, float]]]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for m, pts in curves.items():
-        pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
-    ax.set_xlabel("mean non-zeros per patch")
-    ax.set_ylabel("relative reconstruction error")
-    ax.legend()
-    ax.set_title("8x8 natural-image patches")
-    fig.tight_layout()
-    path = plot_path("images")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path.name]

@@ -5,12 +5,12 @@ import numpy as np
 from scipy.optimize import nnls
 from sklearn.decomposition import MiniBatchDictionaryLearning
 
-from bench.common import markdown_table
+from bench.common import markdown_table, pyplot
 from sparsecraft.coding import (BinarySparseCoding, LDPSparseRegression, SparseUnmixing, SpikeAndSlabSparseCoding,
                                 match_dictionaries, synthetic_mixture)
 from sparsecraft.coding.solvers import iht
 
-from ._common import Section, plot_path, timed
+from ._common import Section, save_plot, timed
 
 
 def _bars(g: int = 5, amp: float = 5.0) -> np.ndarray:
@@ -98,11 +98,7 @@ def _ldp(quick: bool) -> tuple[list[dict], list[str]]:
 
 
 def _plot_ldp(rows: list[dict]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     eps = sorted({r["epsilon"] for r in rows})
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for key in ("err_sparse_ldp", "err_dense_ldp", "err_sparse_ldp_public_cov", "err_dense_ldp_public_cov",
@@ -114,10 +110,7 @@ def _plot_ldp(rows: list[dict]) -> list[str]:
     ax.set_ylabel("||theta_hat - theta||_2")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = plot_path("ldp")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path.name]
+    return save_plot(fig, "ldp")
 
 
 def run(quick: bool) -> Section:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.common import pyplot
 from sparsecraft.coding import SBL
 from sparsecraft.coding.solvers import iht, least_squares_on_support, omp, proximal_gradient
 
-from ._common import Section, plot_path, sparse_problem
+from ._common import Section, save_plot, sparse_problem
 
 
 def _l1(A: np.ndarray, Y: np.ndarray, k: int) -> np.ndarray:
@@ -74,11 +75,7 @@ def run(quick: bool) -> Section:
 
 
 def _plot(grid: dict[str, np.ndarray], deltas: np.ndarray, rhos: np.ndarray) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(grid), figsize=(3.4 * len(grid) + 1, 3.4), sharey=True, constrained_layout=True)
     for ax, (name, g) in zip(axes, grid.items()):
         im = ax.imshow(g, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
@@ -87,7 +84,4 @@ def _plot(grid: dict[str, np.ndarray], deltas: np.ndarray, rhos: np.ndarray) -> 
         ax.set_xlabel("delta = n / d")
     axes[0].set_ylabel("rho = k / n")
     fig.colorbar(im, ax=axes, label="success rate")
-    path = plot_path("phase")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path.name]
+    return save_plot(fig, "phase")
