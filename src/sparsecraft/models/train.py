@@ -36,8 +36,26 @@ def _xy(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     raise SparsecraftError("data must be a DataSplits (from load_dataset) or an (inputs, targets) pair")
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def training_pairs(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, targets)`` of a ``DataSplits`` (its training split) or an ``(x, y)`` pair; raise
+    unless there are as many targets as inputs, and more than none."""
+    x, y = _xy(data)
+    if len(x) != len(y) or len(x) == 0:
+        raise SparsecraftError(f"need as many targets as inputs (> 0), got {len(x)} and {len(y)}")
+    return x, y
+
+
+def token_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits ``(N, C)`` vs labels ``(N,)``, or ``(N, T, V)`` vs ``(N, T)``
+    (every token counts once)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
+def default_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``AdamW(model.parameters(), lr, weight_decay)``; raise unless ``lr > 0``."""
+    if not lr > 0:
+        raise SparsecraftError(f"lr must be > 0, got {lr!r}")
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def train_classifier(
@@ -63,15 +81,11 @@ def train_classifier(
     ``num_threads`` sets torch's intra-op threads during training (restored after); 1 is often the
     fastest for these tiny models and avoids thread contention on a busy machine.
     """
-    x, y = _xy(data)
+    x, y = training_pairs(data)
     epochs = check_positive_int(epochs, "epochs", minimum=0)
     batch_size = check_positive_int(batch_size, "batch_size")
-    if len(x) != len(y) or len(x) == 0:
-        raise SparsecraftError(f"need as many targets as inputs (> 0), got {len(x)} and {len(y)}")
     if optimizer is None:
-        if not lr > 0:
-            raise SparsecraftError(f"lr must be > 0, got {lr!r}")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = default_optimizer(model, lr, weight_decay)
     history = TrainHistory()
     gen = torch.Generator().manual_seed(seed)
     batches = (len(x) + batch_size - 1) // batch_size
@@ -95,7 +109,7 @@ def train_classifier(
                 for i in range(batches):
                     idx = order[i * batch_size : (i + 1) * batch_size]
                     optimizer.zero_grad(set_to_none=True)
-                    loss = _loss(model(x[idx]), y[idx])
+                    loss = token_cross_entropy(model(x[idx]), y[idx])
                     loss.backward()
                     optimizer.step()
                     history.steps += 1
@@ -153,6 +167,6 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     total = 0.0
     count = 0
     for logits, target in _predict_batches(model, x, y, batch_size):
-        total += float(_loss(logits, target)) * target.numel()
+        total += float(token_cross_entropy(logits, target)) * target.numel()
         count += target.numel()
     return total / count
