@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsecraft.errors import SparsecraftError
 from sparsecraft.models import SelfAttention, TinyTransformer
@@ -93,3 +95,19 @@ def test_bad_arguments():
     model = TinyTransformer(5, vocab_size=5, d_model=8, num_heads=2, num_layers=1)
     with pytest.raises(SparsecraftError, match="exceeds head_dim"):
         calibrate_label_channels(model, torch.randint(0, 5, (1, 4)), r=9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    heads=st.integers(1, 3), head_dim=st.integers(1, 5), length=st.integers(1, 9),
+    k=st.integers(1, 10), causal=st.booleans(), seed=st.integers(0, 99),
+)
+def test_property_odd_shapes_match_reference(heads, head_dim, length, k, causal, seed):
+    torch.manual_seed(seed)
+    attn = SelfAttention(heads * head_dim, heads, causal=causal).eval()
+    x = torch.randn(2, length, heads * head_dim)
+    sparse = TopKSelfAttention.from_dense(attn, k=k)
+    counts = sparse.attention_mask(x).sum(-1)
+    valid = torch.arange(1, length + 1) if causal else torch.full((length,), length)
+    assert torch.equal(counts, valid.clamp(max=k).expand(2, heads, length))
+    assert torch.allclose(sparse(x), manual_topk_attention(attn, x, k), atol=1e-5)

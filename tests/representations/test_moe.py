@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsecraft.errors import SparsecraftError
 from sparsecraft.models import TinyTransformer
@@ -85,3 +87,19 @@ def test_bad_arguments():
         MoEFeedForward(8, 2, 3)
     with pytest.raises(SparsecraftError, match="no MoEFeedForward"):
         moe_aux_loss(torch.nn.Linear(2, 2))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n_experts=st.integers(1, 6), k_off=st.integers(0, 5), tokens=st.integers(1, 25),
+    d=st.integers(1, 9), seed=st.integers(0, 99),
+)
+def test_property_odd_shapes_match_dense_reference(n_experts, k_off, tokens, d, seed):
+    torch.manual_seed(seed)
+    k = 1 + k_off % n_experts
+    moe = MoEFeedForward(d, n_experts, k, hidden=3)
+    x = torch.randn(tokens, d)
+    out = moe(x)
+    assert ((moe.routing.experts[:, :, None] == torch.arange(n_experts)).sum(1) <= 1).all()
+    assert int(moe.routing.load(n_experts).sum()) == tokens * k
+    assert torch.allclose(out, dense_reference(moe, x), atol=1e-5)

@@ -83,3 +83,12 @@ def test_bad_arguments():
         train_sae(sae, torch.randn(10, 4), batch_size=64)
     with pytest.raises(SparsecraftError, match="must not exceed"):
         sparse_dictionary_data(10, 4, 3, 5)
+
+
+def test_batched_inputs_are_flattened_to_tokens():
+    sae = SparseAutoencoder(6, 10, k=2, rule="mutual_choice")
+    x = torch.randn(3, 4, 6)
+    out = sae(x)
+    assert out.shape == x.shape
+    assert torch.allclose(out.reshape(12, 6), sae(x.reshape(12, 6)))
+    assert sae.encode(x).shape == (12, 10)

@@ -49,7 +49,8 @@ class TopKSelfAttention(SelfAttention):
                 )
             if label_channels.numel() and not 0 <= int(label_channels.min()) <= int(label_channels.max()) < attn.head_dim:
                 raise SparsecraftError(f"label_channels must lie in [0, head_dim={attn.head_dim})")
-        sparse.label_channels = label_channels
+        # a non-persistent buffer: moves with .to(), stays out of the state dict (dense-compatible)
+        sparse.register_buffer("label_channels", label_channels, persistent=False)
         return sparse
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
