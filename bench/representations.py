@@ -89,7 +89,7 @@ def train_lm() -> tuple[nn.Module, object, list[dict]]:
     trained = measure_activation_sparsity(model, test_x, eps=0.01)
     rows = [
         {
-            "section": "activations", "model": "transformer-gelu LM (text), |a|<=0.01", "layer": a.name,
+            "section": "activations", "model": "transformer-gelu LM (text), abs(a)<=0.01", "layer": a.name,
             "width": a.width, "zero_init": a.zero_fraction, "zero_trained": b.zero_fraction,
             "active_per_token": b.mean_active,
         }
