@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS, markdown_table, write_results
+from bench.common import RESULTS, markdown_table, pyplot, write_results
 
 SPARSITIES = (0.8, 0.9, 0.95)
 EPOCHS = {"digits": 10, "mnist1d": 6}
@@ -374,11 +374,7 @@ def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed, cpu_s: flo
 
 
 def plot(agg, combos, sparsities, path_acc, path_nm) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = 2 if len(combos) > 1 else 1
     nrows = math.ceil(len(combos) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 4.2 * nrows), squeeze=False)

@@ -19,12 +19,8 @@ def blobs(n: int = 96, d: int = 20, k: int = 4, seed: int = 0) -> tuple[torch.Te
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The models are tiny: one intra-op thread is faster and immune to a busy machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _one_thread(torch_one_thread):
+    """Every test here runs with one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture

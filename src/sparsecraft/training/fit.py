@@ -7,14 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError
-from ..models.train import _xy  # DataSplits or (x, y) -> (x, y), shared with train_classifier
+from ..errors import SparsecraftError, check_positive_int
+from ..models.train import default_optimizer, token_cross_entropy, training_pairs
 from . import distributed as dist_util
 from .base import Updater
 
@@ -65,24 +63,20 @@ def fit(model: nn.Module, data: Any, updater: Updater | None = None, epochs: int
     first batch as its calibration batch) unless already attached. ``on_step(step, loss)`` runs after
     each step.
     """
-    x, y = _xy(data)
+    x, y = training_pairs(data)
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
-    if len(x) != len(y) or len(x) == 0:
-        raise SparsecraftError(f"need as many targets as inputs (> 0), got {len(x)} and {len(y)}")
     world, rank = dist_util.world_size(), dist_util.rank()
     if batch_size % world:
         raise SparsecraftError(f"batch_size {batch_size} must be divisible by the number of ranks ({world})")
-    loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out.reshape(-1, out.shape[-1]), t.reshape(-1)))
+    loss_fn = loss_fn or token_cross_entropy
     per_epoch = steps_per_epoch(len(x), batch_size)
     total = epochs * per_epoch
     if updater is not None and updater.model is not None and updater.optimizer is not optimizer:
         raise SparsecraftError("this updater is attached to another optimizer; pass that optimizer to fit() "
                                "or let fit() attach a fresh updater")
     if optimizer is None:
-        if not lr > 0:
-            raise SparsecraftError(f"lr must be > 0, got {lr!r}")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = default_optimizer(model, lr, weight_decay)
     if isinstance(scheduler, str) or scheduler is None:
         scheduler = make_scheduler(scheduler, optimizer, total)
     gen = torch.Generator().manual_seed(seed)
