@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from ..criteria import Calib, compute_scores
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError, check_sparsity
+from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
 from ..patterns import Pattern, get_pattern
 from ..registry import Registry

@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..criteria import Calib
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError
+from ..errors import SparsecraftError, check_positive_int
 from .base import UPDATERS, SparsityConfig, Updater
 from .schedules import cosine_fraction, is_update_step
 

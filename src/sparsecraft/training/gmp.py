@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..criteria import Calib
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError, check_sparsity
+from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
 from .base import UPDATERS, SparsityConfig, Updater
 from .schedules import cubic_sparsity

@@ -16,8 +16,7 @@ from typing import Any, Sequence
 
 
 from ..criteria import Calib
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError, check_sparsity
+from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from .base import UPDATERS, SparsityConfig, Updater
 from .gmp import dense_sparsifier, magnitude_masks
 

@@ -31,8 +31,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..criteria import Calib
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError
+from ..errors import SparsecraftError, check_positive_int
 from ..patterns import NM
 from ..sparsifier import Sparsifier
 from ..target import Target

@@ -17,8 +17,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..data.base import check_positive_int
-from ..errors import SparsecraftError, check_sparsity
+from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
 from ..sparsifier import Sparsifier
 from .base import SparsityConfig
