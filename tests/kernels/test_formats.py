@@ -46,6 +46,19 @@ def test_nm_pack_roundtrip_exact(out, groups, nm, seed):
     assert packed.nbytes == out * groups * n * 5
 
 
+@settings(max_examples=40, deadline=None)
+@given(out=st.integers(1, 30), inp=st.integers(1, 70), sparsity=st.sampled_from([0.0, 0.5, 0.9, 1.0]),
+       seed=st.integers(0, 999))
+def test_bitmask_pack_roundtrip_exact(out, inp, sparsity, seed):
+    w = magnitude_prune(torch.randn(out, inp, generator=torch.Generator().manual_seed(seed)), min(sparsity, 0.999))
+    if sparsity == 1.0:
+        w.zero_()
+    packed = pack(w, "bitmask")
+    assert torch.equal(packed.to_dense(), w)
+    nnz = int((w != 0).sum())
+    assert packed.nbytes == 4 * nnz + 2 * out * -(-inp // 16) + 4 * (out + 1)
+
+
 def test_bytes_at_90_percent_below_target():
     w = magnitude_prune(torch.randn(512, 512), 0.9)
     assert pack(w, "csr16").nbytes / (4 * w.numel()) <= 0.17
@@ -65,10 +78,11 @@ def test_bad_inputs_are_one_line_errors():
         pack(torch.randn(3), "csr16")
     with pytest.raises(SparsecraftError, match="block columns"):
         pack(torch.zeros(1, 70000), "csr16")
-    assert set(FORMATS.names()) == {"block", "csr16", "nm"}
+    assert set(FORMATS.names()) == {"bitmask", "block", "csr16", "nm"}
 
 
-@pytest.mark.parametrize("fmt,params", [("csr16", {}), ("block", {"R": 4, "C": 1}), ("nm", {"N": 2, "M": 4})])
+@pytest.mark.parametrize("fmt,params", [("csr16", {}), ("bitmask", {}), ("block", {"R": 4, "C": 1}),
+                                        ("nm", {"N": 2, "M": 4})])
 def test_save_load_roundtrip_and_refusals(tmp_path, fmt, params):
     w = nm_prune(torch.randn(20, 32), 2, 4)
     packed = pack(w, fmt, **params)
@@ -105,7 +119,11 @@ def test_save_load_roundtrip_and_refusals(tmp_path, fmt, params):
     with pytest.raises(SparsecraftError, match="metadata missing"):
         load_packed(write(tensors, None, "plain.safetensors"))
     # out-of-range index
-    if fmt == "nm":
+    if fmt == "bitmask":
+        tensors["masks"] = torch.full_like(tensors["masks"], -1)  # all bits set: counts no longer match
+        with pytest.raises(SparsecraftError, match="do not match"):
+            load_packed(write(tensors, meta, "masks.safetensors"))
+    elif fmt == "nm":
         tensors["idx"] = torch.full_like(tensors["idx"], 7)
         with pytest.raises(SparsecraftError, match="out of range"):
             load_packed(write(tensors, meta, "idx.safetensors"))

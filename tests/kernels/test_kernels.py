@@ -48,6 +48,17 @@ def test_csr16_matches_dense(isa, out, inp, batch, sparsity, bias, transposed, s
 
 
 @SETTINGS
+@given(out=SHAPES, inp=WIDE, batch=BATCH, sparsity=SPARSITY, bias=st.booleans(), transposed=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_bitmask_matches_dense(isa, out, inp, batch, sparsity, bias, transposed, seed):
+    w = magnitude_prune(torch.randn(out, inp, generator=torch.Generator().manual_seed(seed)), min(sparsity, 0.9999))
+    if sparsity == 1.0:
+        w.zero_()
+    x, b = _inputs(batch, inp, out, bias, transposed, seed)
+    _check(pack(w, "bitmask"), w, x, b)
+
+
+@SETTINGS
 @given(out=SHAPES, inp=WIDE, batch=BATCH, sparsity=SPARSITY, block=BLOCKS, bias=st.booleans(),
        transposed=st.booleans(), seed=st.integers(0, 2**16))
 def test_block_matches_dense(isa, out, inp, batch, sparsity, block, bias, transposed, seed):
@@ -70,7 +81,8 @@ def test_nm_matches_dense(isa, out, groups, batch, nm, bias, transposed, zero_ro
     _check(pack(w, "nm", N=n, M=m), w, x, b)
 
 
-@pytest.mark.parametrize("fmt,params", [("csr16", {}), ("block", {"R": 4, "C": 1}), ("nm", {"N": 2, "M": 4})])
+@pytest.mark.parametrize("fmt,params", [("csr16", {}), ("bitmask", {}), ("block", {"R": 4, "C": 1}),
+                                        ("nm", {"N": 2, "M": 4})])
 def test_large_batch_and_wide_rows(isa, fmt, params):
     """Batch 256 (several register chunks) and rows longer than the unrolled loops."""
     g = torch.Generator().manual_seed(0)

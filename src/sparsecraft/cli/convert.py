@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="first prune the model's Linear layers by magnitude to this sparsity (e.g. 0.9)")
     p.add_argument("--pattern", default="unstructured", help="pattern for --prune: unstructured, 2:4, block4x1, ...")
     p.add_argument("--layers", default=None, help="comma list of layer names/globs for --prune (default: all Linear)")
-    p.add_argument("--format", default="auto", help="auto (default), csr16, block, nm")
+    p.add_argument("--format", default="auto", help="auto (default), csr16, bitmask, block, nm")
     p.add_argument("--min-sparsity", type=float, default=0.3, help="leave layers with fewer zeros dense (default 0.3)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true", help="print the per-layer report as JSON")

@@ -1,6 +1,7 @@
 """Compressed storage for sparse Linear weights.
 
-Formats (registry :data:`FORMATS`): ``csr16`` (unstructured, uint16 column indices), ``block``
+Formats (registry :data:`FORMATS`): ``csr16`` (unstructured, uint16 column indices), ``bitmask``
+(unstructured, a 16-bit mask per 16 inputs), ``block``
 (R x C blocks, e.g. 4x1, 1x4, 8x1), ``nm`` (packed N:M, e.g. 2:4). Every format packs exactly
 (``to_dense()`` returns the weight), reports its bytes, runs ``x @ W.T + b`` with the native kernels,
 and saves to / loads from safetensors with validation.
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from .base import FORMATS, PackedWeight
+from .bitmask import Bitmask
 from .blocks import CSR16, BlockCSR
 from .io import load_packed, save_packed
 from .nm import NM
@@ -26,4 +28,4 @@ def pack(weight: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWe
     return FORMATS.get(format).pack(weight, **params)
 
 
-__all__ = ["FORMATS", "PackedWeight", "CSR16", "BlockCSR", "NM", "pack", "load_packed", "save_packed"]
+__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "NM", "pack", "load_packed", "save_packed"]

@@ -13,7 +13,7 @@ from ..formats.blocks import MAX_BLOCK_COLS
 from .dispatch import Dispatcher
 from .linear import MODES, SparseLinear
 
-FORMAT_CHOICES = ("auto", "csr16", "block", "nm")
+FORMAT_CHOICES = ("auto", "csr16", "bitmask", "block", "nm")
 
 
 @dataclass

@@ -16,3 +16,9 @@ def _block_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, cols: torch.Tensor
 def _nm_linear_fake(x: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, bias: Optional[torch.Tensor],
                     N: int, M: int) -> torch.Tensor:
     return x.new_empty((x.shape[0], vals.shape[0]))
+
+
+@torch.library.register_fake("sparsecraft::bitmask_linear")
+def _bitmask_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, masks: torch.Tensor, vals: torch.Tensor,
+                         bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return x.new_empty((x.shape[0], masks.shape[0]))

@@ -42,7 +42,22 @@ struct NMArgs {
   int N, M;
 };
 
+// y = x W^T + b with W as per-row bitmasks: for each row and each group of 16 inputs a uint16 mask
+// of its nonzeros; the values of a row are stored in column order starting at rowptr[row].
+struct BitArgs {
+  const float* x;          // small batch: (B, xs) zero-padded to a multiple of 16; transposed: panels
+  const int32_t* rowptr;   // (out + 1) value offsets
+  const uint16_t* masks;   // (out, ng) with ng = ceil(in / 16)
+  const float* vals;       // (nnz)
+  const float* vals_end;
+  const float* bias;
+  float* y;
+  int64_t B, Bp, in, out, xs, ng;
+  int64_t PW;
+};
+
 using BlockFn = void (*)(const BlockArgs&, int64_t, int64_t);
+using BitFn = void (*)(const BitArgs&, int64_t, int64_t);
 using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
 
 // One set of kernels per ISA; each processes output (block) rows [r0, r1).
@@ -54,6 +69,8 @@ struct KernelTable {
   BlockFn block_t;      // B > 4, x transposed
   NMFn nm_small;
   NMFn nm_t;
+  BitFn bit_small;
+  BitFn bit_t;
 };
 
 extern const KernelTable kPortable;

@@ -237,6 +237,55 @@ torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const
   return y;
 }
 
+torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr, const torch::Tensor& masks,
+                             const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias) {
+  check_x(x);
+  TORCH_CHECK(rowptr.scalar_type() == torch::kInt && rowptr.is_contiguous(), "rowptr must be contiguous int32");
+  TORCH_CHECK(masks.dim() == 2 && masks.scalar_type() == torch::kShort && masks.is_contiguous(),
+              "masks must be a contiguous 2-D int16 tensor (uint16 bits)");
+  TORCH_CHECK(vals.scalar_type() == torch::kFloat && vals.is_contiguous(), "vals must be contiguous float32");
+  auto xc = x.contiguous();
+  const int64_t B = xc.size(0), in = xc.size(1), out = masks.size(0), ng = masks.size(1);
+  TORCH_CHECK(ng == (in + 15) / 16, "masks have ", ng, " groups, expected ", (in + 15) / 16, " for ", in, " inputs");
+  TORCH_CHECK(rowptr.numel() == out + 1, "rowptr has ", rowptr.numel(), " entries, expected ", out + 1);
+  auto y = torch::empty({B, out}, x.options());
+  if (B == 0 || out == 0) return y;
+  sc::BitArgs a;
+  a.rowptr = rowptr.data_ptr<int32_t>();
+  a.masks = reinterpret_cast<const uint16_t*>(masks.data_ptr<int16_t>());
+  a.vals = vals.data_ptr<float>();
+  a.vals_end = a.vals + vals.numel();
+  a.bias = bias_ptr(bias, out);
+  a.y = y.data_ptr<float>();
+  a.B = B;
+  a.out = out;
+  a.ng = ng;
+  const sc::KernelTable& tab = table();
+  const int64_t rows = ng * 16;
+  torch::Tensor xs;
+  const int64_t work = std::max<int64_t>(vals.numel(), out * ng) * B;
+  if (B <= sc::kSmallBatch) {
+    xs = pad_cols(xc, rows);
+    a.x = xs.data_ptr<float>();
+    a.xs = rows;
+    a.in = rows;
+    a.Bp = B;
+    a.PW = 0;
+    parallel_rows(out, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.bit_small(a, r0, r1); });
+  } else {
+    const int64_t PW = panel_width(tab, 1, rows, vals.numel() * 4 + masks.numel() * 2, B);
+    const int64_t Bp = (B + PW - 1) / PW * PW;
+    xs = transpose_panels(xc, rows, PW, Bp);
+    a.x = xs.data_ptr<float>();
+    a.xs = Bp;
+    a.in = rows;
+    a.Bp = Bp;
+    a.PW = PW;
+    parallel_rows(out, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.bit_t(a, r0, r1); });
+  }
+  return y;
+}
+
 int64_t set_isa(int64_t isa) {
   TORCH_CHECK(isa >= 0 && isa <= detect_isa(), "ISA level ", isa, " is not supported by this CPU (max ",
               detect_isa(), ")");
@@ -249,11 +298,13 @@ int64_t set_isa(int64_t isa) {
 TORCH_LIBRARY(sparsecraft, m) {
   m.def("block_linear(Tensor x, Tensor rowptr, Tensor cols, Tensor vals, Tensor? bias, int out_features, int R, int C) -> Tensor");
   m.def("nm_linear(Tensor x, Tensor vals, Tensor idx, Tensor? bias, int N, int M) -> Tensor");
+  m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparsecraft, CPU, m) {
   m.impl("block_linear", &block_linear);
   m.impl("nm_linear", &nm_linear);
+  m.impl("bitmask_linear", &bitmask_linear);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
