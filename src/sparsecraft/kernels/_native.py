@@ -28,7 +28,7 @@ from ..errors import SparsecraftError
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ["ops.cpp", "kern_avx512.cpp", "kern_avx2.cpp", "kern_portable.cpp"]
-HEADERS = ["kern_common.h", "kern_impl.inc"]
+HEADERS = ["kern_common.h", "kern_impl.h"]
 CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
 LDFLAGS = ["-fopenmp"]
 ISAS = ("portable", "avx2", "avx512")

@@ -9,7 +9,7 @@
 #define SC_ISA 1
 #define SC_NS avx2
 #define SC_TABLE kAvx2
-#include "kern_impl.inc"
+#include "kern_impl.h"
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

@@ -1,6 +1,6 @@
 // Shared declarations for the sparsecraft CPU kernels.
 //
-// The hot loops live in kern_impl.inc, which is compiled three times (kern_avx512.cpp,
+// The hot loops live in kern_impl.h, which is compiled three times (kern_avx512.cpp,
 // kern_avx2.cpp, kern_portable.cpp) with a different target ISA each. This header is included
 // BEFORE any target pragma, and the ISA translation units use only intrinsics and plain C++ with
 // internal linkage (no std templates, no torch headers), so no inline function compiled for a

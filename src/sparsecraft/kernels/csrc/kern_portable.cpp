@@ -3,4 +3,4 @@
 #define SC_ISA 0
 #define SC_NS portable
 #define SC_TABLE kPortable
-#include "kern_impl.inc"
+#include "kern_impl.h"

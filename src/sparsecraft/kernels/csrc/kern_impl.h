@@ -1,4 +1,4 @@
-// Kernel bodies, compiled once per ISA (SC_ISA: 0 portable, 1 AVX2+FMA, 2 AVX-512).
+// Kernel bodies (included once per ISA by kern_<isa>.cpp; not a normal header), SC_ISA: 0 portable, 1 AVX2+FMA, 2 AVX-512.
 // Everything here has internal linkage except the table SC_TABLE.
 //
 // Two regimes (after "Fast Sparse ConvNets", Elsen et al. 2019):
