@@ -69,6 +69,9 @@ def _build(verbose: bool = False) -> ModuleType:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
     out = build_dir()
     out.mkdir(parents=True, exist_ok=True)
+    if not any(out.glob("*.so")):
+        print(f"sparsecraft: compiling the native sparse kernels into {out} (first use, 1-2 minutes)",
+              file=sys.stderr, flush=True)
     return cpp_extension.load(
         name=f"sparsecraft_kernels_{out.name.split('-')[1]}",
         sources=[str(CSRC / s) for s in SOURCES],
