@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise SparsecraftError(f"--{flag.replace('_', '-')} must be >= 1")
     torch.manual_seed(args.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the digits CNN is tiny: one thread is fastest and immune to busy cores
     data = load_dataset("digits", seed=args.seed)
     say = (lambda *_: None) if args.json else console.print
     say(f"[bold]1. train[/] a ResNet-style CNN on digits ({len(data.train_x)} train / {len(data.test_x)} test images)")
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print_rows(sparse_rows, ("method", "sparsity", "accuracy"),
                    title="digits CNN: sparse training from scratch")
     transformer_rows: list[dict] = []
+    torch.set_num_threads(threads)
     if not args.skip_transformer:
         say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned after training, converted to sparse kernels")
         transformer_rows = transformer_speedup(args, say)
