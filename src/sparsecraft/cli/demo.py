@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     train_classifier(dense, data, epochs=args.epochs, seed=args.seed, progress=not args.json)
     dense_acc = evaluate(dense, data.test_x, data.test_y)
-    rows = [{"method": "dense", "sparsity": 0.0, "pattern": "-", "accuracy_oneshot": dense_acc,
-             "accuracy_finetuned": dense_acc}]
+    rows = [{"method": "dense", "sparsity": 0.0, "pattern": "-", "acc_oneshot": dense_acc,
+             "acc_finetuned": dense_acc}]
     say(f"   dense test accuracy {dense_acc:.4f} ({time.perf_counter() - t0:.1f} s)")
 
     say(f"[bold]2. prune[/] {len(RECIPES)} ways, then fine-tune {args.finetune_epochs} epochs with masks held fixed")
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         sp.attach(opt)
         train_classifier(model, data, epochs=args.finetune_epochs, seed=args.seed, optimizer=opt, progress=False)
         rows.append({"method": label, "sparsity": sp.sparsity(), "pattern": pattern,
-                     "accuracy_oneshot": oneshot, "accuracy_finetuned": evaluate(model, data.test_x, data.test_y)})
-    columns = ("method", "pattern", "sparsity", "accuracy_oneshot", "accuracy_finetuned")
+                     "acc_oneshot": oneshot, "acc_finetuned": evaluate(model, data.test_x, data.test_y)})
+    columns = ("method", "pattern", "sparsity", "acc_oneshot", "acc_finetuned")
     if not args.json:
         print_rows(rows, columns, title="digits CNN: accuracy after pruning")
 
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned after training, converted to sparse kernels")
         transformer_rows = transformer_speedup(args, say)
         if not args.json:
-            print_rows(transformer_rows, ("method", "sparsity", "cosine_vs_dense", "knn10_vs_dense", "dense_ms",
-                                          "sparse_ms", "speedup", "weight_bytes_vs_dense"),
+            print_rows(transformer_rows, ("method", "sparsity", "cosine", "knn10", "dense_ms",
+                                          "sparse_ms", "speedup", "bytes_vs_dense"),
                        title="all-MiniLM-L6-v2, sequence length 128, batch 1")
             say("   cosine/knn10: agreement of sentence embeddings with the dense model on held-out text "
                 "(1 = identical). High sparsity without fine-tuning costs quality: see docs/posttrain.md "
@@ -168,9 +168,9 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
             dense_ms, sparse_ms = _paired_ms(lambda: model(**sample), lambda: converted(**sample))
         nbytes = sum(layer.nbytes for layer in layers)
         dense_bytes = sum(layer.dense_nbytes for layer in layers)
-        rows.append({"method": label, "sparsity": sparsity, "cosine_vs_dense": mean_cosine(dense_emb, emb),
-                     "knn10_vs_dense": knn_agreement(dense_emb, emb, 10), "dense_ms": dense_ms,
+        rows.append({"method": label, "sparsity": sparsity, "cosine": mean_cosine(dense_emb, emb),
+                     "knn10": knn_agreement(dense_emb, emb, 10), "dense_ms": dense_ms,
                      "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms,
-                     "weight_bytes_vs_dense": nbytes / dense_bytes})
+                     "bytes_vs_dense": nbytes / dense_bytes})
         say(f"   {label} {sparsity:.0%}: {dense_ms / sparse_ms:.2f}x dense")
     return rows
