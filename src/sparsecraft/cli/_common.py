@@ -34,6 +34,34 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """``(model, data, model_spec)`` from ``--checkpoint`` or a fresh ``--model`` sized for ``--data``.
+
+    A fresh model is trained ``--train-epochs`` epochs first (progress on stderr unless ``--json``).
+    A checkpoint's model is rebuilt from its stored spec and paired with the dataset it names.
+    """
+    import torch
+
+    from ..checkpoint import model_spec, read_checkpoint
+    from ..data import load_dataset
+    from ..errors import SparsecraftError
+    from ..models import model_for_data, train_classifier
+
+    if args.train_epochs < 0:
+        raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
+    torch.manual_seed(args.seed)
+    if args.checkpoint:
+        ckpt = read_checkpoint(args.checkpoint)
+        model = ckpt.build_model()
+        spec = ckpt.model_spec or {}
+        return model, load_dataset(spec.get("data", {}).get("name", args.data), seed=args.seed), spec
+    data = load_dataset(args.data, seed=args.seed)
+    model = model_for_data(args.model, data)
+    if args.train_epochs:
+        train_classifier(model, data, epochs=args.train_epochs, seed=args.seed, progress=not args.json)
+    return model, data, model_spec(args.model, data)
+
+
 def csv_list(text: str | None) -> list[str]:
     """Split ``"a,b , c"`` into ``["a", "b", "c"]``; empty or None gives []."""
     return [s.strip() for s in (text or "").split(",") if s.strip()]

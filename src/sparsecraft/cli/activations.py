@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from ..errors import SparsecraftError, check_positive_int
-from ._common import console, print_rows
+from ._common import console, model_and_data, print_rows
 
 COLUMNS = ["layer", "kind", "width", "zero_fraction", "mean_active"]
 
@@ -47,8 +47,6 @@ def _quality(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_dataset
-    from ..models import model_for_data, train_classifier
     from ..representations import measure_activation_sparsity, sparsify_activations
 
     if not args.eps >= 0:
@@ -56,20 +54,7 @@ def run(args: argparse.Namespace) -> int:
     samples = check_positive_int(args.samples, "--samples")
     if args.topk_fraction is not None and not 0 < args.topk_fraction <= 1:
         raise SparsecraftError(f"--topk-fraction must be in (0, 1] (share of units kept), got {args.topk_fraction}")
-    if args.train_epochs < 0:
-        raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
-    torch.manual_seed(args.seed)
-    if args.checkpoint:
-        from ..checkpoint import read_checkpoint
-
-        ckpt = read_checkpoint(args.checkpoint)
-        model = ckpt.build_model()
-        data = load_dataset((ckpt.model_spec or {}).get("data", {}).get("name", args.data), seed=args.seed)
-    else:
-        data = load_dataset(args.data, seed=args.seed)
-        model = model_for_data(args.model, data)
-        if args.train_epochs:
-            train_classifier(model, data, epochs=args.train_epochs, seed=args.seed, progress=not args.json)
+    model, data, _ = model_and_data(args)
     x, y = data.test_x[:samples], data.test_y[:samples]
     rows = [r.as_dict() for r in measure_activation_sparsity(model, x, eps=args.eps)]
     for r in rows:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from .. import prune as prune_model
 from ..allocation import ALLOCATORS
-from ..checkpoint import model_spec, read_checkpoint
 from ..criteria import CRITERIA
 from ..errors import SparsecraftError, check_sparsity
 from ..io import check_output
 from ..patterns import get_pattern
-from ._common import console, csv_list, print_rows
+from ._common import console, csv_list, model_and_data, print_rows
 from .report import COLUMNS
 
 GRADIENT_CRITERIA = {"snip", "taylor", "movement"}
@@ -74,8 +72,7 @@ def is_posttrain(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_dataset
-    from ..models import evaluate, model_for_data, train_classifier
+    from ..models import evaluate
 
     if is_posttrain(args):
         if args.checkpoint:
@@ -91,20 +88,7 @@ def run(args: argparse.Namespace) -> int:
     get_pattern(args.pattern)
     CRITERIA.get(args.criterion)
     ALLOCATORS.get(args.allocation)
-    if args.train_epochs < 0:
-        raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
-    torch.manual_seed(args.seed)
-    if args.checkpoint:
-        ckpt = read_checkpoint(args.checkpoint)
-        model = ckpt.build_model()
-        spec = ckpt.model_spec
-        data = load_dataset(spec.get("data", {}).get("name", args.data), seed=args.seed)
-    else:
-        data = load_dataset(args.data, seed=args.seed)
-        model = model_for_data(args.model, data)
-        spec = model_spec(args.model, data)
-        if args.train_epochs:
-            train_classifier(model, data, epochs=args.train_epochs, seed=args.seed)
+    model, data, spec = model_and_data(args)
     calib = None
     if args.criterion in GRADIENT_CRITERIA:
         calib = (data.train_x[:256], data.train_y[:256])

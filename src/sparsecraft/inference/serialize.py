@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from torch import nn
 
 from ..errors import SparsecraftError
