@@ -62,6 +62,45 @@ def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
     return model, data, model_spec(args.model, data)
 
 
+def add_option_flags(parser: Any, options: Sequence[Any], title: str | None = None) -> None:
+    """Add one ``--flag`` per :class:`sparsecraft.options.Option` (default ``None`` = not given).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    options : sequence of Option
+        Declared by the registered methods; each name is added once.
+    title : str, optional
+        Heading of the argument group in ``--help``.
+    """
+    group = parser.add_argument_group(title) if title else parser
+    for opt in options:
+        default = "" if opt.default is None else f" (default {opt.default})"
+        if opt.type is bool:
+            group.add_argument(opt.flag, dest=opt.name, action="store_true", default=None, help=opt.help)
+        else:
+            group.add_argument(opt.flag, dest=opt.name, type=opt.type, default=None, choices=opt.choices,
+                               help=opt.help + default)
+
+
+def reject_inapplicable(args: Any, options: Sequence[Any], allowed: Sequence[str], who: str) -> None:
+    """One-line error if any of ``options`` was given on the command line but is not in ``allowed``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    options : sequence of Option
+        Every option flag the parser knows (added by :func:`add_option_flags`).
+    allowed : names of the options that apply to the chosen method
+    who : the chosen method, for the message
+    """
+    from ..errors import SparsecraftError
+
+    for opt in options:
+        if getattr(args, opt.name, None) is not None and opt.name not in allowed:
+            raise SparsecraftError(f"{opt.flag} does not apply to {who}; remove it")
+
+
 def csv_list(text: str | None) -> list[str]:
     """Split ``"a,b , c"`` into ``["a", "b", "c"]``; empty or None gives []."""
     return [s.strip() for s in (text or "").split(",") if s.strip()]
