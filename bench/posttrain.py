@@ -43,10 +43,11 @@ class MiniLM:
 
     def __init__(self, calib: int, seq_len: int, eval_samples: int) -> None:
         from sparsecraft.data import load_text
-        from sparsecraft.posttrain.hf import encode, load_model
+        from sparsecraft.models.hf import load_pretrained
+        from sparsecraft.posttrain.hf import encode
         from sparsecraft.posttrain.metrics import sentence_embeddings
 
-        self.dense, tok = load_model("minilm")
+        self.dense, tok = load_pretrained("minilm")
         text = load_text(0)
         self.calib = encode(tok, text.calibration[:calib], seq_len, by_length=True)
         self.eval = encode(tok, text.eval[: eval_samples or None], seq_len, by_length=True)
@@ -66,7 +67,7 @@ def run_methods(m: MiniLM, grid: list[tuple[str, str, float]]) -> list[dict[str,
     for method, pattern, sparsity in grid:
         model = copy.deepcopy(m.dense)
         t0 = time.perf_counter()
-        report = prune_model(model, m.calib, method, sparsity, pattern, progress=True)
+        _, report = prune_model(model, m.calib, method, sparsity, pattern, progress=True)
         seconds = time.perf_counter() - t0
         row = {"workload": f"minilm {pattern} {sparsity if pattern == 'unstructured' else ''}".strip(),
                "method": method, "pattern": pattern, "target": sparsity if pattern == "unstructured" else 0.5,
@@ -105,18 +106,21 @@ def run_essential(m: MiniLM, quick: bool) -> dict[str, Any]:
 
 
 def run_squarehead(m: MiniLM, steps: int, quick: bool) -> list[dict[str, Any]]:
-    from sparsecraft.posttrain import prune_model
-    from sparsecraft.posttrain.finetune import distill
+    from sparsecraft import Sparsifier
+    from sparsecraft.posttrain import distill, prune_model
 
     rows = []
     cases = [("wanda", "unstructured", 0.7)] + ([] if quick else [("sparsegpt", "2:4", 0.5)])
     for method, pattern, sparsity in cases:
         pruned = copy.deepcopy(m.dense)
-        prune_model(pruned, m.calib, method, sparsity, pattern)
+        sp, _ = prune_model(pruned, m.calib, method, sparsity, pattern)
+        masks, patterns = {n: mask.clone() for n, mask in sp.masks.items()}, dict(sp.patterns)
+        sp.finalize()
         for loss in ("none", "output", "squarehead"):
             model = copy.deepcopy(pruned)
             t0 = time.perf_counter()
-            history = [] if loss == "none" else distill(model, m.dense, m.train, loss, steps, lr=1e-4, progress=True)
+            history = [] if loss == "none" else distill(Sparsifier(model, masks, patterns), m.dense, m.train, loss,
+                                                        steps, lr=1e-4, progress=True)
             row = {"workload": f"minilm {method} {pattern} {sparsity}", "finetune": loss, "steps": 0 if loss == "none" else steps,
                    "seconds": time.perf_counter() - t0, "loss_first": history[0] if history else None,
                    "loss_last": sum(history[-10:]) / len(history[-10:]) if history else None, "history": history,
@@ -146,7 +150,7 @@ def run_decoder(quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for method, pattern, sparsity in grid:
         model = copy.deepcopy(dec.model)
         t1 = time.perf_counter()
-        report = prune_model(model, calib, method, sparsity, pattern)
+        _, report = prune_model(model, calib, method, sparsity, pattern)
         rows.append({"workload": f"tinylm {pattern} {sparsity if pattern == 'unstructured' else ''}".strip(), "method": method,
                      "pattern": pattern, "sparsity": report.overall_sparsity, "seconds": time.perf_counter() - t1,
                      "dense_ppl": dec.perplexity, "ppl": dec.eval_perplexity(model), "calib_error": report.mean_rel_error})

@@ -116,7 +116,10 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     from types import SimpleNamespace
 
     from .models import build_model, model_for_data
+    from .models.hf import HF, from_hf_spec
 
+    if spec.get("name") == HF:
+        return from_hf_spec(spec)
     if spec.get("data"):
         data = SimpleNamespace(**{**spec["data"], "input_shape": tuple(spec["data"]["input_shape"])})
         return model_for_data(spec["name"], data, **spec.get("kwargs", {}))

@@ -6,24 +6,62 @@ Every criterion has one signature::
 
 ``scores`` has the parameter's shape. Patterns sum element scores over a group, so with the
 ``channel`` pattern ``magnitude`` ranks filters by L1 norm. ``calib`` is a calibration batch:
-``x`` or ``(x, y)`` (or a list of them); criteria that need data say so in a one-line error.
+``x`` or ``(x, y)`` (or a list of them). Each registered :class:`Criterion` declares whether it
+needs data and labels, so callers (the CLI, the training updaters) supply what it needs without
+knowing any criterion by name.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .calibration import InputRecorder, wanda_scores
 from .errors import SparsecraftError
+from .losses import token_cross_entropy
 from .registry import Registry
 from .target import Target
 
 Scores = dict[str, torch.Tensor]
 Calib = torch.Tensor | tuple | list | None
-CRITERIA: Registry[Callable[..., Scores]] = Registry("criterion")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered importance criterion and what it needs.
+
+    Parameters
+    ----------
+    name : str
+    fn : callable ``(model, targets, calib=None, loss_fn=None, **kw) -> Scores``
+    needs_data : bool
+        Needs calibration inputs ``x``.
+    needs_labels : bool
+        Needs labelled calibration data ``(x, y)`` (gradient criteria).
+    """
+
+    name: str
+    fn: Callable[..., Scores]
+    needs_data: bool = False
+    needs_labels: bool = False
+
+    def __call__(self, model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None,
+                 **kwargs: Any) -> Scores:
+        return self.fn(model, targets, calib=calib, loss_fn=loss_fn, **kwargs)
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion")
+
+
+def criterion(name: str, needs_data: bool = False, needs_labels: bool = False) -> Callable[[Callable[..., Scores]], Callable[..., Scores]]:
+    """Decorator registering a score function as criterion ``name`` (see :class:`Criterion`)."""
+    def decorator(fn: Callable[..., Scores]) -> Callable[..., Scores]:
+        CRITERIA.register(name)(Criterion(name, fn, needs_data or needs_labels, needs_labels))
+        return fn
+
+    return decorator
 
 
 def _batches(calib: Calib, need_labels: bool, who: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -39,11 +77,6 @@ def _batches(calib: Calib, need_labels: bool, who: str) -> list[tuple[torch.Tens
     if need_labels and any(y is None for _, y in batches):
         raise SparsecraftError(f"criterion {who!r} needs labelled calibration data: pass calib=(x, y)")
     return batches
-
-
-def token_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for ``(N, C)`` logits and ``(N,)`` labels, or ``(N, T, C)`` and ``(N, T)`` (language models)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
 def _weight_times_grad(model: nn.Module, targets: Sequence[Target], calib: Calib, loss_fn, who: str) -> Scores:
@@ -65,32 +98,32 @@ def _weight_times_grad(model: nn.Module, targets: Sequence[Target], calib: Calib
     return acc
 
 
-@CRITERIA.register("magnitude")
+@criterion("magnitude")
 def magnitude(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """|w|. With the channel pattern: the L1 norm of each filter (Li et al. 2017)."""
     return {t.name: t.param.detach().abs().float() for t in targets}
 
 
-@CRITERIA.register("random")
+@criterion("random")
 def random(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None,
            generator: torch.Generator | None = None) -> Scores:
     """Uniform random scores (Liu et al. 2022, 'The Unreasonable Effectiveness of Random Pruning')."""
     return {t.name: torch.rand(t.param.shape, generator=generator) for t in targets}
 
 
-@CRITERIA.register("snip")
+@criterion("snip", needs_labels=True)
 def snip(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """|w * dL/dw| summed over the calibration batches (Lee et al. 2019, SNIP)."""
     return {k: v.abs() for k, v in _weight_times_grad(model, targets, calib, loss_fn, "snip").items()}
 
 
-@CRITERIA.register("taylor")
+@criterion("taylor", needs_labels=True)
 def taylor(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """First-order Taylor estimate of the loss change, (w * dL/dw)^2 (Molchanov et al. 2019)."""
     return {k: v.square() for k, v in _weight_times_grad(model, targets, calib, loss_fn, "taylor").items()}
 
 
-@CRITERIA.register("movement")
+@criterion("movement", needs_labels=True)
 def movement(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """-w * dL/dw summed over batches: weights moving away from zero score high (Sanh et al. 2020).
 
@@ -99,61 +132,22 @@ def movement(model: nn.Module, targets: Sequence[Target], calib: Calib = None, l
     return {k: -v for k, v in _weight_times_grad(model, targets, calib, loss_fn, "movement").items()}
 
 
-@contextmanager
-def _input_norms(targets: Sequence[Target]) -> Iterator[dict[str, torch.Tensor]]:
-    """Accumulate the squared L2 norm of every input feature of each target layer during forwards.
-
-    Linear: per in_feature over all tokens. Conv: per input channel over batch and positions,
-    broadcast over the kernel. Embedding inputs are indices, so their rows are counted instead.
-    """
-    sq: dict[str, torch.Tensor] = {}
-
-    def hook(target: Target):
-        def fn(module: nn.Module, inputs: tuple) -> None:
-            x = inputs[0].detach()
-            if isinstance(module, nn.Embedding):
-                v = torch.bincount(x.reshape(-1), minlength=module.num_embeddings).float()
-            elif isinstance(module, nn.Linear):
-                v = x.reshape(-1, x.shape[-1]).float().square().sum(0)
-            else:
-                v = x.float().square().transpose(0, 1).reshape(x.shape[1], -1).sum(1)
-            sq[target.name] = sq.get(target.name, 0) + v
-        return fn
-
-    handles = [t.module.register_forward_pre_hook(hook(t)) for t in targets]
-    try:
-        yield sq
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@CRITERIA.register("wanda")
+@criterion("wanda", needs_data=True)
 def wanda(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """|w_ij| * ||x_j||_2 from calibration activations (Sun et al. 2024, Wanda).
 
     The paper compares scores within each output row; use ``allocation="uniform"`` with the
     ``unstructured`` pattern per layer, or ``sparsecraft.posttrain`` for the exact per-row variant.
+    Both use :func:`sparsecraft.calibration.wanda_scores`.
     """
     batches = _batches(calib, need_labels=False, who="wanda")
-    with _input_norms(targets) as sq, torch.no_grad():
+    with InputRecorder({t.name: t.module for t in targets}, diag_only=True) as recorder, torch.no_grad():
         for x, _ in batches:
             model(x)
-    scores = {}
-    for t in targets:
-        if t.name not in sq:
-            raise SparsecraftError(f"layer {t.module_name!r} was not reached by the calibration data")
-        norm = sq[t.name].sqrt()
-        w = t.param.detach().abs().float()
-        if isinstance(t.module, nn.Embedding):
-            scores[t.name] = w * norm[:, None]
-        elif isinstance(t.module, nn.Linear):
-            scores[t.name] = w * norm[None, :]
-        else:  # conv: output channel o of group g sees input channels g * (in / groups) + j
-            groups = t.module.groups
-            per_out = norm.reshape(groups, -1).repeat_interleave(w.shape[0] // groups, dim=0)
-            scores[t.name] = w * per_out.reshape(*per_out.shape, *([1] * (w.dim() - 2)))
-    return scores
+    missing = recorder.missing()
+    if missing:
+        raise SparsecraftError(f"layer {missing[0].rpartition('.')[0]!r} was not reached by the calibration data")
+    return {t.name: wanda_scores(t.param, recorder.stats[t.name]) for t in targets}
 
 
 def _row_broadcast(t: Target, row_score: torch.Tensor) -> torch.Tensor:
@@ -163,13 +157,13 @@ def _row_broadcast(t: Target, row_score: torch.Tensor) -> torch.Tensor:
     return per_elem.reshape(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
 
 
-@CRITERIA.register("l1_norm")
+@criterion("l1_norm")
 def l1_norm(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """Each output channel's L1 norm, spread over its weights (for channel/filter pruning)."""
     return {t.name: _row_broadcast(t, t.param.detach().abs().reshape(t.param.shape[0], -1).sum(1)) for t in targets}
 
 
-@CRITERIA.register("l2_norm")
+@criterion("l2_norm")
 def l2_norm(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """Each output channel's L2 norm, spread over its weights (for channel/filter pruning)."""
     return {t.name: _row_broadcast(t, t.param.detach().reshape(t.param.shape[0], -1).norm(dim=1)) for t in targets}
@@ -194,7 +188,7 @@ def batchnorm_after(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNo
     return pairs
 
 
-@CRITERIA.register("bn_scale")
+@criterion("bn_scale")
 def bn_scale(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """|gamma| of the BatchNorm after each layer (Liu et al. 2017, network slimming).
 
@@ -212,5 +206,11 @@ def bn_scale(model: nn.Module, targets: Sequence[Target], calib: Calib = None, l
 
 def compute_scores(criterion: str, model: nn.Module, targets: Sequence[Target], calib: Calib = None,
                    loss_fn=None, **kwargs) -> Scores:
-    """Run the named criterion; unknown names give a one-line error listing valid ones."""
+    """Run the named criterion; unknown names give a one-line error listing valid ones.
+
+    Returns
+    -------
+    dict
+        ``{target.name: scores}``, each of its parameter's shape (higher = more important).
+    """
     return CRITERIA.get(criterion)(model, targets, calib=calib, loss_fn=loss_fn, **kwargs)

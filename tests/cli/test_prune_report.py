@@ -28,6 +28,7 @@ def _prune(*extra: str) -> list[str]:
 @pytest.mark.parametrize("args,match", [
     (("--sparsity", "1.0"), ("sparsity", "[0, 1)")),
     (("--sparsity", "-0.1"), ("sparsity", "[0, 1)")),
+    (("--pattern", "2:4", "--sparsity", "0.9"), ("--sparsity does not apply to pattern 2:4", "remove it")),
     (("--pattern", "4:4"), ("N:M needs 0 < N < M", "4:4")),
     (("--pattern", "5:4"), ("N:M needs 0 < N < M", "5:4")),
     (("--pattern", "3:5"), ("reduction dimension 64 is not divisible by M=5", "layers.1.weight")),
@@ -50,6 +51,16 @@ def test_unknown_model_and_dataset_list_valid_names(cli, tmp_path):
     cli.fails("prune", "--model", "mlp", "--data", "imagenet", "--out", out,
               match=("unknown dataset 'imagenet'", "digits", "mnist1d", "text"))
     cli.fails("prune", "--model", "mlp", "--out", tmp_path / "no" / "dir.safetensors", match="does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_that_do_not_apply_are_rejected(cli, tmp_path, base_ckpt):
+    out = tmp_path / "o.safetensors"
+    cli.fails("prune", "--model", "minilm", "--out", out, match=("unknown model 'minilm'", "sparsecraft posttrain"))
+    cli.fails("prune", "--checkpoint", base_ckpt, "--train-epochs", "2", "--out", out,
+              match="--train-epochs applies to a fresh --model, not to --checkpoint")
+    cli.fails("prune", "--checkpoint", base_ckpt, "--data", "mnist1d", "--out", out,
+              match=("was trained on digits, not mnist1d", "remove --data"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -156,7 +167,7 @@ def test_report_json_exact_counts_and_model_order(cli, base_ckpt):
     (("--sparsity", "0.8"), MLP_PARAMS - round(0.8 * MLP_PARAMS)),
     (("--sparsity", "0.75", "--allocation", "uniform"),
      sum(s[0] * s[1] - round(0.75 * s[0] * s[1]) for s in MLP_SHAPES.values())),
-    (("--pattern", "2:4", "--sparsity", "0.9"), MLP_PARAMS // 2),  # N:M ignores --sparsity
+    (("--pattern", "2:4"), MLP_PARAMS // 2),
     (("--pattern", "block4x1", "--sparsity", "0.6", "--keep-dense", "last"),
      4 * (12288 - round(0.6 * 12288))),  # 4096 + 8192 blocks of 4 weights; the dense head is not masked
 ])
@@ -237,7 +248,7 @@ def test_subprocess_user_errors_have_no_traceback(tmp_path, base_ckpt):
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert len(lines) == 4, proc.stderr
-    assert lines[0].startswith("sparsecraft prune: error: sparsity") and lines[1] == "rc=2"
+    assert lines[0].startswith("sparsecraft prune: error: --sparsity") and lines[1] == "rc=2"
     assert lines[2].startswith("sparsecraft report: error:") and "corrupt or truncated" in lines[2]
     assert lines[3] == "rc=2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]

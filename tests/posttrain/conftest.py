@@ -40,9 +40,9 @@ def tiny_bert():
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
-    from sparsecraft.posttrain.hf import _transformers, model_path
+    from sparsecraft.models.hf import load_tokenizer
 
-    return _transformers().AutoTokenizer.from_pretrained(model_path("minilm"))
+    return load_tokenizer("minilm")
 
 
 @pytest.fixture

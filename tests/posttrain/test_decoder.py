@@ -20,7 +20,7 @@ def test_decoder_is_cached_and_pruning_raises_perplexity(tmp_path) -> None:
     assert second.perplexity == first.perplexity
     batches = first.calibration_batches(20, batch_size=8)
     assert [len(b["x"]) for b in batches] == [8, 8, 4] and batches[0]["x"].shape[1] == 32
-    report = prune_model(second.model, batches, "sparsegpt", 0.0, "2:4")
+    _, report = prune_model(second.model, batches, "sparsegpt", 0.0, "2:4")
     assert report.overall_sparsity == 0.5
     assert second.eval_perplexity() > first.perplexity
     assert math.isclose(first.eval_perplexity(), first.perplexity)

@@ -9,7 +9,7 @@ import torch
 from sparsecraft.errors import SparsecraftError
 from sparsecraft.posttrain import find_blocks, prune_model
 from sparsecraft.posttrain.essential import DEFAULT_SPARSITIES, knee_index, magnitude_sweep
-from sparsecraft.posttrain.finetune import DISTILL_LOSSES, distill, normalized_mse, pruned_masks
+from sparsecraft.posttrain.finetune import DISTILL_LOSSES, distill, normalized_mse
 
 
 def test_knee_of_flat_then_falling_curve() -> None:
@@ -50,23 +50,26 @@ def test_distillation_keeps_masks_and_lowers_loss(tiny_decoder, loss: str) -> No
     teacher = copy.deepcopy(tiny_decoder)
     ids = torch.randint(0, 256, (16, 16), generator=torch.Generator().manual_seed(0))
     batches = [{"x": ids[i : i + 4]} for i in range(0, 16, 4)]
-    prune_model(tiny_decoder, batches, "magnitude", 0.7)
-    masks = pruned_masks(tiny_decoder)
+    sp, _ = prune_model(tiny_decoder, batches, "magnitude", 0.7)
+    masks = {n: m.clone() for n, m in sp.masks.items()}
     assert len(masks) == 12 and set(masks) == {f"blocks.{n}.weight" for n, m in tiny_decoder.blocks.named_modules()
                                                if isinstance(m, torch.nn.Linear)}
-    history = distill(tiny_decoder, teacher, batches, loss=loss, steps=25, lr=3e-3)
+    history = distill(sp, teacher, batches, loss=loss, steps=25, lr=3e-3)
     assert len(history) == 25
     assert sum(history[-4:]) < 0.7 * sum(history[:4])
-    assert pruned_masks(tiny_decoder).keys() == masks.keys()
-    for name, keep in pruned_masks(tiny_decoder).items():
-        assert torch.equal(keep, masks[name])
+    assert sp.masks.keys() == masks.keys()
+    for name, keep in masks.items():
+        assert torch.equal(sp.masks[name], keep)
+        weight = tiny_decoder.get_parameter(name)
+        assert not weight[~keep].any() and weight[keep].ne(0).float().mean() > 0.99  # zeros stay, kept weights train
     assert not torch.equal(teacher.blocks[0].attn.q_proj.weight * masks["blocks.0.attn.q_proj.weight"],
                            tiny_decoder.blocks[0].attn.q_proj.weight)
 
 
 def test_distillation_errors(tiny_decoder) -> None:
+    sp, _ = prune_model(copy.deepcopy(tiny_decoder), [], "magnitude", 0.5)
     with pytest.raises(SparsecraftError, match="unknown distillation loss"):
-        distill(tiny_decoder, tiny_decoder, [{"x": torch.zeros(1, 4, dtype=torch.long)}], loss="kl")
+        distill(sp, tiny_decoder, [{"x": torch.zeros(1, 4, dtype=torch.long)}], loss="kl")
     with pytest.raises(SparsecraftError, match="steps >= 1"):
-        distill(tiny_decoder, tiny_decoder, [], steps=5)
+        distill(sp, tiny_decoder, [], steps=5)
     assert DISTILL_LOSSES.names() == ["output", "squarehead"]

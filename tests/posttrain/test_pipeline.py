@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
 
+from sparsecraft import Sparsifier, read_checkpoint
 from sparsecraft.errors import SparsecraftError
+from sparsecraft.models.hf import export_pretrained, hf_spec
 from sparsecraft.patterns import NM
 from sparsecraft.posttrain import find_blocks, prune_model
-from sparsecraft.posttrain.hf import METADATA, encode, load_pruned, save_pruned, verify_sparsity
+from sparsecraft.posttrain.hf import encode
 from sparsecraft.posttrain.metrics import layer_errors, sentence_embeddings
 
 TEXTS = ["The assert statement checks a condition.", "A for loop iterates over a sequence of items in order.",
@@ -28,7 +29,7 @@ def test_block_inputs_match_full_forward_at_zero_sparsity(tiny_bert, minilm_toke
         full = [tiny_bert(**b, output_hidden_states=True).hidden_states for b in batches]
     reference = copy.deepcopy(tiny_bert.state_dict())
     seen: dict[int, list[torch.Tensor]] = {}
-    report = prune_model(tiny_bert, batches, "sparsegpt", 0.0, on_block_inputs=lambda i, h: seen.__setitem__(i, h))
+    _, report = prune_model(tiny_bert, batches, "sparsegpt", 0.0, on_block_inputs=lambda i, h: seen.__setitem__(i, h))
     assert sorted(seen) == [0, 1]
     for i, hidden in seen.items():
         for b, h in enumerate(hidden):
@@ -57,12 +58,15 @@ def test_later_blocks_see_pruned_inputs(tiny_decoder) -> None:
                                             ("owl-wanda", "unstructured"), ("owl-sparsegpt", "unstructured")])
 def test_every_layer_pruned_and_valid(tiny_decoder, method: str, pattern: str) -> None:
     ids = torch.randint(0, 256, (6, 16), generator=torch.Generator().manual_seed(1))
-    report = prune_model(tiny_decoder, [{"x": ids}], method, 0.6, pattern, owl_m=1.5, owl_lambda=0.1)
+    owl = {"owl_m": 1.5, "owl_lambda": 0.1} if method.startswith("owl") else {}
+    sp, report = prune_model(tiny_decoder, [{"x": ids}], method, 0.6, pattern, **owl)
     linears = [m for m in find_blocks(tiny_decoder).modules() if isinstance(m, torch.nn.Linear)]
-    assert len(report.layers) == len(linears) == 12
-    for lin, layer in zip(linears, report.layers):
+    assert len(report.layers) == len(linears) == len(sp.masks) == 12
+    for lin, layer, (name, mask) in zip(linears, report.layers, sp.masks.items()):
         zeros = float((lin.weight == 0).float().mean())
         assert zeros == pytest.approx(layer.sparsity)
+        assert name == f"{layer.name}.weight" and lin.weight_mask is mask
+        assert not lin.weight[~mask].any()  # the Sparsifier holds exactly the pruned entries
         if pattern != "unstructured":
             NM(*map(int, pattern.split(":"))).validate(lin.weight != 0)
             assert zeros == pytest.approx(0.5, abs=0.02)
@@ -86,41 +90,50 @@ def test_bad_requests_fail_before_touching_the_model(tiny_decoder) -> None:
     assert all(torch.equal(v, before[k]) for k, v in tiny_decoder.state_dict().items())
     with pytest.raises(SparsecraftError, match="no list of blocks"):
         prune_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), [], "magnitude", 0.5)
+    with pytest.raises(SparsecraftError, match="option 'owl_m' does not apply to method wanda"):
+        prune_model(tiny_decoder, [ids], "wanda", 0.5, owl_m=2.0)
+    assert all(torch.equal(v, before[k]) for k, v in tiny_decoder.state_dict().items())
+
+
+def test_layers_and_keep_dense_select_targets_within_the_blocks(tiny_decoder) -> None:
+    ids = {"x": torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(2))}
+    sp, report = prune_model(tiny_decoder, [ids], "wanda", 0.5, keep_dense=["blocks.1", "*.mlp.*"])
+    assert list(sp.masks) == [f"blocks.0.attn.{n}_proj.weight" for n in ("q", "k", "v", "out")]
+    assert [r.name for r in report.layers] == [n[: -len(".weight")] for n in sp.masks]
+    assert tiny_decoder.blocks[1].attn.q_proj.weight.ne(0).all() and tiny_decoder.blocks[0].mlp.fc1.weight.ne(0).all()
+    with pytest.raises(SparsecraftError, match="matches no prunable layer"):
+        prune_model(tiny_decoder, [ids], "wanda", 0.5, layers=["head"])  # outside the blocks
 
 
 def test_pruned_checkpoint_reloads_with_identical_outputs(tiny_bert, minilm_tokenizer, tmp_path) -> None:
     batches = _batches(minilm_tokenizer)
+    source = export_pretrained(tiny_bert, minilm_tokenizer, tmp_path / "dense")
     dense = copy.deepcopy(tiny_bert)
-    report = prune_model(tiny_bert, batches, "sparsegpt", 0.5, "2:4")
-    out = save_pruned(tiny_bert, minilm_tokenizer, tmp_path / "pruned", report.to_metadata())
+    sp, report = prune_model(tiny_bert, batches, "sparsegpt", 0.5, "2:4")
+    out = tmp_path / "pruned.safetensors"
+    sp.save(str(out), model_spec=hf_spec(str(source), tiny_bert), extra=report.to_metadata())
+    ckpt = read_checkpoint(out)
+    assert ckpt.extra["method"] == "sparsegpt" and ckpt.extra["pattern"] == "2:4"
+    assert ckpt.model_spec["source"] == str(source.resolve())
+    assert ckpt.extra["layers"]["encoder.layer.0.attention.self.query"]["sparsity"] == 0.5
+    loaded = Sparsifier.load(str(out), ckpt.build_model())
+    assert loaded.masks.keys() == sp.masks.keys()
+    assert all(torch.equal(loaded.masks[n], m) for n, m in sp.masks.items())
+    assert loaded.sparsity() == sp.sparsity() == 0.5
+    exported = export_pretrained(tiny_bert, minilm_tokenizer, tmp_path / "export")
     from transformers import AutoModel
 
-    plain = AutoModel.from_pretrained(out).eval()
-    loaded, _, meta = load_pruned(out)
+    plain = AutoModel.from_pretrained(exported).eval()
     with torch.no_grad():
         for b in batches:
             expected = tiny_bert(**b).last_hidden_state
             assert torch.equal(plain(**b).last_hidden_state, expected)
-            assert torch.equal(loaded(**b).last_hidden_state, expected)
-    assert meta["method"] == "sparsegpt" and meta["pattern"] == "2:4"
-    assert meta["layers"]["encoder.layer.0.attention.self.query"]["sparsity"] == 0.5
-    errors = layer_errors(dense, loaded, batches)
-    assert set(errors) == set(meta["layers"]) and all(0 < e < 1 for e in errors.values())
-    emb = sentence_embeddings(loaded, batches)
+            assert torch.equal(loaded.model(**b).last_hidden_state, expected)
+    errors = layer_errors(dense, loaded.model, batches)
+    assert set(errors) == set(ckpt.extra["layers"]) and all(0 < e < 1 for e in errors.values())
+    emb = sentence_embeddings(loaded.model, batches)
     assert emb.shape == (len(TEXTS), 16) and torch.allclose(emb.norm(dim=1), torch.ones(len(TEXTS)))
     with pytest.raises(SparsecraftError, match="already exists"):
-        save_pruned(tiny_bert, minilm_tokenizer, out, report.to_metadata())
-
-
-def test_tampered_checkpoint_is_refused(tiny_bert, minilm_tokenizer, tmp_path) -> None:
-    report = prune_model(tiny_bert, _batches(minilm_tokenizer), "wanda", 0.5)
-    meta = report.to_metadata()
-    verify_sparsity(tiny_bert, meta)
-    with torch.no_grad():
-        tiny_bert.encoder.layer[1].output.dense.weight.add_(1.0)
-    with pytest.raises(SparsecraftError, match="layer encoder.layer.1.output.dense has sparsity"):
-        verify_sparsity(tiny_bert, meta)
-    out = save_pruned(tiny_bert, minilm_tokenizer, tmp_path / "bad", meta)
-    (out / METADATA).write_text(json.dumps({**meta, "pattern": "2:4"}))
-    with pytest.raises(SparsecraftError):
-        load_pruned(out)
+        sp.save(str(out))
+    with pytest.raises(SparsecraftError, match="already exists"):
+        export_pretrained(tiny_bert, minilm_tokenizer, exported)

@@ -52,9 +52,16 @@ def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
     torch.manual_seed(args.seed)
     if args.checkpoint:
         ckpt = read_checkpoint(args.checkpoint)
-        model = ckpt.build_model()
         spec = ckpt.model_spec or {}
-        return model, load_dataset(spec.get("data", {}).get("name", args.data), seed=args.seed), spec
+        name = spec.get("data", {}).get("name")
+        if spec and name is None:
+            raise SparsecraftError(f"{args.checkpoint} holds a pretrained transformers model, not an in-project one "
+                                   "trained on a bundled dataset; use `sparsecraft posttrain`, `convert` or `eval`")
+        model = ckpt.build_model()
+        if getattr(args, "data", None) not in (None, name):
+            raise SparsecraftError(f"{args.checkpoint} was trained on {name}, not {args.data}; remove --data")
+        return model, load_dataset(name, seed=args.seed), spec
+    args.data = getattr(args, "data", None) or "digits"
     data = load_dataset(args.data, seed=args.seed)
     model = model_for_data(args.model, data)
     if args.train_epochs:

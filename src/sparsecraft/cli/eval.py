@@ -7,14 +7,78 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import print_rows
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..posttrain.cli import add_eval_arguments, run_eval
-
-    parser = subparsers.add_parser(
+    p = subparsers.add_parser(
         "eval", help="compare a pruned transformers model with its dense original",
         description="Mean cosine similarity of sentence embeddings, top-k neighbour agreement and "
-        "per-layer relative reconstruction error of a pruned model vs its dense original.",
+                    "per-layer relative reconstruction error of a pruned model vs its dense original, on "
+                    "held-out paragraphs (disjoint from the calibration ones).",
     )
-    add_eval_arguments(parser)
-    parser.set_defaults(func=run_eval)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="sparsecraft checkpoint of a transformers model (from `sparsecraft posttrain`)")
+    src.add_argument("--hf", help="a transformers model directory (e.g. written by `posttrain --export-hf`)")
+    p.add_argument("--dense", default=None,
+                   help="dense reference: 'minilm' or a directory (default: the checkpoint's source model)")
+    p.add_argument("--eval-samples", type=int, default=0, help="eval paragraphs to use (0 = all)")
+    p.add_argument("--seq-len", type=int, default=128, help="max tokens per paragraph")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/eval paragraph split")
+    p.add_argument("-k", type=int, default=10, help="neighbours compared in the retrieval agreement")
+    p.add_argument("--layers", action="store_true", help="also print every layer's error")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def load_sparse(args: argparse.Namespace):
+    """``(model, tokenizer, dense source)`` of ``--checkpoint`` or ``--hf``."""
+    from ..checkpoint import read_checkpoint
+    from ..errors import SparsecraftError
+    from ..models.hf import HF, load_pretrained, load_tokenizer
+    from ..sparsifier import Sparsifier
+
+    if args.hf:
+        if args.dense is None:
+            raise SparsecraftError(f"--hf {args.hf} does not record its dense model; pass --dense minilm or a path")
+        model, tokenizer = load_pretrained(args.hf)
+        return model, tokenizer, args.dense
+    ckpt = read_checkpoint(args.checkpoint)
+    spec = ckpt.model_spec or {}
+    if spec.get("name") != HF:
+        raise SparsecraftError(f"{args.checkpoint} holds an in-project model, not a transformers model; "
+                               "eval compares transformers models (use `sparsecraft report` for sparsity)")
+    model = Sparsifier.load(args.checkpoint, ckpt.build_model()).finalize()
+    dense = args.dense or spec["source"]
+    return model.eval(), load_tokenizer(dense), dense
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare the sparse model with its dense original on the eval paragraphs."""
+    from ..models.hf import load_pretrained
+    from ..posttrain.hf import encode, eval_texts
+    from ..posttrain.metrics import layer_errors, sentence_embeddings, summarize
+
+    sparse, tokenizer, dense_source = load_sparse(args)
+    dense, _ = load_pretrained(dense_source)
+    batches = encode(tokenizer, eval_texts(args.eval_samples, args.seed), args.seq_len)
+    errors = layer_errors(dense, sparse, batches)
+    modules = dict(sparse.named_modules())
+    zeros = sum(int((modules[n].weight == 0).sum()) for n in errors)
+    total = sum(modules[n].weight.numel() for n in errors)
+    result = {"model": str(args.checkpoint or args.hf), "dense": dense_source,
+              "eval_texts": sum(len(b["input_ids"]) for b in batches), "sparsity": zeros / max(total, 1),
+              **summarize(sentence_embeddings(dense, batches), sentence_embeddings(sparse, batches), errors, args.k)}
+    if args.layers or args.json:
+        result["layers"] = errors
+    rows = [{"metric": k, "value": v} for k, v in result.items() if k != "layers"]
+    rows += [{"metric": f"error {n}", "value": e} for n, e in (result.get("layers") or {}).items()]
+    if args.json:
+        import json
+        import sys
+
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_rows(rows, ("metric", "value"), title=f"{result['model']} vs {dense_source}")
+    return 0

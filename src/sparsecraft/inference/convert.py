@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
@@ -10,6 +10,7 @@ from torch import nn
 from ..errors import SparsecraftError, check_sparsity
 from ..formats import FORMATS, PackedWeight, pack
 from ..formats.blocks import MAX_BLOCK_COLS
+from ..target import find_targets
 from .dispatch import Dispatcher
 from .linear import MODES, SparseLinear
 
@@ -71,15 +72,31 @@ def _pack_layer(w: torch.Tensor, fmt: str, params: dict[str, int]) -> PackedWeig
     return pack(w, fmt, **params)
 
 
-def convert(model: nn.Module, *, format: str = "auto", format_params: Optional[dict[str, int]] = None,
-            min_sparsity: float = 0.3, mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
-            skip: tuple[str, ...] = ()) -> tuple[nn.Module, list[ConvertedLayer]]:
-    """Swap each nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear.
+def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_dense: Iterable[str] = (),
+            format: str = "auto", format_params: Optional[dict[str, int]] = None, min_sparsity: float = 0.3,
+            mode: str = "auto", dispatcher: Optional[Dispatcher] = None) -> tuple[nn.Module, list[ConvertedLayer]]:
+    """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear.
 
-    ``model`` is changed in place and returned with a per-layer report. ``format`` 'auto' picks
-    N:M, R x 1 blocks or csr16 per layer from the zeros it finds. Layers named in ``skip`` (or
-    starting with one of them) stay dense. Outputs equal the dense masked model's (fp32, to
-    rounding). Mode: see :class:`SparseLinear`.
+    Parameters
+    ----------
+    model : nn.Module
+        Changed in place (pruned, or holding a Sparsifier's ``weight_mask`` buffers).
+    layers, keep_dense : module names, globs or parent modules
+        Which Linears to consider, as in :func:`sparsecraft.find_targets` (default: all).
+    format : str
+        'auto' picks N:M, R x 1 blocks or csr16 per layer from the zeros it finds; or one of
+        :data:`FORMAT_CHOICES`, with ``format_params``.
+    min_sparsity : float
+        Layers with fewer zeros stay dense.
+    mode, dispatcher
+        Kernel or dense execution per call: see :class:`SparseLinear`.
+
+    Returns
+    -------
+    model : nn.Module
+        The same object; outputs equal the dense masked model's (fp32, to rounding).
+    report : list of ConvertedLayer
+        One row per considered Linear, in module order.
     """
     if format not in FORMAT_CHOICES:
         raise SparsecraftError(f"unknown format {format!r}; choose one of: {', '.join(FORMAT_CHOICES)}")
@@ -88,15 +105,16 @@ def convert(model: nn.Module, *, format: str = "auto", format_params: Optional[d
     check_sparsity(min_sparsity, "min_sparsity")
     params = dict(format_params or {})
     report: list[ConvertedLayer] = []
-    targets = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
-    for name, module in targets:
+    # exact type: subclasses (MultiheadAttention's out_proj) are read directly by their owners
+    targets = [t for t in find_targets(model, layers, keep_dense, types=(nn.Linear,)) if type(t.module) is nn.Linear]
+    for t in targets:
+        name, module = t.module_name, t.module
         w = masked_weight(module)
         out, inp = w.shape
         sparsity = 1.0 - float((w != 0).sum()) / max(1, w.numel())
         dense_bytes = 4 * w.numel()
-        keep_dense = (any(name == s or name.startswith(s + ".") for s in skip) or sparsity < min_sparsity
-                      or (format in ("auto", "csr16") and inp > MAX_BLOCK_COLS and not params))
-        if keep_dense:
+        stays_dense = sparsity < min_sparsity or (format in ("auto", "csr16") and inp > MAX_BLOCK_COLS and not params)
+        if stays_dense:
             report.append(ConvertedLayer(name, (out, inp), sparsity, "dense", {}, dense_bytes, dense_bytes))
             continue
         try:

@@ -1,17 +1,29 @@
 """Calibrated, layer-wise post-training pruning of pretrained transformers.
 
-``prune_model(model, batches, method, sparsity, pattern)`` prunes every Linear in a model's
-transformer blocks, block by block, with ``magnitude``, ``wanda``, ``sparsegpt`` or their OWL
-variants (``owl-wanda``, ``owl-sparsegpt``), unstructured or N:M. See ``docs/posttrain.md``.
+``sp, report = prune_model(model, batches, method, sparsity, pattern)`` prunes the Linears in a
+model's transformer blocks, block by block, with ``magnitude``, ``wanda``, ``sparsegpt`` or their
+OWL variants (``owl-wanda``, ``owl-sparsegpt``), unstructured or N:M, and returns the masks in a
+:class:`sparsecraft.Sparsifier` (save, report, fine-tune and convert it like any other). See
+``docs/posttrain.md``.
 """
 from __future__ import annotations
 
+from ..calibration import LayerStats, relative_error
+from .finetune import DISTILL_LOSSES, distill
 from .methods import METHODS, Method, PruneResult, magnitude, sparsegpt, wanda
 from .owl import outlier_ratio, owl_sparsities
-from .pipeline import BlockCall, LayerReport, PruneReport, capture_block_inputs, find_blocks, prune_model
-from .stats import LayerStats, relative_error
+from .pipeline import (
+    BlockCall,
+    LayerReport,
+    PruneReport,
+    block_targets,
+    capture_block_inputs,
+    find_blocks,
+    prune_model,
+)
 
 __all__ = [
+    "DISTILL_LOSSES",
     "METHODS",
     "BlockCall",
     "LayerReport",
@@ -19,7 +31,9 @@ __all__ = [
     "Method",
     "PruneReport",
     "PruneResult",
+    "block_targets",
     "capture_block_inputs",
+    "distill",
     "find_blocks",
     "magnitude",
     "outlier_ratio",

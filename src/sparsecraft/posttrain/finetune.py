@@ -7,8 +7,9 @@
 * ``output``: plain output distillation, the same normalised MSE on the model's final output only
   (last hidden state of an encoder, logits of a decoder LM).
 
-Pruned weights stay exactly zero: gradients of pruned entries are zeroed before every step and the
-masks re-applied after it.
+The masks are the :class:`sparsecraft.Sparsifier`'s (from :func:`prune_model`,
+``Sparsifier.load`` or any other pruning): it is attached to the optimizer, so pruned weights
+stay exactly zero and their optimizer state never accumulates.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from ..errors import SparsecraftError
 from ..registry import Registry
+from ..sparsifier import Sparsifier
 from .metrics import hidden_states
 from .pipeline import Batch, block_output, find_blocks
 
@@ -58,19 +60,8 @@ def _features(model: nn.Module, batch: Batch) -> list[torch.Tensor]:
     return [*outs, final]
 
 
-def pruned_masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Keep-masks ``weight != 0`` of every Linear weight inside the model's blocks that has zeros."""
-    blocks = find_blocks(model)
-    prefix = next(n for n, m in model.named_modules() if m is blocks)
-    masks = {}
-    for name, module in blocks.named_modules():
-        if isinstance(module, nn.Linear) and bool((module.weight == 0).any()):
-            masks[f"{prefix}.{name}.weight" if prefix else f"{name}.weight"] = module.weight.detach() != 0
-    return masks
-
-
 def distill(
-    student: nn.Module,
+    sparsifier: Sparsifier,
     teacher: nn.Module,
     batches: Sequence[Batch],
     loss: str = "squarehead",
@@ -79,19 +70,40 @@ def distill(
     seed: int = 0,
     progress: bool = False,
 ) -> list[float]:
-    """Fine-tune ``student`` in place towards ``teacher`` for ``steps`` AdamW steps, cycling over
-    ``batches`` in a seeded order; returns the loss of every step. Zeros of the student's block
-    Linears stay zero."""
+    """Fine-tune the sparse model towards its dense ``teacher``, masks fixed.
+
+    Parameters
+    ----------
+    sparsifier : Sparsifier
+        Holds the student (``sparsifier.model``, changed in place) and its masks.
+    teacher : nn.Module
+        The dense model, same architecture (not changed).
+    batches : sequence of dict
+        Keyword batches of ``model.forward``, cycled in a seeded order.
+    loss : str
+        A name in :data:`DISTILL_LOSSES` (``squarehead`` or ``output``).
+    steps : int
+        AdamW steps at learning rate ``lr`` (no weight decay).
+    seed : int
+        Seeds the batch order and dropout.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    list of float
+        The loss of every step.
+    """
     from rich.progress import Progress
 
     loss_fn = DISTILL_LOSSES.get(loss)
     if steps < 1 or not batches:
         raise SparsecraftError(f"distillation needs steps >= 1 and at least one batch, got {steps} and {len(batches)}")
-    masks = pruned_masks(student)
-    params = dict(student.named_parameters())
+    student = sparsifier.model
     teacher.eval()
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    sparsifier.attach(opt)
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
     history = []
@@ -108,13 +120,7 @@ def distill(
             value = loss_fn(target, _features(student, batch), mask.bool() if mask is not None else None)
             opt.zero_grad(set_to_none=True)
             value.backward()
-            for name, keep in masks.items():
-                if params[name].grad is not None:
-                    params[name].grad.mul_(keep)
             opt.step()
-            with torch.no_grad():
-                for name, keep in masks.items():
-                    params[name].mul_(keep)
             history.append(float(value.detach()))
             bar.update(task, advance=1, description=f"{loss} distillation loss {value.item():.4f}")
     student.eval()

@@ -23,10 +23,11 @@ from typing import Callable
 
 import torch
 
+from ..calibration import LayerStats, wanda_scores
 from ..errors import SparsecraftError
+from ..options import Option
 from ..patterns import NM, Pattern, Unstructured
 from ..registry import Registry
-from .stats import LayerStats
 
 
 @dataclass
@@ -42,15 +43,30 @@ LayerFn = Callable[..., PruneResult]
 
 @dataclass(frozen=True)
 class Method:
-    """A registered post-training method: a layer function, whether it needs calibration
-    statistics, whether OWL (outlier-weighted layer sparsity) chooses per-block sparsities, and
-    the names of the extra keyword options ``prune_layer`` accepts."""
+    """A registered post-training method.
+
+    Parameters
+    ----------
+    name : str
+    prune_layer : callable ``(weight, stats, sparsity, pattern, **layer_options) -> PruneResult``
+    needs_stats : bool
+        Needs calibration statistics of the layer inputs.
+    owl : bool
+        Outlier-weighted layer sparsity (OWL) chooses a sparsity per block.
+    options : tuple of Option
+        Every option the method takes (the CLI builds its flags from these); those whose names
+        :attr:`layer_options` lists go to ``prune_layer``, the OWL ones to the pipeline.
+    """
 
     name: str
     prune_layer: LayerFn
     needs_stats: bool
     owl: bool = False
-    options: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
+
+    @property
+    def layer_options(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options if o.name not in OWL_OPTION_NAMES)
 
 
 METHODS: Registry[Method] = Registry("post-training method")
@@ -82,11 +98,6 @@ def row_lowest_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     if k > 0:
         keep.scatter_(1, torch.topk(scores, k, dim=1, largest=False).indices, False)
     return keep
-
-
-def wanda_scores(weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
-    """``|W_ij| * ||X_j||_2``, shape ``(out, in)``."""
-    return weight.detach().abs().float() * stats.sq_norms.sqrt().float().unsqueeze(0)
 
 
 def wanda(weight: torch.Tensor, stats: LayerStats, sparsity: float, pattern: Pattern) -> PruneResult:
@@ -173,9 +184,24 @@ def sparsegpt(
     return _finish(w, ~pruned, weight.dtype)
 
 
-_SPARSEGPT_OPTIONS = ("blocksize", "percdamp")
-METHODS.register("magnitude")(Method("magnitude", magnitude, needs_stats=False))
-METHODS.register("wanda")(Method("wanda", wanda, needs_stats=True))
-METHODS.register("sparsegpt")(Method("sparsegpt", sparsegpt, needs_stats=True, options=_SPARSEGPT_OPTIONS))
-METHODS.register("owl-wanda")(Method("owl-wanda", wanda, needs_stats=True, owl=True))
-METHODS.register("owl-sparsegpt")(Method("owl-sparsegpt", sparsegpt, needs_stats=True, owl=True, options=_SPARSEGPT_OPTIONS))
+SPARSEGPT_OPTIONS = (
+    Option("blocksize", int, 128, "SparseGPT column block size (lazy batch updates)"),
+    Option("percdamp", float, 0.01, "SparseGPT dampening, fraction of the mean Hessian diagonal"),
+)
+OWL_OPTIONS = (
+    Option("owl_m", float, 5.0, "OWL outlier threshold, in multiples of the mean Wanda score"),
+    Option("owl_lambda", float, 0.08, "OWL largest deviation of a block's sparsity from the target"),
+)
+OWL_OPTION_NAMES = tuple(o.name for o in OWL_OPTIONS)
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` under its name."""
+    return METHODS.register(method.name)(method)
+
+
+register(Method("magnitude", magnitude, needs_stats=False))
+register(Method("wanda", wanda, needs_stats=True))
+register(Method("sparsegpt", sparsegpt, needs_stats=True, options=SPARSEGPT_OPTIONS))
+register(Method("owl-wanda", wanda, needs_stats=True, owl=True, options=OWL_OPTIONS))
+register(Method("owl-sparsegpt", sparsegpt, needs_stats=True, owl=True, options=SPARSEGPT_OPTIONS + OWL_OPTIONS))

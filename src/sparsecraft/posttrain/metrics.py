@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..calibration import InputRecorder, relative_error
 from ..errors import SparsecraftError
-from .pipeline import Batch, InputRecorder, find_blocks
-from .stats import relative_error
+from .pipeline import Batch, block_targets
 
 
 def hidden_states(output: Any) -> torch.Tensor:
@@ -75,17 +75,14 @@ def layer_errors(dense: nn.Module, sparse: nn.Module, batches: Sequence[Batch]) 
     sparse model gives that layer (real tokens only).
     """
     dense_mods = dict(dense.named_modules())
-    blocks = find_blocks(sparse)
-    names = {m: n for n, m in sparse.named_modules()}
-    linears = [(names[m], m) for m in blocks.modules() if isinstance(m, nn.Linear)]
+    targets = [t for ts in block_targets(sparse) for t in ts]
     sparse.eval()
-    with InputRecorder(linears) as recorder:
+    with InputRecorder({t.module_name: t.module for t in targets}) as recorder:
         for batch in batches:
             recorder.token_mask = batch.get("attention_mask")
             sparse(**batch)
-    stats = recorder.stats
-    sparse_mods = dict(sparse.named_modules())
-    return {n: relative_error(dense_mods[n].weight, sparse_mods[n].weight, s.gram) for n, s in stats.items()}
+    return {t.module_name: relative_error(dense_mods[t.module_name].weight, t.param, recorder.stats[t.module_name].gram)
+            for t in targets}
 
 
 def perplexity(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> float:

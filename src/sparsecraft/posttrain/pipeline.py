@@ -4,30 +4,37 @@ Following the SparseGPT and Wanda reference pipelines, calibration data first ru
 model up to the first transformer block, where the block's inputs (hidden states and any extra
 arguments such as attention masks) are captured. Then, one block at a time:
 
-1. run the block on its inputs with hooks that accumulate each Linear's input statistics
-   (:class:`LayerStats`, padded tokens excluded);
-2. prune every Linear of the block with the chosen method;
+1. run the block on its inputs with hooks that accumulate each target Linear's input statistics
+   (:class:`sparsecraft.calibration.InputRecorder`, padded tokens excluded);
+2. prune every target Linear of the block with the chosen method (SparseGPT also updates the
+   weights it keeps);
 3. run the *pruned* block again: its outputs are the next block's inputs.
 
 So every block is calibrated on the activations of the already-pruned blocks before it, and only
-one block's statistics are alive at a time. Works for Hugging Face encoders/decoders (BERT, GPT-2
+one block's statistics are alive at a time. The target layers come from the core's
+:func:`sparsecraft.find_targets` (Linears within the blocks, narrowed by ``layers`` /
+``keep_dense``) and the result is the core's hand-off: a :class:`sparsecraft.Sparsifier` holding
+one mask per pruned weight, which ``report``, ``save``, ``attach`` (fine-tuning) and
+``inference.convert`` use like any other. Works for Hugging Face encoders/decoders (BERT, GPT-2
 style models whose blocks are Linear-based) and for :class:`sparsecraft.models.TinyTransformer`.
 """
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ..calibration import InputRecorder, LayerStats, relative_error, wanda_scores
 from ..errors import SparsecraftError, check_sparsity
+from ..options import collect
 from ..patterns import NM, Pattern, get_pattern
-from .methods import METHODS, Method, check_pattern, wanda_scores
+from ..sparsifier import Sparsifier
+from ..target import Target, find_targets
+from .methods import METHODS, Method, check_pattern
 from .owl import outlier_ratio, owl_sparsities
-from .stats import LayerStats, relative_error
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -127,9 +134,27 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
     return best
 
 
-def block_linears(block: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """All ``nn.Linear`` modules of ``block`` in definition order, with names relative to it."""
-    return [(n, m) for n, m in block.named_modules() if isinstance(m, nn.Linear)]
+def block_targets(model: nn.Module, layers: Iterable[str] | None = None,
+                  keep_dense: Iterable[str] = ()) -> list[list[Target]]:
+    """The Linear targets inside each transformer block of ``model``, one list per block.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layers, keep_dense : module names, globs or parent modules, as in :func:`sparsecraft.find_targets`
+
+    Returns
+    -------
+    list of list of Target
+        ``result[i]`` holds the targets of ``find_blocks(model)[i]`` (possibly none), in module order.
+    """
+    blocks = find_blocks(model)
+    targets = find_targets(model, layers, keep_dense, types=(nn.Linear,), within=blocks)
+    owner = {id(m): i for i, block in enumerate(blocks) for m in block.modules()}
+    grouped: list[list[Target]] = [[] for _ in blocks]
+    for t in targets:
+        grouped[owner[id(t.module)]].append(t)
+    return grouped
 
 
 def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, batches: Sequence[Batch]) -> list[BlockCall]:
@@ -172,70 +197,45 @@ def run_block(block: nn.Module, calls: Sequence[BlockCall]) -> list[torch.Tensor
     return [block_output(block(*c.args, **c.kwargs)) for c in calls]
 
 
-class InputRecorder:
-    """Forward hooks accumulating the input statistics of named Linears, real tokens only.
-
-    Set ``token_mask`` (``(B, T)`` bool, or None) before each forward; inputs ``(B, T, in)`` are
-    reduced to the masked rows. Use as a context manager; ``stats`` maps names to LayerStats.
-    """
-
-    def __init__(self, linears: Sequence[tuple[str, nn.Linear]], diag_only: bool = False) -> None:
-        self.linears = list(linears)
-        self.stats = {n: LayerStats(m.in_features, diag_only) for n, m in self.linears}
-        self.token_mask: torch.Tensor | None = None
-        self._stack = ExitStack()
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
-            x, mask = inputs[0], self.token_mask
-            if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-                x = x[mask.bool()]
-            self.stats[name].add(x)
-
-        return hook
-
-    def __enter__(self) -> "InputRecorder":
-        for name, module in self.linears:
-            self._stack.callback(module.register_forward_hook(self._hook(name)).remove)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-
 def collect_stats(
-    block: nn.Module, calls: Sequence[BlockCall], diag_only: bool = False
+    block: nn.Module, targets: Sequence[Target], calls: Sequence[BlockCall], diag_only: bool = False
 ) -> tuple[dict[str, LayerStats], list[torch.Tensor]]:
-    """Run ``block`` on ``calls`` accumulating every Linear's input statistics (real tokens only).
+    """Run ``block`` on ``calls`` accumulating the input statistics of ``targets`` (real tokens only).
 
-    Returns the statistics by layer name and the block outputs.
+    Returns
+    -------
+    stats : dict
+        :class:`LayerStats` by target name.
+    outputs : list of Tensor ``(B, T, d)``
+        The block's outputs, one per call.
     """
     outputs = []
-    with InputRecorder(block_linears(block), diag_only) as recorder:
+    with InputRecorder({t.name: t.module for t in targets}, diag_only) as recorder:
         for call in calls:
             recorder.token_mask = call.token_mask
             outputs.append(block_output(block(*call.args, **call.kwargs)))
     return recorder.stats, outputs
 
 
-def check_model_pattern(blocks: nn.ModuleList, pattern: Pattern) -> None:
-    """Refuse an N:M pattern whose M does not divide every Linear's input width."""
+def check_model_pattern(targets: Iterable[Target], pattern: Pattern) -> None:
+    """Refuse an N:M pattern whose M does not divide every target Linear's input width."""
     if isinstance(pattern, NM):
-        for i, block in enumerate(blocks):
-            for name, lin in block_linears(block):
-                if lin.in_features % pattern.m:
-                    raise SparsecraftError(
-                        f"layer {i}.{name} has {lin.in_features} inputs, not divisible by M={pattern.m} "
-                        f"of pattern {pattern}; choose an M that divides every layer's input width"
-                    )
+        for t in targets:
+            if t.module.in_features % pattern.m:
+                raise SparsecraftError(
+                    f"layer {t.module_name} has {t.module.in_features} inputs, not divisible by M={pattern.m} "
+                    f"of pattern {pattern}; choose an M that divides every layer's input width, or keep it dense"
+                )
 
 
-def owl_block_ratios(blocks: nn.ModuleList, calls: Sequence[BlockCall], m: float) -> list[float]:
+def owl_block_ratios(blocks: nn.ModuleList, targets: Sequence[Sequence[Target]], calls: Sequence[BlockCall],
+                     m: float) -> list[float]:
     """OWL outlier ratio of every block, from a dense pass over the calibration data."""
     ratios = []
-    for block in blocks:
-        stats, outs = collect_stats(block, calls, diag_only=True)
-        ratios.append(outlier_ratio([wanda_scores(lin.weight, stats[n]) for n, lin in block_linears(block)], m))
+    for block, block_targets_ in zip(blocks, targets):
+        stats, outs = collect_stats(block, block_targets_, calls, diag_only=True)
+        ratios.append(outlier_ratio([wanda_scores(t.param, stats[t.name]) for t in block_targets_], m)
+                      if block_targets_ else 0.0)
         calls = [c.with_hidden(o) for c, o in zip(calls, outs)]
     return ratios
 
@@ -249,8 +249,15 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-def check_request(method: str | Method, sparsity: float, pattern: str | Pattern) -> tuple[Method, float, Pattern]:
-    """Validate a method/sparsity/pattern combination before any work; returns them parsed."""
+def check_request(method: str | Method, sparsity: float, pattern: str | Pattern,
+                  options: Mapping[str, Any] | None = None) -> tuple[Method, float, Pattern, dict[str, Any]]:
+    """Validate a method / sparsity / pattern / options combination before any work.
+
+    Returns
+    -------
+    method, sparsity, pattern, options
+        Parsed; ``options`` holds every option of the method (defaults filled in).
+    """
     spec = METHODS.get(method) if isinstance(method, str) else method
     target = check_sparsity(sparsity)
     pat = check_pattern(get_pattern(pattern))
@@ -259,7 +266,16 @@ def check_request(method: str | Method, sparsity: float, pattern: str | Pattern)
             f"method {spec.name} gives every block its own sparsity, but pattern {pat} fixes it at "
             f"{pat.n}/{pat.m}; use --pattern unstructured with OWL"
         )
-    return spec, target, pat
+    given = dict(options or {})
+    valid = {o.name for o in spec.options}
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        allowed = ", ".join(sorted(valid)) or "none"
+        raise SparsecraftError(f"option {unknown[0]!r} does not apply to method {spec.name}; its options: {allowed}")
+    opts = {o.name: o.default for o in spec.options} | collect(spec.options, given)
+    if opts.get("blocksize", 1) < 1 or opts.get("percdamp", 1.0) <= 0:
+        raise SparsecraftError(f"blocksize must be >= 1 and percdamp > 0, got {opts['blocksize']} and {opts['percdamp']}")
+    return spec, target, pat, opts
 
 
 @torch.no_grad()
@@ -270,29 +286,51 @@ def prune_model(
     sparsity: float = 0.5,
     pattern: str | Pattern = "unstructured",
     *,
-    owl_m: float = 5.0,
-    owl_lambda: float = 0.08,
-    blocksize: int = 128,
-    percdamp: float = 0.01,
+    layers: Iterable[str] | None = None,
+    keep_dense: Iterable[str] = (),
     progress: bool = False,
     on_block_inputs: Callable[[int, list[torch.Tensor]], None] | None = None,
-) -> PruneReport:
-    """Prune every Linear inside ``model``'s transformer blocks in place, block by block.
+    **options: Any,
+) -> tuple[Sparsifier, PruneReport]:
+    """Prune the Linears inside ``model``'s transformer blocks, block by block, and hold the masks.
 
-    ``batches`` are keyword arguments of ``model.forward`` (e.g. ``input_ids``/``attention_mask``
-    of shape ``(B, T)``); ``attention_mask`` marks the tokens counted in the statistics.
-    ``sparsity`` is ignored by N:M patterns (density N/M); OWL methods spread ``sparsity`` over
-    blocks by outlier ratio (``owl_m``, ``owl_lambda``) and need an unstructured pattern.
-    ``on_block_inputs(i, hidden_states)`` sees each block's inputs before it is pruned.
+    Parameters
+    ----------
+    model : nn.Module
+        Changed in place: pruned weights become exact zeros (SparseGPT also updates kept weights).
+    batches : sequence of dict
+        Keyword arguments of ``model.forward`` (e.g. ``input_ids`` / ``attention_mask`` of shape
+        ``(B, T)``); ``attention_mask`` marks the tokens counted in the statistics.
+    method : str or Method
+        A name in :data:`METHODS`: magnitude, wanda, sparsegpt, owl-wanda, owl-sparsegpt.
+    sparsity : float
+        Fraction of zeros in [0, 1) per layer (ignored by N:M patterns, density N/M); OWL methods
+        spread it over blocks by outlier ratio.
+    pattern : str or Pattern
+        ``"unstructured"`` or N:M such as ``"2:4"``.
+    layers, keep_dense : module names, globs or parent modules
+        Narrow the Linears inside the blocks (see :func:`sparsecraft.find_targets`).
+    progress : bool
+        Show a progress bar per layer.
+    on_block_inputs : callable ``(i, hidden_states)``, optional
+        Sees each block's inputs before it is pruned.
+    **options
+        The method's own options (``METHODS[method].options``: blocksize, percdamp, owl_m, owl_lambda).
+
+    Returns
+    -------
+    sparsifier : Sparsifier
+        One mask per pruned weight (named ``"<module>.weight"``), attached to ``model``.
+    report : PruneReport
+        Per-layer sparsity, relative reconstruction error and seconds.
     """
-    spec, target, pat = check_request(method, sparsity, pattern)
+    spec, target, pat, opts = check_request(method, sparsity, pattern, options)
     if spec.needs_stats and len(batches) == 0:
         raise SparsecraftError(f"method {spec.name} needs calibration data; give at least 1 calibration sample")
-    if blocksize < 1 or percdamp <= 0:
-        raise SparsecraftError(f"blocksize must be >= 1 and percdamp > 0, got {blocksize} and {percdamp}")
     blocks = find_blocks(model)
-    check_model_pattern(blocks, pat)
-    opts = {k: v for k, v in {"blocksize": blocksize, "percdamp": percdamp}.items() if k in spec.options}
+    targets = block_targets(model, layers, keep_dense)
+    check_model_pattern((t for ts in targets for t in ts), pat)
+    layer_opts = {k: opts[k] for k in spec.layer_options}
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -300,38 +338,34 @@ def prune_model(
     tokens = sum(c.hidden.shape[0] * c.hidden.shape[1] if c.token_mask is None else int(c.token_mask.sum()) for c in calls)
     report = PruneReport(spec.name, str(pat), target, len(calls), tokens)
     if spec.owl:
-        report.block_sparsity = owl_sparsities(owl_block_ratios(blocks, calls, owl_m), target, owl_lambda)
+        ratios = owl_block_ratios(blocks, targets, calls, opts["owl_m"])
+        report.block_sparsity = owl_sparsities(ratios, target, opts["owl_lambda"])
     else:
         uniform = 1.0 - pat.fixed_density if pat.fixed_density is not None else target
         report.block_sparsity = [uniform] * len(blocks)
-    n_layers = sum(len(block_linears(b)) for b in blocks)
+    masks: dict[str, torch.Tensor] = {}
     with _progress(progress) as bar:
-        task = bar.add_task(f"{spec.name} {pat}", total=n_layers)
-        for i, block in enumerate(blocks):
+        task = bar.add_task(f"{spec.name} {pat}", total=sum(len(ts) for ts in targets))
+        for i, (block, block_targets_) in enumerate(zip(blocks, targets)):
             if on_block_inputs is not None:
                 on_block_inputs(i, [c.hidden for c in calls])
-            stats, _ = collect_stats(block, calls) if calls else ({}, None)
-            for name, lin in block_linears(block):
-                bar.update(task, description=f"{spec.name} {pat} block {i} {name}")
+            stats = collect_stats(block, block_targets_, calls)[0] if calls and block_targets_ else {}
+            for t in block_targets_:
+                bar.update(task, description=f"{spec.name} {pat} {t.module_name}")
                 t0 = time.perf_counter()
-                layer_stats = stats.get(name)
-                result = spec.prune_layer(lin.weight.data, layer_stats, report.block_sparsity[i], pat, **opts)
-                err = relative_error(lin.weight.data, result.weight, layer_stats.gram) if layer_stats else None
-                lin.weight.data.copy_(result.weight)
+                weight = t.param.data
+                layer_stats = stats.get(t.name)
+                result = spec.prune_layer(weight, layer_stats, report.block_sparsity[i], pat, **layer_opts)
+                err = relative_error(weight, result.weight, layer_stats.gram) if layer_stats else None
+                weight.copy_(result.weight)
+                masks[t.name] = result.mask
                 report.layers.append(LayerReport(
-                    f"{_prefix(model, blocks)}{i}.{name}", tuple(lin.weight.shape), report.block_sparsity[i],
-                    float((lin.weight == 0).float().mean()), err, time.perf_counter() - t0,
+                    t.module_name, tuple(weight.shape), report.block_sparsity[i],
+                    float((weight == 0).float().mean()), err, time.perf_counter() - t0,
                 ))
                 bar.advance(task)
             if calls:
                 calls = [c.with_hidden(o) for c, o in zip(calls, run_block(block, calls))]
     report.seconds = time.perf_counter() - start
     model.train(was_training)
-    return report
-
-
-def _prefix(model: nn.Module, blocks: nn.ModuleList) -> str:
-    for name, module in model.named_modules():
-        if module is blocks:
-            return f"{name}." if name else ""
-    return ""
+    return Sparsifier(model, masks, {name: pat for name in masks}), report
