@@ -35,7 +35,21 @@ def _digest(t: torch.Tensor) -> str:
 def save_checkpoint(path: str | Path, model: nn.Module, masks: dict[str, torch.Tensor],
                     patterns: dict[str, str], force: bool = False, model_spec: dict | None = None,
                     extra: dict | None = None) -> None:
-    """Write ``model``'s weights and ``masks`` atomically to ``path`` (refuses to overwrite)."""
+    """Write ``model``'s weights and ``masks`` atomically to one safetensors file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file; refused if it exists unless ``force``.
+    model : nn.Module
+        Every ``state_dict`` entry is saved under its own name.
+    masks : dict
+        ``{param name: bool mask}``; ``patterns`` gives each mask's pattern spec.
+    model_spec : dict, optional
+        How to rebuild the architecture (``sparsecraft.models`` spec or a transformers spec).
+    extra : dict, optional
+        JSON-able metadata (how the model was pruned), returned as ``Checkpoint.extra``.
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -127,7 +141,19 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and verify a checkpoint written by :func:`save_checkpoint`."""
+    """Read and verify a checkpoint written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    Checkpoint
+        Weights, masks, patterns, model spec and extra metadata, all verified.
+
+    Raises
+    ------
+    SparsecraftError
+        Missing, truncated or corrupt file, foreign metadata, checksum mismatch, a mask that breaks
+        its pattern, or a non-zero weight where its mask is False: one line each.
+    """
     from safetensors import safe_open
 
     path = Path(path)

@@ -20,10 +20,25 @@ def plan_masks(
     scores: dict[str, torch.Tensor],
     allocation: str = "global",
 ) -> dict[str, torch.Tensor]:
-    """Masks for the parameters named in ``scores`` (each of its parameter's shape).
+    """Masks for the parameters named in ``scores``.
 
     N:M patterns keep N of every M regardless of ``sparsity`` and ``allocation``; other patterns
     drop the groups chosen by the allocator, lowest scores first.
+
+    Parameters
+    ----------
+    sparsity : float
+        Overall fraction of zeros in [0, 1) over the scored parameters.
+    pattern : str or Pattern
+    scores : dict
+        ``{param name: scores}``, each of its parameter's shape (higher = more important).
+    allocation : str
+        A name in :data:`sparsecraft.allocation.ALLOCATORS`.
+
+    Returns
+    -------
+    dict
+        ``{param name: bool mask}`` of each parameter's shape (True = kept).
     """
     sparsity = check_sparsity(sparsity)
     pat = get_pattern(pattern)
@@ -58,15 +73,30 @@ def prune(
 ) -> Sparsifier:
     """Prune ``model`` in one shot and return the :class:`Sparsifier` holding its masks.
 
-    Args:
-        sparsity: overall fraction of zeros in [0, 1) over the targeted weights (ignored by N:M).
-        pattern: ``"unstructured"``, ``"2:4"`` (any N:M), ``"block4x1"``, ``"channel"``, ``"head64"``.
-        criterion: a name in ``sparsecraft.criteria.CRITERIA`` (magnitude, random, snip, taylor,
-            movement, wanda, l1_norm, l2_norm, bn_scale).
-        allocation: a name in ``sparsecraft.allocation.ALLOCATORS`` (uniform, global, er, erk).
-        calib: calibration batch ``x`` or ``(x, y)`` (or a list) for data-driven criteria.
-        layers / keep_dense: module names or globs to include / leave dense ("first", "last" ok).
-        loss_fn: loss for gradient criteria (default cross-entropy).
+    Parameters
+    ----------
+    model : nn.Module
+        Changed in place: pruned weights become exact zeros.
+    sparsity : float
+        Overall fraction of zeros in [0, 1) over the targeted weights (ignored by N:M).
+    pattern : str or Pattern
+        ``"unstructured"``, ``"2:4"`` (any N:M), ``"block4x1"``, ``"channel"``, ``"head64"``.
+    criterion : str
+        A name in ``sparsecraft.criteria.CRITERIA`` (magnitude, random, snip, taylor, movement,
+        wanda, l1_norm, l2_norm, bn_scale).
+    allocation : str
+        A name in ``sparsecraft.allocation.ALLOCATORS`` (uniform, global, er, erk).
+    calib : Tensor, tuple or list, optional
+        Calibration batch ``x`` or ``(x, y)`` (or a list) for data-driven criteria.
+    layers, keep_dense : iterable of str
+        Module names, globs or parent modules to include / leave dense ("first", "last" ok).
+    loss_fn : callable, optional
+        Loss for gradient criteria (default token cross-entropy).
+
+    Returns
+    -------
+    Sparsifier
+        The masks, attached to ``model``.
 
     Example::
 
