@@ -28,12 +28,21 @@ from .target import Target, target_by_name
 class Sparsifier:
     """Holds one mask per target parameter of ``model`` and keeps the pruned weights at zero.
 
-    Args:
-        model: the model whose parameters are masked (the inner module if wrapped in DDP).
-        masks: ``{"layer.weight": bool tensor of that parameter's shape}``.
-        patterns: ``{"layer.weight": pattern spec}``; default unstructured. Masks are validated.
-        mask_grads: zero the gradients of pruned weights (turn off to see dense gradients, as
-            RigL needs at its update steps; :meth:`dense_grads` does that temporarily).
+    The one hand-off between the stages: one-shot pruning (:func:`sparsecraft.prune`), the
+    training updaters and post-training pruning (:func:`sparsecraft.posttrain.prune_model`) all
+    return one, and reporting, fine-tuning (:meth:`attach`), saving and conversion read it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model whose parameters are masked (the inner module if wrapped in DDP).
+    masks : dict
+        ``{"layer.weight": bool tensor of that parameter's shape}`` (True = kept).
+    patterns : dict, optional
+        ``{"layer.weight": pattern spec}``; default unstructured. Masks are validated.
+    mask_grads : bool
+        Zero the gradients of pruned weights (turn off to see dense gradients, as RigL needs at
+        its update steps; :meth:`dense_grads` does that temporarily).
     """
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor],
@@ -137,7 +146,13 @@ class Sparsifier:
 
     # ---------------------------------------------------------------------------- report
     def report(self) -> list[dict[str, Any]]:
-        """Per-target rows plus a final ``"total"`` row (see :func:`report_rows`)."""
+        """Per-target rows plus a final ``"total"`` row.
+
+        Returns
+        -------
+        list of dict
+            Keys layer, shape, pattern, params, kept, sparsity (see :func:`report_rows`).
+        """
         return report_rows(self.masks, {n: str(p) for n, p in self.patterns.items()})
 
     def sparsity(self) -> float:
