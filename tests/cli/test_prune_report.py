@@ -262,3 +262,20 @@ def test_prune_trained_model_json_stdout_is_pure_json(cli, tmp_path):
     assert rep["accuracy_before"] > 0.5 and 0.0 <= rep["accuracy_after"] <= 1.0  # one epoch learns digits
     assert rep["rows"][-1]["kept"] == MLP_PARAMS - round(0.3 * MLP_PARAMS)
     assert read_checkpoint(out).extra == {"criterion": "magnitude", "allocation": "global", "sparsity": 0.3}
+
+
+def test_finetune_an_in_project_checkpoint_keeps_its_masks(cli, tmp_path, base_ckpt):
+    from sparsecraft import read_checkpoint
+
+    out = tmp_path / "ft.safetensors"
+    result = cli.json("finetune", "--checkpoint", base_ckpt, "--epochs", "1", "--lr", "1e-3", "--out", out)
+    assert result["dataset"] == "digits" and 0.0 <= result["accuracy_after"] <= 1.0
+    before, after = read_checkpoint(base_ckpt), read_checkpoint(out)
+    assert set(after.masks) == set(before.masks)
+    for name, mask in before.masks.items():
+        assert torch.equal(after.masks[name], mask) and not after.state_dict[name][~mask].any()
+    assert any(not torch.equal(after.state_dict[n], before.state_dict[n]) for n in before.masks)
+    assert result["rows"][-1]["kept"] == cli.json("report", base_ckpt)["rows"][-1]["kept"]
+    cli.fails("finetune", "--checkpoint", base_ckpt, "--steps", "5", "--out", tmp_path / "x.safetensors",
+              match="--steps applies to transformers models")
+    assert not (tmp_path / "x.safetensors").exists()

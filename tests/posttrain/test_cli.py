@@ -169,3 +169,22 @@ def test_eval_refuses_an_in_project_checkpoint(tmp_path, capsys) -> None:
     sparsecraft.prune(copy.deepcopy(model), 0.5).save(str(tmp_path / "mlp.safetensors"))
     code, _, err = _run(capsys, ["eval", "--checkpoint", str(tmp_path / "mlp.safetensors")])
     assert code == 2 and "not a transformers model" in err
+
+
+def test_finetune_a_posttrained_checkpoint_keeps_its_masks(tmp_path, capsys) -> None:
+    pruned = tmp_path / "w.safetensors"
+    assert _run(capsys, ["posttrain", "--method", "wanda", "--sparsity", "0.7", "--calib-samples", "2",
+                         "--seq-len", "8", "--out", str(pruned), "--json"])[0] == 0
+    out = tmp_path / "w-ft.safetensors"
+    code, text, err = _run(capsys, ["finetune", "--checkpoint", str(pruned), "--steps", "2", "--seq-len", "16",
+                                    "--out", str(out), "--json"])
+    assert code == 0, err
+    result = json.loads(text)
+    assert result["loss"] == "squarehead" and result["steps"] == 2 and len(result["history"]) == 2
+    before, after = read_checkpoint(pruned), read_checkpoint(out)
+    assert after.extra["finetune"]["teacher"] == "minilm" and after.extra["method"] == "wanda"
+    assert all(torch.equal(before.masks[n], after.masks[n]) for n in before.masks)
+    assert any(not torch.equal(before.state_dict[n], after.state_dict[n]) for n in before.masks)
+    code, _, err = _run(capsys, ["finetune", "--checkpoint", str(pruned), "--epochs", "1", "--out",
+                                 str(tmp_path / "x.safetensors")])
+    assert code == 2 and "--epochs applies to in-project models" in err and not (tmp_path / "x.safetensors").exists()
