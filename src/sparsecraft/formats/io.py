@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import SparsecraftError
-from ..io import atomic_path
+from ..io import atomic_path, read_safetensors
 from .base import FORMATS, PackedWeight
 
 VERSION = "1"
@@ -43,22 +43,6 @@ def save_packed(packed: PackedWeight, path: str | os.PathLike, force: bool = Fal
         save_file({k: v.contiguous() for k, v in packed.tensors().items()}, str(tmp),
                   metadata={"sparsecraft_packed": json.dumps(metadata(packed))})
     return Path(path)
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file; one-line error if unreadable."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise SparsecraftError(f"{p} does not exist or is not a file")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise SparsecraftError(f"{p} is not a readable safetensors file ({str(err).splitlines()[0][:120]})") from None
-    return tensors, meta
 
 
 def load_packed(path: str | os.PathLike) -> PackedWeight:

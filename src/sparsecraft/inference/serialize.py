@@ -17,8 +17,7 @@ from typing import Any, Optional
 from torch import nn
 
 from ..errors import SparsecraftError
-from ..formats.io import read_safetensors
-from ..io import atomic_path
+from ..io import atomic_path, read_safetensors
 from .convert import _set_submodule, rebuild_layer, sparse_layers
 
 VERSION = "1"
