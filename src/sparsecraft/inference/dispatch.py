@@ -14,16 +14,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..formats.base import PackedWeight
+from ..timing import compare, default_clock
 
 MARGIN = 0.02
+BUDGET_S, MIN_REPS, MAX_REPS = 0.2, 5, 200  # one measurement: 5 to 200 rounds, up to 0.2 s of wall time
 _BUCKETS = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -33,26 +34,6 @@ def batch_bucket(rows: int) -> int:
         if rows <= b:
             return b
     return _BUCKETS[-1] * 2
-
-
-def _time_pair(fa: Callable[[], object], fb: Callable[[], object], budget_s: float = 0.2,
-               min_reps: int = 5, max_reps: int = 200) -> tuple[float, float]:
-    """Minimum time of ``fa`` and ``fb``, measured alternately after one warm-up each (thread CPU
-    time when torch runs single-threaded, so preemption by other jobs does not count; else wall)."""
-    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
-    fa(), fb()
-    ta, tb = float("inf"), float("inf")
-    start = time.perf_counter()
-    reps = 0
-    while reps < min_reps or (reps < max_reps and time.perf_counter() - start < budget_s):
-        t0 = clock()
-        fa()
-        t1 = clock()
-        fb()
-        t2 = clock()
-        ta, tb = min(ta, t1 - t0), min(tb, t2 - t1)
-        reps += 1
-    return ta, tb
 
 
 class Dispatcher:
@@ -92,7 +73,9 @@ class Dispatcher:
             return str(hit["choice"])
         x = torch.randn(rows, packed.shape[1])
         dense_w = packed.dense_cached()
-        t_sparse, t_dense = _time_pair(lambda: packed.linear(x, bias), lambda: F.linear(x, dense_w, bias))
+        t = compare({"sparse": lambda: packed.linear(x, bias), "dense": lambda: F.linear(x, dense_w, bias)},
+                    rounds=MIN_REPS, warmup=1, min_time=BUDGET_S, max_rounds=MAX_REPS, clock=default_clock())
+        t_sparse, t_dense = t["sparse"], t["dense"]
         choice = "sparse" if t_sparse < (1.0 - self.margin) * t_dense else "dense"
         with self._lock:
             self.table[key] = {"choice": choice, "sparse_s": t_sparse, "dense_s": t_dense, "rows": rows}
