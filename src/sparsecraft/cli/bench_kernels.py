@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import kernels
-    from ..kernels.bench import PATTERNS, CacheFlusher, LayerWorkload, bench_layer, parse_shape
+    from ..inference.bench import PATTERNS, CacheFlusher, LayerWorkload, bench_layer, parse_shape
 
     shapes = [parse_shape(s) for s in csv_list(args.shape)]
     sparsities = [check_sparsity(s, "--sparsity") for s in csv_list(args.sparsity)]
