@@ -20,7 +20,7 @@ from .base import FORMATS, PackedWeight
 from .bitmask import Bitmask
 from .blocks import CSR16, BlockCSR
 from .io import load_packed, save_packed
-from .nm import NM
+from .nm import PackedNM
 
 
 def pack(weight: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWeight:
@@ -28,4 +28,4 @@ def pack(weight: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWe
     return FORMATS.get(format).pack(weight, **params)
 
 
-__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "NM", "pack", "load_packed", "save_packed"]
+__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "PackedNM", "pack", "load_packed", "save_packed"]

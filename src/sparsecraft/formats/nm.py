@@ -16,7 +16,7 @@ from .base import FORMATS, PackedWeight, as_weight, expect, int_param
 
 
 @FORMATS.register("nm")
-class NM(PackedWeight):
+class PackedNM(PackedWeight):
     """N:M packed (params N, M): at most N nonzeros in each group of M along in_features."""
 
     format = "nm"
@@ -33,7 +33,7 @@ class NM(PackedWeight):
             raise SparsecraftError(f"in_features={in_features} is not a multiple of M={M}; N:M needs whole groups")
 
     @classmethod
-    def pack(cls, weight: torch.Tensor, N: int = 2, M: int = 4, **unused: Any) -> "NM":
+    def pack(cls, weight: torch.Tensor, N: int = 2, M: int = 4, **unused: Any) -> "PackedNM":
         if unused:
             raise SparsecraftError(f"unknown parameter(s) for format 'nm': {', '.join(unused)}")
         w = as_weight(weight)
@@ -51,7 +51,7 @@ class NM(PackedWeight):
         return cls((out, inp), N, M, vals.reshape(out, -1).contiguous(), idx.reshape(out, -1).to(torch.uint8))
 
     @classmethod
-    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "NM":
+    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "PackedNM":
         out, inp = int(shape[0]), int(shape[1])
         M = int_param(params, "M", 1, 255)
         N = int_param(params, "N", 1, M)
