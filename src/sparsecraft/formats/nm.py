@@ -17,7 +17,23 @@ from .base import FORMATS, PackedWeight, as_weight, expect, int_param
 
 @FORMATS.register("nm")
 class PackedNM(PackedWeight):
-    """N:M packed (params N, M): at most N nonzeros in each group of M along in_features."""
+    """Packed N:M storage (params N, M): at most N nonzeros in each group of M along in_features.
+
+    The storage format registered as ``'nm'``; the pruning pattern that produces such weights is
+    :class:`sparsecraft.patterns.NM`. Build with :meth:`pack` or :meth:`from_tensors`; the
+    constructor takes the layout as is, unchecked.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out, in), ``in`` a multiple of M.
+    N, M : int
+        Values kept per group, group size (1 <= N <= M <= 255).
+    vals : torch.Tensor
+        float32 (out, in / M * N): the N values of each group (explicit zeros where fewer).
+    idx : torch.Tensor
+        uint8, same shape: each value's offset in its group, in [0, M).
+    """
 
     format = "nm"
 
