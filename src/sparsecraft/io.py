@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -69,18 +69,22 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Every tensor and the header metadata of a safetensors file.
+def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], bool]] = None,
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the header metadata of a safetensors file.
 
     Parameters
     ----------
     path : str or os.PathLike
         The ``.safetensors`` file.
+    select : Callable[[str], bool], optional
+        Load only the tensors whose name it accepts (``lambda name: False`` reads the metadata
+        alone); all tensors by default.
 
     Returns
     -------
     tensors : dict[str, torch.Tensor]
-        All tensors (CPU), keyed by name in sorted name order.
+        The (selected) tensors, on the CPU, keyed by name in sorted name order.
     metadata : dict[str, str]
         The header's ``__metadata__`` (empty when the file has none).
 
@@ -90,7 +94,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         One line when the file is missing, is a directory, or is not a complete safetensors file
         (another format, corrupt or truncated).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     p = Path(path)
     if not p.exists():
@@ -100,8 +104,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in sorted(f.keys())}
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
+            tensors = {k: f.get_tensor(k) for k in sorted(f.keys()) if select is None or select(k)}
+    except OSError as err:
+        raise SparsecraftError(f"{p} cannot be read ({err.strerror or err}); check its permissions") from None
+    except SafetensorError as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise SparsecraftError(f"{p} is not a readable safetensors file ({reason}); it is truncated, corrupt or "
                                "of another format: write it again") from None

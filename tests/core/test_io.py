@@ -28,6 +28,16 @@ def test_round_trip_tensors_sorted_and_metadata(tmp_path):
     assert meta == {"kind": "test", "n": "3"}
 
 
+def test_select_loads_only_accepted_tensors(tmp_path):
+    path = tmp_path / "t.safetensors"
+    save_file({"a.weight": torch.ones(2, 2), "a.bias": torch.zeros(2)}, str(path), metadata={"k": "v"})
+    tensors, _ = read_safetensors(path, select=lambda name: name.endswith("weight"))
+    assert list(tensors) == ["a.weight"]
+    assert read_safetensors(path, select=lambda name: False) == ({}, {"k": "v"})
+    with pytest.raises(KeyError):  # a failing select is the caller's bug, not a damaged file
+        read_safetensors(path, select=lambda name: {}[name])
+
+
 def test_file_without_metadata_gives_empty_dict(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
@@ -39,8 +49,12 @@ def test_missing_file_and_directory(tmp_path):
     _one_line_error(tmp_path, "not a file")
 
 
+_BAD_HEADER = b'{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}'
+
+
 @pytest.mark.parametrize("content", [b"", b"hello", b"not a safetensors file at all" * 20,
-                                     (8).to_bytes(8, "little") + b"{broken}"])
+                                     (8).to_bytes(8, "little") + b"{broken}",
+                                     len(_BAD_HEADER).to_bytes(8, "little") + _BAD_HEADER + bytes(8)])
 def test_garbage_is_refused(tmp_path, content):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
