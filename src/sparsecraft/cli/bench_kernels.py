@@ -17,6 +17,7 @@ COLUMNS = {"shape": "shape", "pattern": "pattern", "sparsity": "sparsity", "batc
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench-kernels`` subcommand and its options to ``subparsers``."""
     p = subparsers.add_parser(
         "bench-kernels", help="time sparse kernels vs torch dense and torch CSR (ratios, same run)",
         description="Prune random Linear weights by magnitude and time y = x W^T with sparsecraft's kernels, torch "
@@ -36,8 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Time every shape x pattern x sparsity x batch with :func:`sparsecraft.inference.bench.bench_layer`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options.
+
+    Returns
+    -------
+    int
+        0; bad options raise a one-line SparsecraftError (exit 2).
+    """
     from .. import kernels
-    from ..kernels.bench import PATTERNS, CacheFlusher, LayerWorkload, bench_layer, parse_shape
+    from ..inference.bench import PATTERNS, CacheFlusher, LayerWorkload, bench_layer, parse_shape
 
     shapes = [parse_shape(s) for s in csv_list(args.shape)]
     sparsities = [check_sparsity(s, "--sparsity") for s in csv_list(args.sparsity)]

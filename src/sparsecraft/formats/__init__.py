@@ -1,10 +1,12 @@
 """Compressed storage for sparse Linear weights.
 
-Formats (registry :data:`FORMATS`): ``csr16`` (unstructured, uint16 column indices), ``bitmask``
-(unstructured, a 16-bit mask per 16 inputs), ``block``
-(R x C blocks, e.g. 4x1, 1x4, 8x1), ``nm`` (packed N:M, e.g. 2:4). Every format packs exactly
-(``to_dense()`` returns the weight), reports its bytes, runs ``x @ W.T + b`` with the native kernels,
-and saves to / loads from safetensors with validation.
+Formats (registry :data:`FORMATS`, name -> class): ``csr16`` -> :class:`CSR16` (unstructured,
+uint16 column indices), ``bitmask`` -> :class:`Bitmask` (unstructured, a 16-bit mask per 16
+inputs), ``block`` -> :class:`BlockCSR` (R x C blocks, e.g. 4x1, 1x4, 8x1), ``nm`` ->
+:class:`PackedNM` (packed N:M, e.g. 2:4; the storage format, not the pruning pattern
+:class:`sparsecraft.patterns.NM`). Every format packs exactly (``to_dense()`` returns the weight),
+reports its bytes, runs ``x @ W.T + b`` with the native kernels (:mod:`sparsecraft.kernels`), and
+saves to / loads from safetensors with validation (:func:`save_packed`, :func:`load_packed`).
 
     >>> from sparsecraft.formats import pack
     >>> packed = pack(weight, "block", R=4, C=1)
@@ -20,12 +22,27 @@ from .base import FORMATS, PackedWeight
 from .bitmask import Bitmask
 from .blocks import CSR16, BlockCSR
 from .io import load_packed, save_packed
-from .nm import NM
+from .nm import PackedNM
 
 
 def pack(weight: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWeight:
-    """Compress ``weight`` (out, in) into ``format`` with its parameters (R/C for block, N/M for nm)."""
+    """Compress a weight into one of the :data:`FORMATS`.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        Floating (out_features, in_features); its zeros are dropped.
+    format : str
+        'csr16', 'bitmask', 'block' or 'nm'.
+    **params
+        R and C (1..16) for 'block'; N and M for 'nm' (default 2:4); none otherwise.
+
+    Returns
+    -------
+    PackedWeight
+        The packed weight (exact: ``to_dense()`` gives ``weight`` back as float32).
+    """
     return FORMATS.get(format).pack(weight, **params)
 
 
-__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "NM", "pack", "load_packed", "save_packed"]
+__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "PackedNM", "pack", "load_packed", "save_packed"]

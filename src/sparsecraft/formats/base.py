@@ -19,6 +19,12 @@ class PackedWeight(ABC):
     ``tensors()`` are what gets stored (safetensors); ``params()`` is the small JSON-able rest.
     ``linear(x, bias)`` computes ``x @ W.T + bias`` for 2-D float32 ``x`` (batch, in_features)
     with the native kernel, or with torch's dense matmul when the kernels are unavailable.
+    Subclasses register themselves in :data:`FORMATS` under their ``format`` name.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out_features, in_features) of the dense weight.
     """
 
     format: ClassVar[str]
@@ -31,18 +37,48 @@ class PackedWeight(ABC):
     @classmethod
     @abstractmethod
     def pack(cls, weight: torch.Tensor, **params: Any) -> "PackedWeight":
-        """Compress a dense 2-D weight; zeros are dropped (exact: ``to_dense()`` returns it back)."""
+        """Compress a dense weight; zeros are dropped (exact: ``to_dense()`` gives it back bit for bit).
+
+        Parameters
+        ----------
+        weight : torch.Tensor
+            Floating (out_features, in_features), any device; packed as float32 on the CPU.
+        **params
+            The format's parameters (R, C for block; N, M for nm; none for csr16 and bitmask).
+
+        Returns
+        -------
+        PackedWeight
+            An instance of the class called; a one-line SparsecraftError when the weight does
+            not fit the format (e.g. not N:M sparse).
+        """
 
     @classmethod
     @abstractmethod
     def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any],
                      tensors: dict[str, torch.Tensor]) -> "PackedWeight":
-        """Rebuild from stored tensors, validating dtypes, shapes and index ranges."""
+        """Rebuild from stored tensors, validating dtypes, shapes and index ranges.
+
+        Parameters
+        ----------
+        shape : tuple[int, int]
+            (out_features, in_features).
+        params : dict[str, Any]
+            As returned by :meth:`params`.
+        tensors : dict[str, torch.Tensor]
+            As returned by :meth:`tensors` (e.g. read from a file).
+
+        Returns
+        -------
+        PackedWeight
+            The packed weight over these tensors; a one-line SparsecraftError when they are
+            inconsistent (the file is corrupt or does not match its metadata).
+        """
 
     # ---- views --------------------------------------------------------------------------------
     @abstractmethod
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by name."""
+        """The stored tensors by name (CPU; float32 values, integer indices)."""
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -54,11 +90,11 @@ class PackedWeight(ABC):
 
     @abstractmethod
     def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """``x @ W.T + bias`` with the native op (x: 2-D float32 CPU)."""
+        """``x @ W.T + bias`` with the native op; x (batch, in_features) float32 CPU, unchecked."""
 
     @property
     def stored_values(self) -> int:
-        """Number of stored weight values (nonzeros plus explicit zeros kept by the format)."""
+        """Number of stored weight values (nonzeros plus the explicit zeros the format keeps)."""
         return int(self.tensors()["vals"].numel())
 
     @property
@@ -78,7 +114,21 @@ class PackedWeight(ABC):
         return self._dense
 
     def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x @ W.T + bias`` for x (batch, in_features) float32; returns (batch, out_features)."""
+        """``y = x @ W.T + bias`` with the native kernel.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (batch, in_features). float32 runs the kernel; other dtypes, or a build without the
+            native kernels, run torch's dense matmul on the unpacked weight.
+        bias : torch.Tensor, optional
+            (out_features,).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, out_features), the dtype of ``x``.
+        """
         if x.dim() != 2 or x.shape[1] != self.shape[1]:
             raise SparsecraftError(
                 f"x must have shape (batch, {self.shape[1]}), got {tuple(x.shape)}; reshape the input"
@@ -88,21 +138,49 @@ class PackedWeight(ABC):
         return self._native_linear(x, bias)
 
     def describe(self) -> str:
+        """One line: ``<format>{params as JSON} <out>x<in>``, e.g. ``block{"C": 1, "R": 4} 64x128``."""
         return f"{self.format}{json.dumps(self.params(), sort_keys=True)} {self.shape[0]}x{self.shape[1]}"
 
 
 FORMATS: Registry[type[PackedWeight]] = Registry("format")
+"""Format name -> PackedWeight subclass: 'csr16', 'bitmask', 'block', 'nm'."""
 
 
 def as_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Check ``weight`` is a 2-D floating tensor and return it as contiguous float32 on the CPU."""
+    """Check a weight to pack.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        Expected 2-D floating (out_features, in_features).
+
+    Returns
+    -------
+    torch.Tensor
+        Detached, contiguous float32 on the CPU; a one-line SparsecraftError otherwise.
+    """
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
         raise SparsecraftError("weight must be a 2-D floating-point tensor (out_features, in_features)")
     return weight.detach().to("cpu", torch.float32).contiguous()
 
 
 def expect(tensors: dict[str, torch.Tensor], name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    """Fetch ``tensors[name]`` checking dtype and shape; a one-line SparsecraftError otherwise."""
+    """Fetch a stored tensor, checking it.
+
+    Parameters
+    ----------
+    tensors : dict[str, torch.Tensor]
+        The stored tensors.
+    name : str
+        The one to fetch.
+    dtype, shape
+        What it must be.
+
+    Returns
+    -------
+    torch.Tensor
+        ``tensors[name]``, contiguous; a one-line SparsecraftError when missing or different.
+    """
     if name not in tensors:
         raise SparsecraftError(f"packed weight is missing tensor {name!r}; the file is corrupt or of another format")
     t = tensors[name]
@@ -115,7 +193,22 @@ def expect(tensors: dict[str, torch.Tensor], name: str, dtype: torch.dtype, shap
 
 
 def int_param(params: dict[str, Any], name: str, lo: int, hi: int) -> int:
-    """An integer parameter in [lo, hi], or a one-line SparsecraftError."""
+    """Fetch an integer format parameter.
+
+    Parameters
+    ----------
+    params : dict[str, Any]
+        The format's parameters.
+    name : str
+        The one to fetch.
+    lo, hi : int
+        Its allowed range, inclusive.
+
+    Returns
+    -------
+    int
+        ``params[name]``; a one-line SparsecraftError unless it is an int (not bool) in [lo, hi].
+    """
     value = params.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise SparsecraftError(f"format parameter {name} must be an integer in [{lo}, {hi}], got {value!r}")

@@ -21,7 +21,22 @@ _BITS = 1 << torch.arange(16, dtype=torch.int32)
 
 @FORMATS.register("bitmask")
 class Bitmask(PackedWeight):
-    """Unstructured, one 16-bit mask per 16 inputs of a row plus the nonzero values."""
+    """Unstructured, one 16-bit mask per 16 inputs of a row plus the nonzero values.
+
+    Build with :meth:`pack` (no parameters) or :meth:`from_tensors`; the constructor takes the
+    layout as is, unchecked.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out, in).
+    rowptr : torch.Tensor
+        int32 (out + 1): offset of each row's first value in ``vals``.
+    masks : torch.Tensor
+        int16 (out, ceil(in / 16)): bit j of mask g marks input 16 g + j as stored.
+    vals : torch.Tensor
+        float32 (nnz,): the stored values, row by row, in input order.
+    """
 
     format = "bitmask"
 

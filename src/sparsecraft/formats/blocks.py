@@ -32,7 +32,23 @@ def _from_u16_bits(bits: torch.Tensor) -> torch.Tensor:
 
 @FORMATS.register("block")
 class BlockCSR(PackedWeight):
-    """R x C block-CSR (params R, C: R rows of W = outputs, C columns = inputs; 4x1 is R=4, C=1)."""
+    """R x C block-CSR (params R, C: R rows of W = outputs, C columns = inputs; 4x1 is R=4, C=1).
+
+    Build with :meth:`pack` or :meth:`from_tensors`; the constructor takes the layout as is, unchecked.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out, in).
+    R, C : int
+        Block height (outputs) and width (inputs), 1..16.
+    rowptr : torch.Tensor
+        int32 (ceil(out / R) + 1): offset of each block row's first block.
+    cols : torch.Tensor
+        int16 (nblocks,): uint16 bits of each block's block-column index.
+    vals : torch.Tensor
+        float32 (nblocks, C, R): each block's values, column-major.
+    """
 
     format = "block"
 
@@ -113,7 +129,10 @@ class BlockCSR(PackedWeight):
 
 @FORMATS.register("csr16")
 class CSR16(BlockCSR):
-    """Unstructured CSR with uint16 column indices: 6 bytes per nonzero plus 4 per row."""
+    """Unstructured CSR with uint16 column indices: 6 bytes per nonzero plus 4 per row.
+
+    :class:`BlockCSR` with R = C = 1 and no parameters of its own (same constructor).
+    """
 
     format = "csr16"
 

@@ -9,19 +9,44 @@ from typing import Any
 import torch
 
 from ..errors import SparsecraftError
-from ..io import atomic_path
+from ..io import atomic_path, read_safetensors
 from .base import FORMATS, PackedWeight
 
 VERSION = "1"
 
 
 def metadata(packed: PackedWeight) -> dict[str, Any]:
-    """The JSON-able description stored beside the tensors."""
+    """The JSON-able description stored beside the tensors.
+
+    Parameters
+    ----------
+    packed : PackedWeight
+        The weight to describe.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``format``, ``shape`` [out, in], ``params`` and ``version``.
+    """
     return {"format": packed.format, "shape": list(packed.shape), "params": packed.params(), "version": VERSION}
 
 
 def from_metadata(meta: Any, tensors: dict[str, torch.Tensor]) -> PackedWeight:
-    """Rebuild a packed weight from its metadata and tensors, validating both."""
+    """Rebuild a packed weight from its metadata and tensors, validating both.
+
+    Parameters
+    ----------
+    meta : Any
+        Parsed metadata as written by :func:`metadata` (anything else is refused).
+    tensors : dict[str, torch.Tensor]
+        The stored tensors.
+
+    Returns
+    -------
+    PackedWeight
+        The weight; a one-line SparsecraftError for unknown version or format, bad shape or params,
+        or tensors that do not match.
+    """
     if not isinstance(meta, dict) or meta.get("version") != VERSION:
         raise SparsecraftError("packed weight metadata is missing or of an unknown version; re-export the weight")
     shape = meta.get("shape")
@@ -36,7 +61,22 @@ def from_metadata(meta: Any, tensors: dict[str, torch.Tensor]) -> PackedWeight:
 
 
 def save_packed(packed: PackedWeight, path: str | os.PathLike, force: bool = False) -> Path:
-    """Write ``packed`` to ``path`` (safetensors) atomically; refuses an existing file unless ``force``."""
+    """Write one packed weight to a safetensors file, atomically.
+
+    Parameters
+    ----------
+    packed : PackedWeight
+        The weight.
+    path : str or os.PathLike
+        Output file; its directory must exist.
+    force : bool
+        Overwrite an existing file (refused with a one-line SparsecraftError otherwise).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     from safetensors.torch import save_file
 
     with atomic_path(path, force) as tmp:
@@ -45,24 +85,20 @@ def save_packed(packed: PackedWeight, path: str | os.PathLike, force: bool = Fal
     return Path(path)
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file; one-line error if unreadable."""
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise SparsecraftError(f"{p} does not exist or is not a file")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise SparsecraftError(f"{p} is not a readable safetensors file ({str(err).splitlines()[0][:120]})") from None
-    return tensors, meta
-
-
 def load_packed(path: str | os.PathLike) -> PackedWeight:
-    """Read a packed weight written by :func:`save_packed`, validating format, shapes and indices."""
+    """Read a packed weight written by :func:`save_packed`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The safetensors file.
+
+    Returns
+    -------
+    PackedWeight
+        The weight, after checking the format name, version, shapes, dtypes and index ranges; a
+        one-line SparsecraftError for a missing, damaged or foreign file.
+    """
     tensors, meta = read_safetensors(path)
     raw = meta.get("sparsecraft_packed")
     if raw is None:

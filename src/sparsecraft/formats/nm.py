@@ -16,8 +16,24 @@ from .base import FORMATS, PackedWeight, as_weight, expect, int_param
 
 
 @FORMATS.register("nm")
-class NM(PackedWeight):
-    """N:M packed (params N, M): at most N nonzeros in each group of M along in_features."""
+class PackedNM(PackedWeight):
+    """Packed N:M storage (params N, M): at most N nonzeros in each group of M along in_features.
+
+    The storage format registered as ``'nm'``; the pruning pattern that produces such weights is
+    :class:`sparsecraft.patterns.NM`. Build with :meth:`pack` or :meth:`from_tensors`; the
+    constructor takes the layout as is, unchecked.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out, in), ``in`` a multiple of M.
+    N, M : int
+        Values kept per group, group size (1 <= N <= M <= 255).
+    vals : torch.Tensor
+        float32 (out, in / M * N): the N values of each group (explicit zeros where fewer).
+    idx : torch.Tensor
+        uint8, same shape: each value's offset in its group, in [0, M).
+    """
 
     format = "nm"
 
@@ -33,7 +49,7 @@ class NM(PackedWeight):
             raise SparsecraftError(f"in_features={in_features} is not a multiple of M={M}; N:M needs whole groups")
 
     @classmethod
-    def pack(cls, weight: torch.Tensor, N: int = 2, M: int = 4, **unused: Any) -> "NM":
+    def pack(cls, weight: torch.Tensor, N: int = 2, M: int = 4, **unused: Any) -> "PackedNM":
         if unused:
             raise SparsecraftError(f"unknown parameter(s) for format 'nm': {', '.join(unused)}")
         w = as_weight(weight)
@@ -51,7 +67,7 @@ class NM(PackedWeight):
         return cls((out, inp), N, M, vals.reshape(out, -1).contiguous(), idx.reshape(out, -1).to(torch.uint8))
 
     @classmethod
-    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "NM":
+    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "PackedNM":
         out, inp = int(shape[0]), int(shape[1])
         M = int_param(params, "M", 1, 255)
         N = int_param(params, "N", 1, M)

@@ -3,7 +3,12 @@
     >>> from sparsecraft.inference import convert, save_converted, load_converted
     >>> model, report = convert(model)            # masked/pruned nn.Linear -> SparseLinear
     >>> save_converted(model, "model.sparse.safetensors")
-    >>> model2 = load_converted(build_dense_architecture(), "model.sparse.safetensors")
+    >>> model2 = load_converted("model.sparse.safetensors", build_dense_architecture())
+
+Layers: :mod:`.linear` (SparseLinear), :mod:`.dispatch` (measured dense/sparse choice),
+:mod:`.convert`, :mod:`.serialize`, and :mod:`.bench` (the layer benchmarks behind
+``sparsecraft bench-kernels`` and ``bench/kernels``). Built on :mod:`sparsecraft.formats` and
+:mod:`sparsecraft.kernels`.
 """
 from .convert import ConvertedLayer, convert, detect_format, set_mode, sparse_layers, weight_bytes
 from .dispatch import Dispatcher, batch_bucket, default_dispatcher

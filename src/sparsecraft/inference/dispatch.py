@@ -2,8 +2,9 @@
 
 A sparse kernel only pays above some sparsity, and where that point lies depends on the shape,
 the pattern, the batch and the CPU. Rather than guess, the first call of a layer in a new batch
-bucket times both paths on that layer's real weights (interleaved repeats, minimum time, so a
-busy machine biases neither side) and keeps the faster. Sparse must win by ``margin`` (2%) to be
+bucket times both paths on that layer's real weights with :func:`sparsecraft.timing.compare`
+(interleaved rounds, minimum time, thread CPU time when single-threaded, so a busy machine biases
+neither side) and keeps the faster. Sparse must win by ``margin`` (2%) to be
 chosen, so a converted model is never meaningfully slower than dense. Results are cached in memory
 under a key of (format, params, shape, density to 1%, batch bucket, ISA, threads) so identical
 layers (the six blocks of a transformer) are measured once; set ``SPARSECRAFT_DISPATCH_CACHE`` to a
@@ -14,49 +15,50 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..formats.base import PackedWeight
+from ..timing import compare, default_clock
 
 MARGIN = 0.02
+BUDGET_S, MIN_REPS, MAX_REPS = 0.2, 5, 200  # one measurement: 5 to 200 rounds, up to 0.2 s of wall time
 _BUCKETS = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def batch_bucket(rows: int) -> int:
-    """The dispatch bucket of a call with ``rows`` input rows: 1..4 exactly, then powers of two."""
+    """The dispatch bucket of a call.
+
+    Parameters
+    ----------
+    rows : int
+        Input rows of the call (batch x sequence).
+
+    Returns
+    -------
+    int
+        1, 2, 3 or 4 exactly, then the next power of two up to 1024; 2048 for anything larger.
+    """
     for b in _BUCKETS:
         if rows <= b:
             return b
     return _BUCKETS[-1] * 2
 
 
-def _time_pair(fa: Callable[[], object], fb: Callable[[], object], budget_s: float = 0.2,
-               min_reps: int = 5, max_reps: int = 200) -> tuple[float, float]:
-    """Minimum time of ``fa`` and ``fb``, measured alternately after one warm-up each (thread CPU
-    time when torch runs single-threaded, so preemption by other jobs does not count; else wall)."""
-    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
-    fa(), fb()
-    ta, tb = float("inf"), float("inf")
-    start = time.perf_counter()
-    reps = 0
-    while reps < min_reps or (reps < max_reps and time.perf_counter() - start < budget_s):
-        t0 = clock()
-        fa()
-        t1 = clock()
-        fb()
-        t2 = clock()
-        ta, tb = min(ta, t1 - t0), min(tb, t2 - t1)
-        reps += 1
-    return ta, tb
-
-
 class Dispatcher:
-    """Chooses 'sparse' or 'dense' per layer kind and batch bucket; caches measurements."""
+    """Chooses 'sparse' or 'dense' per layer kind and batch bucket; caches measurements.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A JSON file to load measurements from and save them to (written atomically; a missing
+        or unreadable file starts empty).
+    margin : float
+        Sparse is chosen only when faster than ``(1 - margin)`` times dense.
+    """
 
     def __init__(self, path: Optional[str | os.PathLike] = None, margin: float = MARGIN) -> None:
         self.margin = margin
@@ -73,6 +75,7 @@ class Dispatcher:
 
     @staticmethod
     def key(packed: PackedWeight, bucket: int) -> str:
+        """The cache key: JSON of format, params, shape, density to 1%, bucket, ISA and threads."""
         from .. import kernels
 
         density = packed.stored_values / max(1, packed.shape[0] * packed.shape[1])
@@ -80,7 +83,22 @@ class Dispatcher:
                            kernels.get_isa(), torch.get_num_threads()])
 
     def choose(self, packed: PackedWeight, bias: Optional[torch.Tensor], rows: int) -> str:
-        """'sparse' or 'dense' for ``rows`` input rows, measuring on first use of the bucket."""
+        """The faster path for a layer, measuring on first use of the key.
+
+        Parameters
+        ----------
+        packed : PackedWeight
+            The layer's weight.
+        bias : torch.Tensor, optional
+            Its bias (out_features,).
+        rows : int
+            Input rows of the call; a random float32 (rows, in_features) input is timed.
+
+        Returns
+        -------
+        str
+            'sparse' or 'dense' ('dense' without the native kernels).
+        """
         from .. import kernels
 
         if not kernels.available():
@@ -92,7 +110,9 @@ class Dispatcher:
             return str(hit["choice"])
         x = torch.randn(rows, packed.shape[1])
         dense_w = packed.dense_cached()
-        t_sparse, t_dense = _time_pair(lambda: packed.linear(x, bias), lambda: F.linear(x, dense_w, bias))
+        t = compare({"sparse": lambda: packed.linear(x, bias), "dense": lambda: F.linear(x, dense_w, bias)},
+                    rounds=MIN_REPS, warmup=1, min_time=BUDGET_S, max_rounds=MAX_REPS, clock=default_clock())
+        t_sparse, t_dense = t["sparse"], t["dense"]
         choice = "sparse" if t_sparse < (1.0 - self.margin) * t_dense else "dense"
         with self._lock:
             self.table[key] = {"choice": choice, "sparse_s": t_sparse, "dense_s": t_dense, "rows": rows}
@@ -115,7 +135,13 @@ _default: Optional[Dispatcher] = None
 
 
 def default_dispatcher() -> Dispatcher:
-    """The process-wide dispatcher (persisted to ``$SPARSECRAFT_DISPATCH_CACHE`` when set)."""
+    """The process-wide dispatcher.
+
+    Returns
+    -------
+    Dispatcher
+        One instance per process, persisted to ``$SPARSECRAFT_DISPATCH_CACHE`` when that is set.
+    """
     global _default
     if _default is None:
         _default = Dispatcher(os.environ.get("SPARSECRAFT_DISPATCH_CACHE"))

@@ -23,9 +23,20 @@ def _forget_dense(module: "SparseLinear", incompatible_keys: Any) -> None:
 class SparseLinear(nn.Module):
     """``y = x W^T + b`` with W stored in a compressed format (any leading batch dims on x).
 
-    ``mode``: 'auto' (per batch bucket, the faster of sparse and dense, measured once by the
-    dispatcher), 'sparse' (always the kernel) or 'dense' (torch matmul on the unpacked weight).
-    The packed tensors are buffers, so ``state_dict`` holds them and nothing dense.
+    The packed tensors are buffers named ``w_<tensor>``, so ``state_dict`` holds them and nothing
+    dense.
+
+    Parameters
+    ----------
+    packed : PackedWeight
+        The weight W (out_features, in_features).
+    bias : torch.Tensor, optional
+        (out_features,), copied as a float32 parameter that does not require grad.
+    mode : {'auto', 'sparse', 'dense'}
+        'auto': per batch bucket, the faster of sparse and dense, measured once by the
+        dispatcher; 'sparse': always the kernel; 'dense': torch matmul on the unpacked weight.
+    dispatcher : Dispatcher, optional
+        Where 'auto' measures and caches; :func:`default_dispatcher` when None.
     """
 
     def __init__(self, packed: PackedWeight, bias: Optional[torch.Tensor] = None, mode: str = "auto",
@@ -48,6 +59,7 @@ class SparseLinear(nn.Module):
 
     @property
     def mode(self) -> str:
+        """'auto', 'sparse' or 'dense' (see the class); setting another value raises SparsecraftError."""
         return self._mode
 
     @mode.setter
@@ -71,7 +83,19 @@ class SparseLinear(nn.Module):
                 {k: getattr(self, f"w_{k}") for k in tensors})
 
     def path_for(self, rows: int) -> str:
-        """'sparse' or 'dense' for an input with ``rows`` rows (may measure, eager mode only)."""
+        """The path a call with ``rows`` input rows takes.
+
+        Parameters
+        ----------
+        rows : int
+            Rows of the 2-D input (batch x sequence for 3-D inputs).
+
+        Returns
+        -------
+        str
+            'sparse' or 'dense'. In mode 'auto' the first call in a batch bucket measures (eager
+            mode only; under torch.compile an unmeasured bucket takes 'sparse').
+        """
         if self._mode != "auto":
             return self._mode
         bucket = batch_bucket(rows)
@@ -85,6 +109,11 @@ class SparseLinear(nn.Module):
         return choice
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T + b`` for x (..., in_features); returns (..., out_features) in x's dtype.
+
+        Runs the kernel for float32 inputs that do not require grad when the path is 'sparse',
+        else torch's dense matmul on the unpacked weight.
+        """
         if x.shape[-1] != self.in_features:
             raise SparsecraftError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         x2 = x.reshape(-1, self.in_features) if x.dim() != 2 else x

@@ -17,15 +17,25 @@ from typing import Any, Optional
 from torch import nn
 
 from ..errors import SparsecraftError
-from ..formats.io import read_safetensors
-from ..io import atomic_path
+from ..io import atomic_path, read_safetensors
 from .convert import _set_submodule, rebuild_layer, sparse_layers
 
 VERSION = "1"
 
 
 def model_source(model: nn.Module) -> Optional[dict[str, Any]]:
-    """How to rebuild ``model``'s architecture: its transformers config, or None if unknown."""
+    """How to rebuild a model's architecture.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model.
+
+    Returns
+    -------
+    dict[str, Any] or None
+        ``{"kind": "transformers", "config": ...}`` for a transformers model, else None.
+    """
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict") and hasattr(config, "model_type"):
         return {"kind": "transformers", "config": config.to_dict()}
@@ -33,7 +43,20 @@ def model_source(model: nn.Module) -> Optional[dict[str, Any]]:
 
 
 def build_source(source: Any, path: str | os.PathLike) -> nn.Module:
-    """The dense, untrained architecture a ``sparsecraft_source`` entry describes."""
+    """The dense, untrained architecture a ``sparsecraft_source`` entry describes.
+
+    Parameters
+    ----------
+    source : Any
+        The parsed entry: ``{"kind": "transformers", "config": ...}`` or ``{"kind": "spec", "spec": ...}``.
+    path : str or os.PathLike
+        The file it came from (for the error message).
+
+    Returns
+    -------
+    nn.Module
+        The model in eval mode; a one-line SparsecraftError when ``source`` describes none.
+    """
     kind = source.get("kind") if isinstance(source, dict) else None
     if kind == "transformers":
         import transformers
@@ -50,10 +73,24 @@ def build_source(source: Any, path: str | os.PathLike) -> nn.Module:
 
 def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = False,
                    source: Optional[dict[str, Any]] = None) -> Path:
-    """Write a converted model's state and layer metadata to ``path`` (safetensors), atomically.
+    """Write a converted model's state and layer metadata to one safetensors file, atomically.
 
-    ``source`` (default: the model's transformers config when it has one) lets
-    :func:`load_converted` rebuild the architecture without being given the model.
+    Parameters
+    ----------
+    model : nn.Module
+        A model converted with :func:`convert` (tensors sharing storage are stored as copies).
+    path : str or os.PathLike
+        Output file; its directory must exist.
+    force : bool
+        Overwrite an existing file.
+    source : dict[str, Any], optional
+        How to rebuild the architecture (see :func:`build_source`); default: the model's
+        transformers config when it has one, so :func:`load_converted` needs no model.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     from safetensors.torch import save_file
 
@@ -80,8 +117,21 @@ def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = Fals
 
 
 def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -> nn.Module:
-    """Load a file written by :func:`save_converted` into ``model`` (the dense architecture), or
-    into the architecture the file records when ``model`` is None. Returns the model."""
+    """Load a file written by :func:`save_converted`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The safetensors file.
+    model : nn.Module, optional
+        The dense architecture to load into (changed in place); None builds the one the file records.
+
+    Returns
+    -------
+    nn.Module
+        The model with SparseLinear layers where the file has them and every tensor loaded
+        strictly; a one-line SparsecraftError when the file is damaged or does not fit.
+    """
     tensors, meta = read_safetensors(path)
     if meta.get("sparsecraft_version") != VERSION or "sparsecraft_layers" not in meta:
         raise SparsecraftError(f"{path} is not a sparsecraft converted model (metadata missing or other version)")

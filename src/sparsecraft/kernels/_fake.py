@@ -1,4 +1,5 @@
-"""Fake (meta) implementations of the native ops, so converted models trace under torch.compile."""
+"""Fake (meta) implementations of the three native ops (block_linear, nm_linear, bitmask_linear):
+output shape and dtype only, so converted models trace under torch.compile."""
 from __future__ import annotations
 
 from typing import Optional

@@ -2,14 +2,16 @@
 
 The C++ sources in ``csrc/`` are compiled with :func:`torch.utils.cpp_extension.load` (ninja) into
 ``$SPARSECRAFT_CACHE`` (default ``~/.cache/sparsecraft``)/``kernels-<hash>``, where the hash covers
-the sources, the torch version, the compiler version and the flags, so a changed source or torch
-rebuilds and an unchanged one loads in milliseconds. ``python -m sparsecraft.kernels.build`` builds
-eagerly. If the compiler is missing or the build fails, :func:`native` returns ``None`` after one
-warning line, and every sparse layer falls back to torch's dense matmul (correct, not faster).
+the sources, the torch version, the compiler version, the flags and the Python version, so a
+changed source or torch rebuilds and an unchanged one loads in milliseconds.
+``python -m sparsecraft.kernels.build`` builds eagerly. If the compiler is missing or the build
+fails, :func:`native` returns ``None`` after one warning line, and every sparse layer falls back
+to torch's dense matmul (correct, not faster).
 
-Three copies of the hot loops are compiled (AVX-512, AVX2+FMA, portable) with per-file target
-pragmas and the best one the CPU supports is used; ``SPARSECRAFT_ISA=avx2|portable`` or
-:func:`set_isa` forces a lower one.
+The extension registers three operators, ``torch.ops.sparsecraft.block_linear``, ``nm_linear``
+and ``bitmask_linear`` (fake implementations in ``_fake.py``). Three copies of their hot loops are
+compiled (AVX-512, AVX2+FMA, portable) with per-file target pragmas and the best one the CPU
+supports is used; ``SPARSECRAFT_ISA=avx2|portable`` or :func:`set_isa` forces a lower one.
 """
 from __future__ import annotations
 
@@ -47,7 +49,14 @@ def _compiler() -> str:
 
 
 def build_dir() -> Path:
-    """The cache directory for the current sources, torch version, compiler and flags."""
+    """The cache directory of the build for the current sources, torch, compiler, flags and Python.
+
+    Returns
+    -------
+    Path
+        ``$SPARSECRAFT_CACHE`` (default ``~/.cache/sparsecraft``) / ``kernels-<16 hex digits of the hash>``;
+        it may not exist yet.
+    """
     import torch
 
     h = hashlib.sha256()
@@ -84,7 +93,23 @@ def _build(verbose: bool = False) -> ModuleType:
 
 
 def native(verbose: bool = False) -> Optional[ModuleType]:
-    """The loaded extension module, building it on first use; ``None`` if it cannot be built."""
+    """The loaded extension module, building it on first use (thread-safe, once per process).
+
+    Loading registers the three ops (``torch.ops.sparsecraft.block_linear``, ``nm_linear``,
+    ``bitmask_linear``) and their fake implementations, and applies ``$SPARSECRAFT_ISA`` if set.
+
+    Parameters
+    ----------
+    verbose : bool
+        Show the compiler's output when this call builds.
+
+    Returns
+    -------
+    ModuleType or None
+        The extension (``cpu_isa()``, ``get_isa()``, ``set_isa(level)``), or None when
+        ``$SPARSECRAFT_NO_NATIVE`` is set or the build failed (one RuntimeWarning; see
+        :func:`build_error`).
+    """
     if "module" in _state:
         return _state["module"]  # type: ignore[return-value]
     with _lock:
@@ -117,12 +142,25 @@ def native(verbose: bool = False) -> Optional[ModuleType]:
 
 
 def available() -> bool:
-    """True when the native kernels are built and loaded."""
+    """Whether the native kernels are built and loaded (builds them on first call).
+
+    Returns
+    -------
+    bool
+        True when :func:`native` returns the extension; False means every sparse layer runs
+        torch's dense matmul instead.
+    """
     return native() is not None
 
 
 def build_error() -> Optional[str]:
-    """Why the native build is unavailable (first line), or None."""
+    """Why the native kernels are unavailable.
+
+    Returns
+    -------
+    str or None
+        The first line of the build error (or the ``$SPARSECRAFT_NO_NATIVE`` note), None when they load.
+    """
     native()
     return _state.get("error")  # type: ignore[return-value]
 
@@ -138,19 +176,43 @@ def _apply_isa(module: ModuleType, name: str) -> str:
 
 
 def supported_isas() -> list[str]:
-    """ISA paths this CPU can run, lowest first (empty without the native build)."""
+    """The ISA paths this CPU can run.
+
+    Returns
+    -------
+    list[str]
+        A prefix of ``['portable', 'avx2', 'avx512']`` (lowest first); empty without the native build.
+    """
     module = native()
     return [] if module is None else list(ISAS[: module.cpu_isa() + 1])
 
 
 def get_isa() -> Optional[str]:
-    """The ISA path in use ('avx512', 'avx2', 'portable') or None without the native build."""
+    """The ISA path the kernels use now.
+
+    Returns
+    -------
+    str or None
+        'avx512', 'avx2' or 'portable'; None without the native build.
+    """
     module = native()
     return None if module is None else ISAS[module.get_isa()]
 
 
 def set_isa(name: str) -> str:
-    """Force the kernels onto ISA path ``name`` (at most what the CPU supports); returns it."""
+    """Force the kernels onto one ISA path for this process.
+
+    Parameters
+    ----------
+    name : str
+        'portable', 'avx2' or 'avx512'; at most what the CPU supports (:func:`supported_isas`).
+
+    Returns
+    -------
+    str
+        ``name``. A one-line SparsecraftError for an unknown or unsupported path, or without the
+        native build.
+    """
     module = native()
     if module is None:
         raise SparsecraftError(f"native kernels are unavailable ({build_error()}); cannot set the ISA")
@@ -158,5 +220,5 @@ def set_isa(name: str) -> str:
 
 
 def clean() -> None:
-    """Remove the cached build for the current sources."""
+    """Delete the cached build of the current sources (:func:`build_dir`); the next process rebuilds."""
     shutil.rmtree(build_dir(), ignore_errors=True)

@@ -8,6 +8,13 @@ import sys
 
 
 def main() -> int:
+    """Build the kernels (``-v`` in ``sys.argv`` shows the compiler's output).
+
+    Returns
+    -------
+    int
+        The exit status: 0 when built, 1 when the build failed (the error is printed to stderr).
+    """
     from ._native import ISAS, _build, build_dir
 
     try:

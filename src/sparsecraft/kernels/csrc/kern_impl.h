@@ -3,7 +3,8 @@
 //
 // Two regimes (after "Fast Sparse ConvNets", Elsen et al. 2019):
 //  * small batch (B <= 4): memory-bound; each row's nonzeros are streamed once and multiplied with
-//    x gathered at the (16-bit) column indices, for all B rows of x at once;
+//    the x values at their columns, for all B rows of x at once (CSR and blocks: gathered at the
+//    16-bit column indices; N:M: picked by a register permute; bitmask: placed by an expanding load);
 //  * larger batch: x is transposed into panels of PW batch columns, xT_p (in, PW), so each nonzero
 //    scales a contiguous batch vector; the output row is held in registers (register blocking over
 //    the batch, PW/width registers, and R rows at once for R x 1 blocks). PW is chosen by the

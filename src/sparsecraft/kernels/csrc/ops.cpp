@@ -1,5 +1,6 @@
-// Torch bindings: the sparsecraft::block_linear and sparsecraft::nm_linear operators, the run-time
-// ISA choice, and the OpenMP split of output rows across torch's intra-op threads.
+// Torch bindings: the sparsecraft::block_linear (CSR and block-CSR), sparsecraft::nm_linear (packed
+// N:M) and sparsecraft::bitmask_linear operators, the run-time ISA choice, and the OpenMP split of
+// output rows across torch's intra-op threads.
 #include <torch/extension.h>
 #include <torch/library.h>
 #include <ATen/Parallel.h>
