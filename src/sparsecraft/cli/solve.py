@@ -41,7 +41,8 @@ def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(file, allow_pickle=False) as data:
             missing = [k for k in ("A", "y") if k not in data.files]
             if missing:
-                raise SparsecraftError(f"--data {file} lacks array(s) {', '.join(missing)}; it has: {', '.join(data.files) or 'none'}")
+                have = ", ".join(data.files) or "none"
+                raise SparsecraftError(f"--data {file} lacks array(s) {', '.join(missing)}; it has: {have}")
             return np.asarray(data["A"]), np.asarray(data["y"])
     except SparsecraftError:
         raise

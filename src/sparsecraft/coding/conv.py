@@ -168,7 +168,8 @@ class ConvSparseCoding:
         check_fitted(self, "kernels_")
         if len(codes) != len(self.kernels_):
             raise SparsecraftError(f"codes has {len(codes)} groups but the bank has {len(self.kernels_)} kernel sizes")
-        return self._synth([torch.from_numpy(np.asarray(c, dtype=np.float32)) for c in codes])[:, 0].numpy().astype(np.float64)
+        images = self._synth([torch.from_numpy(np.asarray(c, dtype=np.float32)) for c in codes])
+        return images[:, 0].numpy().astype(np.float64)
 
     def kernels(self) -> list[np.ndarray]:
         """The learned kernels, one (n_g, s, s) array per size."""

@@ -125,7 +125,8 @@ def match_dictionaries(estimated: Any, reference: Any) -> tuple[np.ndarray, np.n
     E, R = as_matrix(estimated, "estimated"), as_matrix(reference, "reference")
     if E.shape[1] != R.shape[1] or E.shape[0] < R.shape[0]:
         raise SparsecraftError(
-            f"estimated {E.shape} cannot be matched to reference {R.shape}: same atom length and at least as many atoms needed"
+            f"estimated {E.shape} cannot be matched to reference {R.shape}: "
+            "same atom length and at least as many atoms needed"
         )
     En = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-300)
     Rn = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-300)

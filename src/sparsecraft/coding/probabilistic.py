@@ -67,7 +67,8 @@ class _TruncatedEM:
         gamma = min(check_int(self.max_active, "max_active"), Hp)
         return Y, Hp, gamma
 
-    def _posterior(self, Y: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
+    def _posterior(self, Y: np.ndarray,
+                   temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
         _, Hp, gamma = self._checked(Y)
         P = truncated_states(Hp, gamma)
         C = np.argsort(-self._selection(Y), axis=1)[:, :Hp]            # (N, H') candidates

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path
 from ..errors import check_positive_int
+from ..io import atomic_path
 from .base import DataSplits, seeded_subset, standardize
 
 SEQ_LEN = 40

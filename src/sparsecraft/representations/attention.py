@@ -47,7 +47,7 @@ class TopKSelfAttention(SelfAttention):
                 raise SparsecraftError(
                     f"label_channels must be (num_heads={attn.num_heads}, r), got {tuple(label_channels.shape)}"
                 )
-            if label_channels.numel() and not 0 <= int(label_channels.min()) <= int(label_channels.max()) < attn.head_dim:
+            if bool(((label_channels < 0) | (label_channels >= attn.head_dim)).any()):
                 raise SparsecraftError(f"label_channels must lie in [0, head_dim={attn.head_dim})")
         # a non-persistent buffer: moves with .to(), stays out of the state dict (dense-compatible)
         sparse.register_buffer("label_channels", label_channels, persistent=False)
