@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, check_positive, rng
 from .penalties import PENALTIES
 
@@ -44,7 +45,7 @@ def image_crops(size: int = 64, n_crops: int = 32, whiten: bool = True, random_s
     return crops / np.sqrt(max(float((crops**2).mean()), 1e-300))
 
 
-class ConvSparseCoding:
+class ConvSparseCoding(ParamsMixin):
     """Learn a bank of kernels of (possibly different) odd sizes and sparse-code images with it.
 
     ``kernel_sizes`` lists one odd size per kernel, e.g. ``[5]*8 + [9]*8 + [13]*8``. ``fit(images)``
@@ -54,7 +55,7 @@ class ConvSparseCoding:
 
     def __init__(self, kernel_sizes: Sequence[int], penalty: str = "l1", lam: float = 0.1, n_steps: int = 100,
                  batch_size: int = 8, code_iter: int = 50, lr: float = 0.05, random_state: Any = None) -> None:
-        self.kernel_sizes, self.penalty, self.lam = list(kernel_sizes), penalty, lam
+        self.kernel_sizes, self.penalty, self.lam = kernel_sizes, penalty, lam
         self.n_steps, self.batch_size, self.code_iter, self.lr = n_steps, batch_size, code_iter, lr
         self.random_state = random_state
 
@@ -68,7 +69,7 @@ class ConvSparseCoding:
 
     def _lipschitz(self, shape: tuple[int, int]) -> float:
         """||D||_2^2 of the synthesis operator by power iteration (warm-started between calls)."""
-        v = getattr(self, "_power_v", None)
+        v = self._power_v
         if v is None or tuple(v[0].shape[-2:]) != tuple(shape):
             gen = torch.Generator().manual_seed(0)
             v = [torch.randn(1, d.shape[0], *shape, generator=gen) for d in self.kernels_]
@@ -108,27 +109,34 @@ class ConvSparseCoding:
         arr = as_matrix(images, "images", ndim=3)
         return torch.from_numpy(arr[:, None].astype(np.float32))
 
-    def _check_params(self) -> None:
-        if not self.kernel_sizes:
+    def _check_params(self) -> list[int]:
+        """Check the parameters; return ``kernel_sizes`` as a list."""
+        try:
+            sizes = list(self.kernel_sizes)
+        except TypeError:
+            raise SparsecraftError(f"kernel_sizes must be a list of odd sizes, got {self.kernel_sizes!r}") from None
+        if not sizes:
             raise SparsecraftError("kernel_sizes is empty; give one odd size per kernel, e.g. [5]*8 + [9]*8")
-        for s in self.kernel_sizes:
+        for s in sizes:
             if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 or s % 2 == 0:
                 raise SparsecraftError(f"kernel_sizes must be odd positive integers, got {s!r}")
         PENALTIES.get(self.penalty)
         check_positive(self.lam, "lam")
+        return [int(s) for s in sizes]
 
     def fit(self, images: Any, y: Any = None) -> "ConvSparseCoding":
         """Learn the kernels from ``images`` (n_images, H, W)."""
-        self._check_params()
+        all_sizes = self._check_params()
         X = self._check_images(images)
-        if max(self.kernel_sizes) > min(X.shape[-2:]):
-            raise SparsecraftError(f"kernel size {max(self.kernel_sizes)} exceeds the image size {tuple(X.shape[-2:])}")
+        if max(all_sizes) > min(X.shape[-2:]):
+            raise SparsecraftError(f"kernel size {max(all_sizes)} exceeds the image size {tuple(X.shape[-2:])}")
         gen = rng(self.random_state)
-        sizes = sorted(set(self.kernel_sizes))
+        self._power_v = None  # a power-iteration warm start from an earlier fit would not fit this bank
+        sizes = sorted(set(all_sizes))
         self.sizes_ = sizes
         kernels = []
         for s in sizes:
-            count = self.kernel_sizes.count(s)
+            count = all_sizes.count(s)
             # initialize from random image patches of that size (centered, unit norm)
             idx = gen.integers(0, X.shape[0], count)
             r = gen.integers(0, X.shape[2] - s + 1, count)

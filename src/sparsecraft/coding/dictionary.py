@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, rng
 from .encode import ENCODERS, sparse_encode
 
@@ -50,7 +51,7 @@ def image_patches(patch_size: int = 8, n_patches: int = 10000, random_state: Any
     return out / np.sqrt(max(float((out**2).mean()), 1e-300))
 
 
-class DictionaryLearning:
+class DictionaryLearning(ParamsMixin):
     """Online dictionary learning with a pluggable sparse encoder.
 
     ``method``/``lam``/``k`` choose the encoder (see :data:`ENCODERS`); ``n_epochs`` passes over

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import SparsecraftError
 from ..registry import Registry
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_int, check_k, check_positive
 from .solvers import iht, omp, proximal_gradient
 
@@ -65,17 +66,17 @@ def sparse_encode(X: Any, dictionary: Any, method: str = "l1", lam: float | None
     return encoder(D.T, S.T, lam, k, check_int(max_iter, "max_iter")).T
 
 
-class SparseEncoder:
+class SparseEncoder(ParamsMixin):
     """Transformer: ``transform(X)`` returns sparse codes of ``X`` on a fixed ``dictionary``."""
 
     def __init__(self, dictionary: Any, method: str = "l1", lam: float | None = None,
                  k: int | None = None, max_iter: int = 1000) -> None:
-        self.dictionary = as_matrix(dictionary, "dictionary")
-        ENCODERS.get(method)
-        self.method, self.lam, self.k, self.max_iter = method, lam, k, max_iter
+        self.dictionary, self.method, self.lam, self.k, self.max_iter = dictionary, method, lam, k, max_iter
 
     def fit(self, X: Any = None, y: Any = None) -> "SparseEncoder":
-        """No-op (the dictionary is fixed); present for pipeline compatibility."""
+        """Check the dictionary and the method; nothing is learned (the dictionary is fixed)."""
+        as_matrix(self.dictionary, "dictionary")
+        ENCODERS.get(self.method)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -84,7 +85,7 @@ class SparseEncoder:
 
     def inverse_transform(self, codes: Any) -> np.ndarray:
         """Reconstructions ``codes @ dictionary`` (n_samples, n_features)."""
-        C = as_matrix(codes, "codes")
-        if C.shape[1] != self.dictionary.shape[0]:
-            raise SparsecraftError(f"codes have {C.shape[1]} columns but the dictionary has {self.dictionary.shape[0]} atoms")
-        return C @ self.dictionary
+        C, D = as_matrix(codes, "codes"), as_matrix(self.dictionary, "dictionary")
+        if C.shape[1] != D.shape[0]:
+            raise SparsecraftError(f"codes have {C.shape[1]} columns but the dictionary has {D.shape[0]} atoms")
+        return C @ D

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, as_targets, check_fitted, check_int, check_k, check_positive
 from .solvers import iht, least_squares_on_support, omp, proximal_gradient
 
 
-class _LinearSparseModel:
+class _LinearSparseModel(ParamsMixin):
     """Shared fit plumbing: validation, optional centering (intercept), coef_/intercept_, predict."""
 
     fit_intercept: bool

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, as_vector, check_fitted, check_int, check_k, check_positive, rng
 from .penalties import keep_largest
 
@@ -50,7 +51,7 @@ def ldp_randomize(X: np.ndarray, y: np.ndarray, epsilon: float, delta: float, cl
     return xy, Xc[:, :, None] * Xc[:, None, :] + noise
 
 
-class LDPSparseRegression:
+class LDPSparseRegression(ParamsMixin):
     """k-sparse linear regression from (epsilon, delta)-LDP reports of the users' data.
 
     ``public_X`` (m, d), if given, is unlabeled public data: the server estimates the covariance
@@ -98,7 +99,7 @@ class LDPSparseRegression:
         S = (V * np.maximum(w, 1e-3 * max(w.max(), 1e-12))) @ V.T             # positive-definite projection
         self.dense_coef_ = np.linalg.solve(S, c)
         self.coef_ = _iht_quadratic(S, c, k, check_int(self.n_iter, "n_iter"))
-        self.covariance_, self.xy_mean_ = S, c
+        self.covariance_, self.xy_mean_, self.n_features_in_ = S, c, d
         return self
 
     def predict(self, X: Any) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, check_positive, rng
 
 
@@ -37,7 +38,7 @@ def truncated_states(n_candidates: int, max_active: int) -> np.ndarray:
     return np.array(rows)
 
 
-class _TruncatedEM:
+class _TruncatedEM(ParamsMixin):
     """Shared truncated-EM loop; subclasses define selection scores, log-joints and M-steps."""
 
     def __init__(self, n_components: int, n_candidates: int = 6, max_active: int = 3, n_iter: int = 60,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, as_vector, check_fitted, check_int, check_positive
 
 
@@ -52,7 +53,7 @@ def _noise_update(resid: float, gamma: np.ndarray, var: np.ndarray, sigma2: floa
     return max((resid + sigma2 * dof) / n, 1e-12)
 
 
-class _SBLBase:
+class _SBLBase(ParamsMixin):
     noise_var: float | None
     max_iter: int
     tol: float
@@ -106,6 +107,7 @@ class SBL(_SBLBase):
                 break
         self.coef_, _, _ = sbl_posterior(Phi, y, gamma, sigma2)
         self.gamma_, self.noise_var_, self.n_iter_ = gamma, sigma2, it
+        self.n_features_in_ = Phi.shape[1]
         return self
 
 

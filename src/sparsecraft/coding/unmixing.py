@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, check_positive, rng
 from .solvers import spectral_norm_sq
 
@@ -47,7 +48,7 @@ def _fista_l21(E: np.ndarray, Yt: np.ndarray, lam: float, weights: np.ndarray, A
     return A
 
 
-class SparseUnmixing:
+class SparseUnmixing(ParamsMixin):
     """Estimate non-negative, row-sparse abundances of ``library`` spectra in each pixel.
 
     ``library`` is (n_library, n_bands) (one spectrum per row, scikit-learn orientation);
@@ -57,14 +58,14 @@ class SparseUnmixing:
 
     def __init__(self, library: Any, lam: float = 0.1, penalty: str = "l21", p: float = 0.5,
                  robust: bool = False, n_reweight: int = 5, max_iter: int = 500, tol: float = 1e-6) -> None:
-        self.library = as_matrix(library, "library")
+        self.library = library
         self.lam, self.penalty, self.p, self.robust = lam, penalty, p, robust
         self.n_reweight, self.max_iter, self.tol = n_reweight, max_iter, tol
 
     def fit(self, Y: Any, y: Any = None) -> "SparseUnmixing":
         """Unmix pixels ``Y`` (n_pixels, n_bands)."""
         pix = as_matrix(Y, "Y")
-        E = self.library.T
+        E = as_matrix(self.library, "library").T
         if pix.shape[1] != E.shape[0]:
             raise SparsecraftError(
                 f"Y has {pix.shape[1]} bands but library spectra have {E.shape[0]}; pass matching shapes"
@@ -98,7 +99,7 @@ class SparseUnmixing:
     def reconstruct(self) -> np.ndarray:
         """Modelled pixels (n_pixels, n_bands)."""
         check_fitted(self, "abundances_")
-        return self.abundances_ @ self.library
+        return self.abundances_ @ as_matrix(self.library, "library")
 
 
 def synthetic_mixture(n_bands: int = 100, n_library: int = 60, n_active: int = 5, n_pixels: int = 400,
