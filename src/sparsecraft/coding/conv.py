@@ -22,10 +22,22 @@ from .penalties import PENALTIES
 
 
 def image_crops(size: int = 64, n_crops: int = 32, whiten: bool = True, random_state: Any = 0) -> np.ndarray:
-    """Random grey crops (n_crops, size, size) of scikit-learn's sample photos, zero-mean, unit variance.
+    """Random grey crops of scikit-learn's sample photos, zero-mean, unit variance.
 
-    ``whiten=True`` applies the usual sparse-coding pre-filter ``|f| exp(-(|f|/f0)^4)`` (Olshausen &
-    Field 1997), which flattens the 1/f spectrum of natural images.
+    Parameters
+    ----------
+    size : int, default=64
+        Side of the square crops in pixels (>= 8).
+    n_crops : int, default=32
+    whiten : bool, default=True
+        Apply the usual sparse-coding pre-filter ``|f| exp(-(|f|/f0)^4)`` (Olshausen & Field 1997),
+        which flattens the 1/f spectrum of natural images.
+    random_state : int, numpy Generator or None, default=0
+
+    Returns
+    -------
+    crops : ndarray of shape (n_crops, size, size)
+        Scaled to unit average energy per pixel.
     """
     from sklearn.datasets import load_sample_images
 
@@ -48,9 +60,31 @@ def image_crops(size: int = 64, n_crops: int = 32, whiten: bool = True, random_s
 class ConvSparseCoding(ParamsMixin):
     """Learn a bank of kernels of (possibly different) odd sizes and sparse-code images with it.
 
-    ``kernel_sizes`` lists one odd size per kernel, e.g. ``[5]*8 + [9]*8 + [13]*8``. ``fit(images)``
-    takes (n_images, H, W); ``transform`` returns a list of code maps, one (n, n_g, H, W) array per
-    distinct size (ascending); ``inverse_transform`` maps codes back to images.
+    Parameters
+    ----------
+    kernel_sizes : sequence of int
+        One odd size per kernel, e.g. ``[5]*8 + [9]*8 + [13]*8``.
+    penalty : str, default="l1"
+        A name in ``PENALTIES`` (``l1``, ``l0``, ``cel0``).
+    lam : float, default=0.1
+        Penalty weight, in squared pixel units (> 0).
+    n_steps : int, default=100
+        Kernel learning steps, one mini-batch each.
+    batch_size : int, default=8
+        Images per step.
+    code_iter : int, default=50
+        FISTA iterations per code inference during learning.
+    lr : float, default=0.05
+        Kernel step, divided by each kernel's code energy.
+    random_state : int, numpy Generator or None, default=None
+        Seeds the initial kernels (image patches) and the batches.
+
+    Attributes
+    ----------
+    kernels_ : list of torch.Tensor
+        One (n_g, 1, s, s) float32 tensor of unit-norm kernels per distinct size s (ascending).
+    sizes_ : list of int
+        The distinct kernel sizes, ascending.
     """
 
     def __init__(self, kernel_sizes: Sequence[int], penalty: str = "l1", lam: float = 0.1, n_steps: int = 100,
@@ -125,7 +159,18 @@ class ConvSparseCoding(ParamsMixin):
         return [int(s) for s in sizes]
 
     def fit(self, images: Any, y: Any = None) -> "ConvSparseCoding":
-        """Learn the kernels from ``images`` (n_images, H, W)."""
+        """Learn the kernels.
+
+        Parameters
+        ----------
+        images : array-like of shape (n_images, H, W)
+            H and W at least the largest kernel size.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         all_sizes = self._check_params()
         X = self._check_images(images)
         if max(all_sizes) > min(X.shape[-2:]):
@@ -165,14 +210,38 @@ class ConvSparseCoding(ParamsMixin):
         return self
 
     def transform(self, images: Any, lam: float | None = None, n_iter: int = 200) -> list[np.ndarray]:
-        """Code maps per kernel size (ascending): list of (n_images, n_g, H, W)."""
+        """Sparse code maps of images.
+
+        Parameters
+        ----------
+        images : array-like of shape (n_images, H, W)
+        lam : float, optional
+            Penalty weight (default: the ``lam`` used in fit).
+        n_iter : int, default=200
+            FISTA iterations.
+
+        Returns
+        -------
+        codes : list of ndarray
+            Per kernel size (ascending), an (n_images, n_g, H, W) float32 array.
+        """
         check_fitted(self, "kernels_")
         X = self._check_images(images)
         lam_v = self.lam if lam is None else check_positive(lam, "lam")
         return [z.numpy() for z in self._encode(X, check_int(n_iter, "n_iter"), lam_v)]
 
     def inverse_transform(self, codes: list[np.ndarray]) -> np.ndarray:
-        """Images (n_images, H, W) synthesized from code maps."""
+        """Images synthesized from code maps.
+
+        Parameters
+        ----------
+        codes : list of array-like
+            As returned by :meth:`transform`: per kernel size, (n_images, n_g, H, W).
+
+        Returns
+        -------
+        images : ndarray of shape (n_images, H, W)
+        """
         check_fitted(self, "kernels_")
         if len(codes) != len(self.kernels_):
             raise SparsecraftError(f"codes has {len(codes)} groups but the bank has {len(self.kernels_)} kernel sizes")
@@ -180,6 +249,12 @@ class ConvSparseCoding(ParamsMixin):
         return images[:, 0].numpy().astype(np.float64)
 
     def kernels(self) -> list[np.ndarray]:
-        """The learned kernels, one (n_g, s, s) array per size."""
+        """The learned kernels.
+
+        Returns
+        -------
+        kernels : list of ndarray
+            Per distinct size s (ascending), an (n_g, s, s) float32 array of unit-norm kernels.
+        """
         check_fitted(self, "kernels_")
         return [d[:, 0].numpy() for d in self.kernels_]
