@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS, markdown_table, write_results  # noqa: E402
 from sparsecraft.data import load_dataset  # noqa: E402
 from sparsecraft.models import evaluate, evaluate_loss, model_for_data, train_classifier  # noqa: E402
+from sparsecraft.models.transformer import FeedForward, SelfAttention  # noqa: E402
 from sparsecraft.representations import (  # noqa: E402
     MoEFeedForward,
     SparseAutoencoder,
@@ -33,15 +34,14 @@ from sparsecraft.representations import (  # noqa: E402
     calibrate_label_channels,
     dictionary_recovery,
     measure_activation_sparsity,
+    moe_aux_loss,
     reconstruction_mse,
     sparse_dictionary_data,
     sparsify_activations,
     sparsify_attention,
-    moe_aux_loss,
     train_sae,
     use_moe,
 )
-from sparsecraft.models.transformer import FeedForward, SelfAttention  # noqa: E402
 
 SEQ = 64
 TOPK_FRACTION = 0.1
@@ -168,7 +168,8 @@ def moe_rows(data, dense_loss: float, n_train: int) -> list[dict]:
         share = torch.stack([ld / ld.sum() for ld in loads])
         rows.append({
             "section": "moe", "experts": 4, "k": k, "loss_dense": dense_loss,
-            "loss_moe": evaluate_loss(model, test_x, test_y), "aux_loss_per_layer": float(moe_aux_loss(model)) / len(loads),
+            "loss_moe": evaluate_loss(model, test_x, test_y),
+            "aux_loss_per_layer": float(moe_aux_loss(model)) / len(loads),
             "max_expert_share": float(share.max()), "min_expert_share": float(share.min()),
             "train_s": train_s,
         })
@@ -233,7 +234,8 @@ def plot(rows: list[dict]) -> None:
     labels = sorted({(r["workload"].split(",")[0], r["k"]) for r in sae})
     rules = ("topk", "feature_choice", "mutual_choice")
     for i, rule in enumerate(rules):
-        vals = [next(r["nmse"] for r in sae if r["rule"] == rule and (r["workload"].split(",")[0], r["k"]) == lab) for lab in labels]
+        nmse = {(r["workload"].split(",")[0], r["k"]): r["nmse"] for r in sae if r["rule"] == rule}
+        vals = [nmse[lab] for lab in labels]
         b.bar([j + 0.27 * (i - 1) for j in range(len(labels))], vals, width=0.27, label=rule)
     b.set_xticks(range(len(labels)), [f"{w}\nk={k}" for w, k in labels], fontsize=7)
     b.set_yscale("log")
@@ -268,9 +270,11 @@ def main() -> None:
         "## Top-k attention (T = 64, 200 text windows; error averaged over layers)",
         markdown_table(att, ["ranking", "k", "keys_fraction", "rel_err", "loss_dense", "loss_sparse"]),
         "## MoE feed-forward (4 experts, same data and epochs as the dense LM, aux weight 0.01)",
-        markdown_table(moe, ["experts", "k", "loss_dense", "loss_moe", "aux_loss_per_layer", "max_expert_share", "min_expert_share", "train_s"]),
+        markdown_table(moe, ["experts", "k", "loss_dense", "loss_moe", "aux_loss_per_layer", "max_expert_share",
+                             "min_expert_share", "train_s"]),
         "## SAEs at the same budget of k matches per token (test set, normalised MSE = MSE / variance)",
-        markdown_table(sae, ["workload", "rule", "k", "l0", "nmse", "dead_features", "max_feature_freq", "tokens_without_feature", "atoms_cos_gt_0.9", "train_s"]),
+        markdown_table(sae, ["workload", "rule", "k", "l0", "nmse", "dead_features", "max_feature_freq",
+                             "tokens_without_feature", "atoms_cos_gt_0.9", "train_s"]),
         "![](representations.png)",
     ])
     elapsed = time.perf_counter() - start

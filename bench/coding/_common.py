@@ -76,7 +76,8 @@ def plot_curves(curves: Curves, name: str, xlabel: str, log_x: bool = False, tit
     return save_plot(fig, name)
 
 
-def sparse_problem(n: int, d: int, k: int, t: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sparse_problem(n: int, d: int, k: int, t: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian A (n, d) with unit-norm columns in expectation, t k-sparse signals X (d, t), Y = A X."""
     A = rng.standard_normal((n, d)) / np.sqrt(n)
     X = np.zeros((d, t))

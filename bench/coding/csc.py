@@ -36,7 +36,8 @@ def run(quick: bool) -> Section:
             rows.append({"section": "csc", "bank": name, "task": f"nnz/pixel at rel_err {t}", "nnz_per_pixel": v})
     plots = plot_curves(curves, "csc", "non-zeros per pixel", log_x=True, legend_size=8)
     md = (f"### Convolutional sparse coding ({size}x{size} whitened crops, l1, {steps} learning steps)\n\n"
-          + markdown_table([r for r in rows if "task" not in r], ["bank", "lam", "nnz_per_pixel", "rel_err", "fit_time_s"])
+          + markdown_table([r for r in rows if "task" not in r],
+                           ["bank", "lam", "nnz_per_pixel", "rel_err", "fit_time_s"])
           + "\n\nNon-zeros per pixel at equal error (interpolated; lower is sparser):\n\n"
           + markdown_table([{"bank": n, **{f"err {t}": v for t, v in zip(targets, vals)}} for n, vals in equal.items()],
                            ["bank"] + [f"err {t}" for t in targets])

@@ -61,7 +61,8 @@ def run(quick: bool) -> Section:
     at_equal = {t: {m: nnz_at_error(pts, t) for m, pts in curves.items()} for t in targets}
     for t in targets:
         for method, nnz in at_equal[t].items():
-            rows.append({"section": "images", "task": f"nnz per patch at rel. error {t}", "method": method, "test_nnz": nnz})
+            rows.append({"section": "images", "task": f"nnz per patch at rel. error {t}", "method": method,
+                         "test_nnz": nnz})
     plots = plot_curves(curves, "images", "mean non-zeros per patch", title="8x8 natural-image patches")
     md = ("### Natural-image patches (8x8, scikit-learn sample photos)\n\n"
           f"Dictionary learning, {atoms} atoms, {n_train} training / {n_test} test patches; test error = "
@@ -70,7 +71,8 @@ def run(quick: bool) -> Section:
                            ["task", "dictionary", "test_err_l1", "test_nnz_l1", "test_err_omp5", "objective_rel_diff",
                             "fit_time_s", "time_ratio"])
           + "\n\nl1 vs l0 vs CEL0 (each with its own learned dictionary): mean non-zeros per patch and error.\n\n"
-          + markdown_table([r for r in rows if r["task"].startswith("penalty")], ["method", "lam", "test_nnz", "test_err"])
+          + markdown_table([r for r in rows if r["task"].startswith("penalty")],
+                           ["method", "lam", "test_nnz", "test_err"])
           + "\n\nNon-zeros per patch needed for a given relative error (interpolated, nan = outside the swept "
           "range; lower is sparser):\n\n"
           + markdown_table([{"method": m, **{f"err {t}": at_equal[t][m] for t in targets}} for m in curves],

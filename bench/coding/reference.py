@@ -4,9 +4,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.linear_model import ARDRegression
+from sklearn.linear_model import ARDRegression, OrthogonalMatchingPursuit, orthogonal_mp
 from sklearn.linear_model import Lasso as SkLasso
-from sklearn.linear_model import OrthogonalMatchingPursuit, orthogonal_mp
 
 from bench.common import markdown_table
 from sparsecraft.coding import IHT, OMP, SBL, KroneckerSBL, Lasso

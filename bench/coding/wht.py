@@ -26,7 +26,8 @@ def run(quick: bool) -> Section:
                 if sd:
                     x = x + sd * gen.standard_normal(n)
                 res = sparse_wht(x, K, noise_std=sd, random_state=trial)
-                t_sparse.append(median_time(lambda: sparse_wht(x, K, noise_std=sd, random_state=trial), repeats=3, warmup=1))
+                t_sparse.append(median_time(lambda: sparse_wht(x, K, noise_std=sd, random_state=trial),
+                                            repeats=3, warmup=1))
                 samples.append(res.n_samples)
                 ok += set(res.indices.tolist()) == set(np.flatnonzero(X).tolist())
             t_full = median_time(lambda: fwht(x), repeats=5, warmup=1)

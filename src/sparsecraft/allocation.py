@@ -23,27 +23,57 @@ ALLOCATORS: Registry[Callable[[dict, float], dict[str, int]]] = Registry("alloca
 
 @dataclass
 class LayerInfo:
-    """What an allocator may know about one target: weight ``shape``, ``group_scores`` (G,)."""
+    """What an allocator may know about one target layer.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the weight.
+    group_scores : torch.Tensor of shape (G,)
+        Importance of each of the pattern's G groups (higher = keep).
+    n_groups : int
+        G.
+    numel : int
+        Weights in the layer.
+    group_size : int
+        Weights per group, ``numel // n_groups``.
+    """
 
     shape: tuple[int, ...]
     group_scores: torch.Tensor
 
     @property
     def n_groups(self) -> int:
+        """Number of groups G."""
         return self.group_scores.numel()
 
     @property
     def numel(self) -> int:
+        """Number of weights."""
         return math.prod(self.shape)
 
     @property
     def group_size(self) -> int:
+        """Weights per group."""
         return self.numel // self.n_groups
 
 
 @ALLOCATORS.register("uniform")
 def uniform(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
-    """Every layer drops ``round(sparsity * G)`` of its G groups."""
+    """Every layer drops ``round(sparsity * G)`` of its G groups.
+
+    Parameters
+    ----------
+    layers : dict of str to LayerInfo
+        Every target layer by name.
+    sparsity : float
+        Overall fraction of zeros in [0, 1).
+
+    Returns
+    -------
+    dict of str to int
+        Groups to drop per layer, each in [0, n_groups].
+    """
     return {name: round(sparsity * info.n_groups) for name, info in layers.items()}
 
 
@@ -60,6 +90,18 @@ def global_(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
     groups are ranked by their mean score per weight, so a long row is not favoured just for being
     long, and the lowest are dropped until the dropped weights are as close as possible to
     ``round(sparsity * total weights)``.
+
+    Parameters
+    ----------
+    layers : dict of str to LayerInfo
+        Every target layer by name.
+    sparsity : float
+        Overall fraction of zeros in [0, 1).
+
+    Returns
+    -------
+    dict of str to int
+        Groups to drop per layer, each in [0, n_groups].
     """
     names = list(layers)
     sizes = {layers[n].group_size for n in names}
@@ -122,16 +164,57 @@ def _erdos_renyi(layers: dict[str, LayerInfo], sparsity: float, kernel: bool) ->
 
 @ALLOCATORS.register("er")
 def er(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
-    """Erdos-Renyi: density proportional to (out + in) / (out * in)."""
+    """Erdos-Renyi: density proportional to (out + in) / (out * in).
+
+    Parameters
+    ----------
+    layers : dict of str to LayerInfo
+        Every target layer by name.
+    sparsity : float
+        Overall fraction of zeros in [0, 1).
+
+    Returns
+    -------
+    dict of str to int
+        Groups to drop per layer, each in [0, n_groups].
+    """
     return _erdos_renyi(layers, sparsity, kernel=False)
 
 
 @ALLOCATORS.register("erk")
 def erk(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
-    """Erdos-Renyi-Kernel: density proportional to (out + in + kh + kw) / (out * in * kh * kw)."""
+    """Erdos-Renyi-Kernel: density proportional to (out + in + kh + kw) / (out * in * kh * kw).
+
+    Parameters
+    ----------
+    layers : dict of str to LayerInfo
+        Every target layer by name.
+    sparsity : float
+        Overall fraction of zeros in [0, 1).
+
+    Returns
+    -------
+    dict of str to int
+        Groups to drop per layer, each in [0, n_groups].
+    """
     return _erdos_renyi(layers, sparsity, kernel=True)
 
 
 def allocate(method: str, layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
-    """Run the named allocator; unknown names give a one-line error listing valid ones."""
+    """Run the named allocator.
+
+    Parameters
+    ----------
+    method : str
+        A name in ``ALLOCATORS`` (``uniform``, ``global``, ``er``, ``erk``); an unknown name gives a
+        one-line error listing the valid ones.
+    layers : dict of str to LayerInfo
+    sparsity : float
+        Overall fraction of zeros in [0, 1).
+
+    Returns
+    -------
+    dict of str to int
+        Groups to drop per layer.
+    """
     return ALLOCATORS.get(method)(layers, sparsity)

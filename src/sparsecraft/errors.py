@@ -12,7 +12,25 @@ class SparsecraftError(ValueError):
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
-    """Return ``sparsity`` as a float after checking it lies in [0, 1)."""
+    """Check a sparsity.
+
+    Parameters
+    ----------
+    sparsity : float
+        Fraction of zeros.
+    name : str, default="sparsity"
+        What to call it in the error message.
+
+    Returns
+    -------
+    float
+        ``sparsity``, in [0, 1).
+
+    Raises
+    ------
+    SparsecraftError
+        If it is not a number in [0, 1) (a percentage such as 90 included).
+    """
     try:
         value = float(sparsity)
     except (TypeError, ValueError):
@@ -25,7 +43,25 @@ def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
 
 
 def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+    """Check a positive integer.
+
+    Parameters
+    ----------
+    value : object
+    name : str
+        What to call it in the error message.
+    minimum : int, default=1
+
+    Returns
+    -------
+    int
+        ``value``, an int >= ``minimum``.
+
+    Raises
+    ------
+    SparsecraftError
+        If it is not an int (bools excluded) or is below ``minimum``.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SparsecraftError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value

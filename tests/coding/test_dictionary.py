@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 from sklearn.decomposition import MiniBatchDictionaryLearning
 
-from sparsecraft.coding import (BinarySparseCoding, DictionaryLearning, SpikeAndSlabSparseCoding,
-                                image_patches, match_dictionaries, sparse_encode)
+from sparsecraft.coding import (
+    BinarySparseCoding,
+    DictionaryLearning,
+    SpikeAndSlabSparseCoding,
+    image_patches,
+    match_dictionaries,
+    sparse_encode,
+)
 from sparsecraft.coding.probabilistic import truncated_states
 from sparsecraft.errors import SparsecraftError
 
@@ -41,8 +47,13 @@ def test_learned_dictionary_matches_sklearn_quality_and_beats_random(patches):
 def bars(g=4, amp=5.0):
     W = []
     for i in range(g):
-        a = np.zeros((g, g)); a[i, :] = 1; W.append(a.ravel())
-        a = np.zeros((g, g)); a[:, i] = 1; W.append(a.ravel())
+        for horizontal in (True, False):
+            a = np.zeros((g, g))
+            if horizontal:
+                a[i, :] = 1
+            else:
+                a[:, i] = 1
+            W.append(a.ravel())
     return np.array(W) * amp
 
 

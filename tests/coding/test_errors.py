@@ -43,7 +43,8 @@ def test_wht_length_must_be_power_of_two():
 
 
 def test_bad_names_and_parameters():
-    raises("unknown sparse coding method 'l2'", SparseEncoder, X, method="l2")
+    raises("unknown sparse coding method 'l2'", SparseEncoder(X, method="l2").fit)
+    raises("unknown sparse coding method 'l2'", SparseEncoder(X, method="l2").transform, X)
     raises("solver must be 'ista' or 'fista'", Lasso(0.1, solver="cd").fit, X, y)
     raises("alpha must be a finite number > 0", Lasso(-1.0).fit, X, y)
     raises("needs lam", sparse_encode, X, X, "l1")

@@ -1,7 +1,8 @@
 """ISTA/FISTA Lasso, IHT, OMP and the penalties against scikit-learn and brute force."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import Lasso as SkLasso
 from sklearn.linear_model import OrthogonalMatchingPursuit
 
@@ -121,7 +122,10 @@ def test_cel0_matches_l0_objective_at_its_minimizers_and_lowers_l1_error():
     # CEL0 <= l0 objective everywhere; at a CEL0 critical point with |c_i| >= sqrt(2 lam)/||d_i|| they coincide
     f_cel0_l0 = objective(D, Y, C_cel0, lam, "l0")
     assert np.mean(f_cel0_l0 <= objective(D, Y, C_l0, lam, "l0") + 1e-9) >= 0.8
-    err = lambda C: np.linalg.norm(D @ C - Y) / np.linalg.norm(Y)
+
+    def err(C):
+        return np.linalg.norm(D @ C - Y) / np.linalg.norm(Y)
+
     assert err(C_cel0) < err(C_l1)
 
 

@@ -18,7 +18,10 @@ def test_group_prox_is_the_minimizer():
     V = rng.standard_normal((6, 5))
     th = rng.random(6)
     P = _group_prox(V, th)
-    f = lambda A: 0.5 * ((A - V) ** 2).sum() + (th * np.linalg.norm(A, axis=1)).sum()
+
+    def f(A):
+        return 0.5 * ((A - V) ** 2).sum() + (th * np.linalg.norm(A, axis=1)).sum()
+
     assert np.all(P >= 0)
     for _ in range(200):  # no feasible perturbation improves the objective
         Q = np.maximum(P + 0.05 * rng.standard_normal(P.shape), 0)

@@ -1,7 +1,8 @@
 """Fast WHT against the Hadamard matrix and sparse WHT recovery."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.linalg import hadamard
 
 from sparsecraft.coding import fwht, sparse_wht

@@ -85,7 +85,8 @@ def test_sparsify_transformer_feedforward_exact_k_per_token():
 
 def test_sparsify_mlp_relu_at_most_k_and_skips_convs():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8, 30), nn.ReLU(), nn.Linear(30, 2))
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8, 30), nn.ReLU(), nn.Linear(30, 2))
     assert sparsify_activations(model, fraction=0.1) == ["4"]
     h = model[:5](torch.randn(11, 1, 10))
     assert ((h != 0).sum(-1) <= 3).all()

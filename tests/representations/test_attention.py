@@ -58,7 +58,8 @@ def test_label_channels_all_equal_exact_ranking_and_subset_changes_it():
     assert torch.equal(labelled.attention_mask(x), exact.attention_mask(x))
     one = TopKSelfAttention.from_dense(attn, k=3, label_channels=torch.tensor([[0], [5]]))
     q, k = attn._split(attn.q_proj(x)), attn._split(attn.k_proj(x))
-    approx = torch.stack([q[:, 0, :, 0:1] @ k[:, 0, :, 0:1].transpose(1, 2), q[:, 1, :, 5:6] @ k[:, 1, :, 5:6].transpose(1, 2)], 1)
+    approx = torch.stack([q[:, 0, :, 0:1] @ k[:, 0, :, 0:1].transpose(1, 2),
+                          q[:, 1, :, 5:6] @ k[:, 1, :, 5:6].transpose(1, 2)], 1)
     top = approx.topk(3, dim=-1).indices
     assert torch.equal(one.attention_mask(x), torch.zeros_like(approx, dtype=torch.bool).scatter(-1, top, True))
 

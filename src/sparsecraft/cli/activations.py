@@ -13,6 +13,13 @@ COLUMNS = ["layer", "kind", "width", "zero_fraction", "mean_active"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``activations`` subcommand and its options.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``sparsecraft`` command's subcommands.
+    """
     p = subparsers.add_parser(
         "activations", help="per-layer activation sparsity; accuracy with top-k MLP activations",
         description="Run an in-project model (--model, optionally trained first with --train-epochs) or a "
@@ -47,6 +54,18 @@ def _quality(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``sparsecraft activations``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options.
+
+    Returns
+    -------
+    int
+        Exit code 0 (user errors raise ``SparsecraftError``, which the CLI turns into exit code 2).
+    """
     from ..representations import measure_activation_sparsity, sparsify_activations
 
     if not args.eps >= 0:

@@ -16,6 +16,13 @@ COLUMNS = ("target", "method", "nonzeros", "rel_residual", "seconds")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``solve`` subcommand and its options.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``sparsecraft`` command's subcommands.
+    """
     p = subparsers.add_parser(
         "solve", help="sparse recovery of y ~= A x from a .npz file",
         description="Recover sparse x from y ~= A x. FILE.npz holds A (n, d) and y (n,) or (n, t) "
@@ -41,7 +48,8 @@ def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(file, allow_pickle=False) as data:
             missing = [k for k in ("A", "y") if k not in data.files]
             if missing:
-                raise SparsecraftError(f"--data {file} lacks array(s) {', '.join(missing)}; it has: {', '.join(data.files) or 'none'}")
+                have = ", ".join(data.files) or "none"
+                raise SparsecraftError(f"--data {file} lacks array(s) {', '.join(missing)}; it has: {have}")
             return np.asarray(data["A"]), np.asarray(data["y"])
     except SparsecraftError:
         raise
@@ -77,6 +85,18 @@ def _solve(method: str, A: np.ndarray, y: np.ndarray, args: argparse.Namespace) 
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``sparsecraft solve``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options.
+
+    Returns
+    -------
+    int
+        Exit code 0 (user errors raise ``SparsecraftError``, which the CLI turns into exit code 2).
+    """
     if args.out:
         check_output(args.out, args.force)
     A, y = _load(args.data)

@@ -18,7 +18,10 @@ from .unmixing import SparseUnmixing, synthetic_mixture
 from .wht import SparseWHTResult, fwht, sparse_wht
 
 __all__ = [
-    "BinarySparseCoding", "ConvSparseCoding", "image_crops", "DictionaryLearning", "SpikeAndSlabSparseCoding", "image_patches",
-    "match_dictionaries", "LDPSparseRegression", "SparseUnmixing", "synthetic_mixture", "ENCODERS", "IHT", "OMP", "PENALTIES", "SBL", "KroneckerSBL", "Lasso", "SparseEncoder",
-    "SparseWHTResult", "fwht", "sparse_encode", "sparse_wht",
+    # estimators
+    "BinarySparseCoding", "ConvSparseCoding", "DictionaryLearning", "IHT", "KroneckerSBL", "LDPSparseRegression",
+    "Lasso", "OMP", "SBL", "SparseEncoder", "SparseUnmixing", "SpikeAndSlabSparseCoding",
+    # functions, registries and results
+    "ENCODERS", "PENALTIES", "SparseWHTResult", "fwht", "image_crops", "image_patches", "match_dictionaries",
+    "sparse_encode", "sparse_wht", "synthetic_mixture",
 ]

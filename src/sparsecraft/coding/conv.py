@@ -16,15 +16,28 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, check_positive, rng
 from .penalties import PENALTIES
 
 
 def image_crops(size: int = 64, n_crops: int = 32, whiten: bool = True, random_state: Any = 0) -> np.ndarray:
-    """Random grey crops (n_crops, size, size) of scikit-learn's sample photos, zero-mean, unit variance.
+    """Random grey crops of scikit-learn's sample photos, zero-mean, unit variance.
 
-    ``whiten=True`` applies the usual sparse-coding pre-filter ``|f| exp(-(|f|/f0)^4)`` (Olshausen &
-    Field 1997), which flattens the 1/f spectrum of natural images.
+    Parameters
+    ----------
+    size : int, default=64
+        Side of the square crops in pixels (>= 8).
+    n_crops : int, default=32
+    whiten : bool, default=True
+        Apply the usual sparse-coding pre-filter ``|f| exp(-(|f|/f0)^4)`` (Olshausen & Field 1997),
+        which flattens the 1/f spectrum of natural images.
+    random_state : int, numpy Generator or None, default=0
+
+    Returns
+    -------
+    crops : ndarray of shape (n_crops, size, size)
+        Scaled to unit average energy per pixel.
     """
     from sklearn.datasets import load_sample_images
 
@@ -44,17 +57,39 @@ def image_crops(size: int = 64, n_crops: int = 32, whiten: bool = True, random_s
     return crops / np.sqrt(max(float((crops**2).mean()), 1e-300))
 
 
-class ConvSparseCoding:
+class ConvSparseCoding(ParamsMixin):
     """Learn a bank of kernels of (possibly different) odd sizes and sparse-code images with it.
 
-    ``kernel_sizes`` lists one odd size per kernel, e.g. ``[5]*8 + [9]*8 + [13]*8``. ``fit(images)``
-    takes (n_images, H, W); ``transform`` returns a list of code maps, one (n, n_g, H, W) array per
-    distinct size (ascending); ``inverse_transform`` maps codes back to images.
+    Parameters
+    ----------
+    kernel_sizes : sequence of int
+        One odd size per kernel, e.g. ``[5]*8 + [9]*8 + [13]*8``.
+    penalty : str, default="l1"
+        A name in ``PENALTIES`` (``l1``, ``l0``, ``cel0``).
+    lam : float, default=0.1
+        Penalty weight, in squared pixel units (> 0).
+    n_steps : int, default=100
+        Kernel learning steps, one mini-batch each.
+    batch_size : int, default=8
+        Images per step.
+    code_iter : int, default=50
+        FISTA iterations per code inference during learning.
+    lr : float, default=0.05
+        Kernel step, divided by each kernel's code energy.
+    random_state : int, numpy Generator or None, default=None
+        Seeds the initial kernels (image patches) and the batches.
+
+    Attributes
+    ----------
+    kernels_ : list of torch.Tensor
+        One (n_g, 1, s, s) float32 tensor of unit-norm kernels per distinct size s (ascending).
+    sizes_ : list of int
+        The distinct kernel sizes, ascending.
     """
 
     def __init__(self, kernel_sizes: Sequence[int], penalty: str = "l1", lam: float = 0.1, n_steps: int = 100,
                  batch_size: int = 8, code_iter: int = 50, lr: float = 0.05, random_state: Any = None) -> None:
-        self.kernel_sizes, self.penalty, self.lam = list(kernel_sizes), penalty, lam
+        self.kernel_sizes, self.penalty, self.lam = kernel_sizes, penalty, lam
         self.n_steps, self.batch_size, self.code_iter, self.lr = n_steps, batch_size, code_iter, lr
         self.random_state = random_state
 
@@ -68,7 +103,7 @@ class ConvSparseCoding:
 
     def _lipschitz(self, shape: tuple[int, int]) -> float:
         """||D||_2^2 of the synthesis operator by power iteration (warm-started between calls)."""
-        v = getattr(self, "_power_v", None)
+        v = self._power_v
         if v is None or tuple(v[0].shape[-2:]) != tuple(shape):
             gen = torch.Generator().manual_seed(0)
             v = [torch.randn(1, d.shape[0], *shape, generator=gen) for d in self.kernels_]
@@ -108,27 +143,45 @@ class ConvSparseCoding:
         arr = as_matrix(images, "images", ndim=3)
         return torch.from_numpy(arr[:, None].astype(np.float32))
 
-    def _check_params(self) -> None:
-        if not self.kernel_sizes:
+    def _check_params(self) -> list[int]:
+        """Check the parameters; return ``kernel_sizes`` as a list."""
+        try:
+            sizes = list(self.kernel_sizes)
+        except TypeError:
+            raise SparsecraftError(f"kernel_sizes must be a list of odd sizes, got {self.kernel_sizes!r}") from None
+        if not sizes:
             raise SparsecraftError("kernel_sizes is empty; give one odd size per kernel, e.g. [5]*8 + [9]*8")
-        for s in self.kernel_sizes:
+        for s in sizes:
             if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 or s % 2 == 0:
                 raise SparsecraftError(f"kernel_sizes must be odd positive integers, got {s!r}")
         PENALTIES.get(self.penalty)
         check_positive(self.lam, "lam")
+        return [int(s) for s in sizes]
 
     def fit(self, images: Any, y: Any = None) -> "ConvSparseCoding":
-        """Learn the kernels from ``images`` (n_images, H, W)."""
-        self._check_params()
+        """Learn the kernels.
+
+        Parameters
+        ----------
+        images : array-like of shape (n_images, H, W)
+            H and W at least the largest kernel size.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        all_sizes = self._check_params()
         X = self._check_images(images)
-        if max(self.kernel_sizes) > min(X.shape[-2:]):
-            raise SparsecraftError(f"kernel size {max(self.kernel_sizes)} exceeds the image size {tuple(X.shape[-2:])}")
+        if max(all_sizes) > min(X.shape[-2:]):
+            raise SparsecraftError(f"kernel size {max(all_sizes)} exceeds the image size {tuple(X.shape[-2:])}")
         gen = rng(self.random_state)
-        sizes = sorted(set(self.kernel_sizes))
+        self._power_v = None  # a power-iteration warm start from an earlier fit would not fit this bank
+        sizes = sorted(set(all_sizes))
         self.sizes_ = sizes
         kernels = []
         for s in sizes:
-            count = self.kernel_sizes.count(s)
+            count = all_sizes.count(s)
             # initialize from random image patches of that size (centered, unit norm)
             idx = gen.integers(0, X.shape[0], count)
             r = gen.integers(0, X.shape[2] - s + 1, count)
@@ -157,20 +210,51 @@ class ConvSparseCoding:
         return self
 
     def transform(self, images: Any, lam: float | None = None, n_iter: int = 200) -> list[np.ndarray]:
-        """Code maps per kernel size (ascending): list of (n_images, n_g, H, W)."""
+        """Sparse code maps of images.
+
+        Parameters
+        ----------
+        images : array-like of shape (n_images, H, W)
+        lam : float, optional
+            Penalty weight (default: the ``lam`` used in fit).
+        n_iter : int, default=200
+            FISTA iterations.
+
+        Returns
+        -------
+        codes : list of ndarray
+            Per kernel size (ascending), an (n_images, n_g, H, W) float32 array.
+        """
         check_fitted(self, "kernels_")
         X = self._check_images(images)
         lam_v = self.lam if lam is None else check_positive(lam, "lam")
         return [z.numpy() for z in self._encode(X, check_int(n_iter, "n_iter"), lam_v)]
 
     def inverse_transform(self, codes: list[np.ndarray]) -> np.ndarray:
-        """Images (n_images, H, W) synthesized from code maps."""
+        """Images synthesized from code maps.
+
+        Parameters
+        ----------
+        codes : list of array-like
+            As returned by :meth:`transform`: per kernel size, (n_images, n_g, H, W).
+
+        Returns
+        -------
+        images : ndarray of shape (n_images, H, W)
+        """
         check_fitted(self, "kernels_")
         if len(codes) != len(self.kernels_):
             raise SparsecraftError(f"codes has {len(codes)} groups but the bank has {len(self.kernels_)} kernel sizes")
-        return self._synth([torch.from_numpy(np.asarray(c, dtype=np.float32)) for c in codes])[:, 0].numpy().astype(np.float64)
+        images = self._synth([torch.from_numpy(np.asarray(c, dtype=np.float32)) for c in codes])
+        return images[:, 0].numpy().astype(np.float64)
 
     def kernels(self) -> list[np.ndarray]:
-        """The learned kernels, one (n_g, s, s) array per size."""
+        """The learned kernels.
+
+        Returns
+        -------
+        kernels : list of ndarray
+            Per distinct size s (ascending), an (n_g, s, s) float32 array of unit-norm kernels.
+        """
         check_fitted(self, "kernels_")
         return [d[:, 0].numpy() for d in self.kernels_]

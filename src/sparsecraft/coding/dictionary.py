@@ -13,17 +13,32 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, rng
 from .encode import ENCODERS, sparse_encode
 
 
 def image_patches(patch_size: int = 8, n_patches: int = 10000, random_state: Any = 0,
                   images: str = "all") -> np.ndarray:
-    """Random grey-level patches (n_patches, patch_size**2) from scikit-learn's bundled photos.
+    """Random grey-level patches from scikit-learn's bundled photos.
 
     Uses ``sklearn.datasets.load_sample_images`` (china.jpg and flower.jpg ship with scikit-learn,
     nothing is downloaded). Pixels are scaled to [0, 1], each patch has its mean removed (the DC
     component), and the whole set is scaled to unit average energy per pixel.
+
+    Parameters
+    ----------
+    patch_size : int, default=8
+        Side of the square patches in pixels (>= 2).
+    n_patches : int, default=10000
+    random_state : int, numpy Generator or None, default=0
+    images : {"all", "china", "flower"}, default="all"
+        Which photos to sample from.
+
+    Returns
+    -------
+    patches : ndarray of shape (n_patches, patch_size**2)
+        Flattened row by row.
     """
     try:
         from sklearn.datasets import load_sample_images
@@ -50,12 +65,35 @@ def image_patches(patch_size: int = 8, n_patches: int = 10000, random_state: Any
     return out / np.sqrt(max(float((out**2).mean()), 1e-300))
 
 
-class DictionaryLearning:
+class DictionaryLearning(ParamsMixin):
     """Online dictionary learning with a pluggable sparse encoder.
 
-    ``method``/``lam``/``k`` choose the encoder (see :data:`ENCODERS`); ``n_epochs`` passes over
-    the data in mini-batches of ``batch_size``; ``code_iter`` caps the encoder's iterations during
-    learning. Attributes after fit: ``components_`` (n_components, n_features), unit-norm rows.
+    Parameters
+    ----------
+    n_components : int
+        Number of atoms.
+    method : str, default="l1"
+        A name in ``ENCODERS``: ``l1``, ``l0``, ``cel0`` (need ``lam``), ``omp``, ``iht`` (need ``k``).
+    lam : float, optional
+        Penalty weight of the penalized methods, in squared signal units (> 0).
+    k : int, optional
+        Atoms per signal of ``omp`` and ``iht``, at most n_features and n_components.
+    n_epochs : int, default=2
+        Passes over the data.
+    batch_size : int, default=256
+        Signals per mini-batch.
+    code_iter : int, default=100
+        Encoder iteration cap during learning (``transform`` runs 1000).
+    forget : float, default=0.9
+        Weight in (0, 1] of the past sufficient statistics at each mini-batch.
+    random_state : int, numpy Generator or None, default=None
+        Seeds the initial atoms (random signals) and the batch order.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Learned atoms, unit-norm rows.
+    n_features_in_ : int
     """
 
     def __init__(self, n_components: int, method: str = "l1", lam: float | None = None, k: int | None = None,
@@ -66,7 +104,18 @@ class DictionaryLearning:
         self.forget, self.random_state = forget, random_state
 
     def fit(self, X: Any, y: Any = None) -> "DictionaryLearning":
-        """Learn the dictionary from ``X`` (n_samples, n_features)."""
+        """Learn the dictionary.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training signals, one per row.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         data = as_matrix(X, "X")
         ENCODERS.get(self.method)
         n_comp = check_int(self.n_components, "n_components")
@@ -92,12 +141,31 @@ class DictionaryLearning:
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Codes (n_samples, n_components) with the learning encoder run to convergence."""
+        """Codes on the learned dictionary, with the learning encoder run up to 1000 iterations.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_components)
+        """
         check_fitted(self, "components_")
         return sparse_encode(X, self.components_, self.method, self.lam, self.k, max_iter=1000)
 
     def inverse_transform(self, codes: Any) -> np.ndarray:
-        """Reconstructions (n_samples, n_features)."""
+        """Signals synthesized from codes.
+
+        Parameters
+        ----------
+        codes : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            ``codes @ components_``.
+        """
         check_fitted(self, "components_")
         return as_matrix(codes, "codes") @ self.components_
 
@@ -117,15 +185,26 @@ def _update_atoms(D: np.ndarray, A: np.ndarray, B: np.ndarray, gen: np.random.Ge
 def match_dictionaries(estimated: Any, reference: Any) -> tuple[np.ndarray, np.ndarray]:
     """Match atoms (rows) up to permutation and sign by the Hungarian algorithm on |cosine|.
 
-    Returns ``(perm, cosine)``: ``estimated[perm[i]]`` is matched to ``reference[i]`` with absolute
-    cosine similarity ``cosine[i]``.
+    Parameters
+    ----------
+    estimated : array-like of shape (n_estimated, n_features)
+    reference : array-like of shape (n_reference, n_features)
+        At most as many atoms as ``estimated``.
+
+    Returns
+    -------
+    perm : ndarray of shape (n_reference,), int64
+        ``estimated[perm[i]]`` is matched to ``reference[i]``.
+    cosine : ndarray of shape (n_reference,)
+        Absolute cosine similarity of each matched pair, in [0, 1].
     """
     from scipy.optimize import linear_sum_assignment
 
     E, R = as_matrix(estimated, "estimated"), as_matrix(reference, "reference")
     if E.shape[1] != R.shape[1] or E.shape[0] < R.shape[0]:
         raise SparsecraftError(
-            f"estimated {E.shape} cannot be matched to reference {R.shape}: same atom length and at least as many atoms needed"
+            f"estimated {E.shape} cannot be matched to reference {R.shape}: "
+            "same atom length and at least as many atoms needed"
         )
     En = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-300)
     Rn = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-300)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import SparsecraftError
 from ..registry import Registry
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_int, check_k, check_positive
 from .solvers import iht, omp, proximal_gradient
 
@@ -54,7 +55,27 @@ ENCODERS.register("iht")(_k_sparse(lambda A, Y, k: iht(A, Y, k)))
 
 def sparse_encode(X: Any, dictionary: Any, method: str = "l1", lam: float | None = None,
                   k: int | None = None, max_iter: int = 1000) -> np.ndarray:
-    """Codes (n_samples, n_components) of ``X`` (n_samples, n_features) on ``dictionary`` (n_components, n_features)."""
+    """Sparse codes of signals on a fixed dictionary, ``X ~= codes @ dictionary``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Signals, one per row.
+    dictionary : array-like of shape (n_components, n_features)
+        Atoms, one per row.
+    method : str, default="l1"
+        A name in ``ENCODERS``: ``l1``, ``l0``, ``cel0`` (need ``lam``), ``omp``, ``iht`` (need ``k``).
+    lam : float, optional
+        Penalty weight of the penalized methods, in squared signal units (> 0).
+    k : int, optional
+        Atoms per signal of ``omp`` and ``iht``, at most n_features and n_components.
+    max_iter : int, default=1000
+        Iteration cap of the iterative methods.
+
+    Returns
+    -------
+    codes : ndarray of shape (n_samples, n_components)
+    """
     D = as_matrix(dictionary, "dictionary")
     S = as_matrix(X, "X")
     if S.shape[1] != D.shape[1]:
@@ -65,26 +86,69 @@ def sparse_encode(X: Any, dictionary: Any, method: str = "l1", lam: float | None
     return encoder(D.T, S.T, lam, k, check_int(max_iter, "max_iter")).T
 
 
-class SparseEncoder:
-    """Transformer: ``transform(X)`` returns sparse codes of ``X`` on a fixed ``dictionary``."""
+class SparseEncoder(ParamsMixin):
+    """Transformer: sparse codes of signals on a fixed dictionary (:func:`sparse_encode` as an estimator).
+
+    Parameters
+    ----------
+    dictionary : array-like of shape (n_components, n_features)
+        Atoms, one per row.
+    method : str, default="l1"
+        A name in ``ENCODERS``: ``l1``, ``l0``, ``cel0`` (need ``lam``), ``omp``, ``iht`` (need ``k``).
+    lam : float, optional
+        Penalty weight of the penalized methods, in squared signal units (> 0).
+    k : int, optional
+        Atoms per signal of ``omp`` and ``iht``, at most n_features and n_components.
+    max_iter : int, default=1000
+        Iteration cap of the iterative methods.
+    """
 
     def __init__(self, dictionary: Any, method: str = "l1", lam: float | None = None,
                  k: int | None = None, max_iter: int = 1000) -> None:
-        self.dictionary = as_matrix(dictionary, "dictionary")
-        ENCODERS.get(method)
-        self.method, self.lam, self.k, self.max_iter = method, lam, k, max_iter
+        self.dictionary, self.method, self.lam, self.k, self.max_iter = dictionary, method, lam, k, max_iter
 
     def fit(self, X: Any = None, y: Any = None) -> "SparseEncoder":
-        """No-op (the dictionary is fixed); present for pipeline compatibility."""
+        """Check the dictionary and the method; nothing is learned (the dictionary is fixed).
+
+        Parameters
+        ----------
+        X, y : ignored
+            Present for pipeline compatibility.
+
+        Returns
+        -------
+        self
+        """
+        as_matrix(self.dictionary, "dictionary")
+        ENCODERS.get(self.method)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Codes (n_samples, n_components)."""
+        """Sparse codes of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_components)
+        """
         return sparse_encode(X, self.dictionary, self.method, self.lam, self.k, self.max_iter)
 
     def inverse_transform(self, codes: Any) -> np.ndarray:
-        """Reconstructions ``codes @ dictionary`` (n_samples, n_features)."""
-        C = as_matrix(codes, "codes")
-        if C.shape[1] != self.dictionary.shape[0]:
-            raise SparsecraftError(f"codes have {C.shape[1]} columns but the dictionary has {self.dictionary.shape[0]} atoms")
-        return C @ self.dictionary
+        """Signals synthesized from codes.
+
+        Parameters
+        ----------
+        codes : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            ``codes @ dictionary``.
+        """
+        C, D = as_matrix(codes, "codes"), as_matrix(self.dictionary, "dictionary")
+        if C.shape[1] != D.shape[0]:
+            raise SparsecraftError(f"codes have {C.shape[1]} columns but the dictionary has {D.shape[0]} atoms")
+        return C @ D

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, as_targets, check_fitted, check_int, check_k, check_positive
 from .solvers import iht, least_squares_on_support, omp, proximal_gradient
 
 
-class _LinearSparseModel:
+class _LinearSparseModel(ParamsMixin):
     """Shared fit plumbing: validation, optional centering (intercept), coef_/intercept_, predict."""
 
     fit_intercept: bool
@@ -23,7 +24,20 @@ class _LinearSparseModel:
         raise NotImplementedError
 
     def fit(self, X: Any, y: Any) -> "_LinearSparseModel":
-        """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,) or (n_samples, n_targets)."""
+        """Fit the sparse coefficients; parameters are checked here.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Design matrix, finite.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets; each target is fitted independently (in one batched solve).
+
+        Returns
+        -------
+        self
+            The fitted estimator (``coef_``, ``intercept_``, ``n_features_in_`` set).
+        """
         A = as_matrix(X, "X")
         Y, was_1d = as_targets(y, A.shape[0], "y")
         if self.fit_intercept:
@@ -39,7 +53,18 @@ class _LinearSparseModel:
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predictions (n_samples,) or (n_samples, n_targets)."""
+        """Predict with the fitted linear model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples with as many features as the training data.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            ``X @ coef_.T + intercept_``, in the shape ``y`` had in ``fit``.
+        """
         check_fitted(self)
         A = as_matrix(X, "X")
         if A.shape[1] != self.n_features_in_:
@@ -52,6 +77,30 @@ class Lasso(_LinearSparseModel):
 
     Minimizes ``1/(2 n_samples) ||y - X w - b||^2 + alpha ||w||_1`` (Tibshirani 1996). FISTA (Beck &
     Teboulle 2009) uses adaptive restart; both stop on the duality gap <= ``tol * ||y||^2``.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        Weight of the l1 term (> 0), scaled as in ``sklearn.linear_model.Lasso``.
+    solver : {"fista", "ista"}, default="fista"
+        Accelerated (FISTA) or plain (ISTA) proximal gradient.
+    fit_intercept : bool, default=True
+        Center ``X`` and ``y`` and fit an unpenalized intercept.
+    max_iter : int, default=10000
+        Iteration cap.
+    tol : float, default=1e-10
+        Relative duality-gap tolerance (> 0).
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
+        Sparse coefficients.
+    intercept_ : float or ndarray of shape (n_targets,)
+        ``mean(y) - mean(X) @ coef_`` with ``fit_intercept``, else 0.
+    n_features_in_ : int
+        Number of features seen by ``fit``.
+    n_iter_ : int
+        Iterations run.
     """
 
     def __init__(self, alpha: float = 1.0, solver: str = "fista", fit_intercept: bool = True,
@@ -70,7 +119,18 @@ class Lasso(_LinearSparseModel):
         return W
 
     def objective(self, X: Any, y: Any) -> float:
-        """scikit-learn's Lasso objective of the fitted model on ``(X, y)`` (summed over targets)."""
+        """scikit-learn's Lasso objective of the fitted model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+
+        Returns
+        -------
+        objective : float
+            ``1/(2 n_samples) ||y - X coef_ - intercept_||^2 + alpha ||coef_||_1``, summed over targets.
+        """
         check_fitted(self)
         A = as_matrix(X, "X")
         Y, _ = as_targets(y, A.shape[0], "y")
@@ -81,7 +141,30 @@ class Lasso(_LinearSparseModel):
 class IHT(_LinearSparseModel):
     """k-sparse least squares by normalized iterative hard thresholding (Blumensath & Davies 2010).
 
-    With ``debias=True`` the final support is refit by least squares.
+    Parameters
+    ----------
+    n_nonzero_coefs : int
+        Non-zeros per target, k in [1, n_features].
+    fit_intercept : bool, default=True
+        Center ``X`` and ``y`` and fit an unpenalized intercept.
+    max_iter : int, default=500
+        Iteration cap.
+    tol : float, default=1e-12
+        Stop when the squared change of the coefficients, or the squared residual, relative to its
+        scale (``||w||^2``, ``||y||^2``) falls below it (> 0).
+    debias : bool, default=True
+        Refit the final support by least squares.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
+        Sparse coefficients.
+    intercept_ : float or ndarray of shape (n_targets,)
+        ``mean(y) - mean(X) @ coef_`` with ``fit_intercept``, else 0.
+    n_features_in_ : int
+        Number of features seen by ``fit``.
+    n_iter_ : int
+        Iterations run.
     """
 
     def __init__(self, n_nonzero_coefs: int, fit_intercept: bool = True, max_iter: int = 500,
@@ -101,7 +184,25 @@ class IHT(_LinearSparseModel):
 class OMP(_LinearSparseModel):
     """Orthogonal matching pursuit with the same selection rule as scikit-learn's estimator.
 
-    Give ``n_nonzero_coefs`` (k <= n_features and <= n_samples) or ``tol`` (squared residual norm).
+    Parameters
+    ----------
+    n_nonzero_coefs : int or None, default=None
+        Non-zeros per target, k <= min(n_samples, n_features). None with ``tol=None``: 10% of the
+        features.
+    tol : float or None, default=None
+        Stop when the squared residual norm ``||y - X w||^2`` falls to it (>= 0); overrides
+        ``n_nonzero_coefs`` when given.
+    fit_intercept : bool, default=True
+        Center ``X`` and ``y`` and fit an unpenalized intercept.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
+        Sparse coefficients.
+    intercept_ : float or ndarray of shape (n_targets,)
+        ``mean(y) - mean(X) @ coef_`` with ``fit_intercept``, else 0.
+    n_features_in_ : int
+        Number of features seen by ``fit``.
     """
 
     def __init__(self, n_nonzero_coefs: int | None = None, tol: float | None = None,

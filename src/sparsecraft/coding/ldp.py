@@ -19,21 +19,58 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, as_vector, check_fitted, check_int, check_k, check_positive, rng
 from .penalties import keep_largest
 
 
 def gaussian_sigma(sensitivity: float, epsilon: float, delta: float) -> float:
-    """Noise std of the classical Gaussian mechanism (Dwork & Roth, Thm A.1), epsilon in (0, 1]."""
+    """Noise standard deviation of the classical Gaussian mechanism (Dwork & Roth, Thm A.1).
+
+    Parameters
+    ----------
+    sensitivity : float
+        l2 sensitivity of the released statistic.
+    epsilon : float
+        Privacy budget in (0, 1].
+    delta : float
+        Failure probability in (0, 1).
+
+    Returns
+    -------
+    float
+        ``sensitivity * sqrt(2 log(1.25 / delta)) / epsilon``.
+    """
     return sensitivity * np.sqrt(2.0 * np.log(1.25 / delta)) / epsilon
 
 
 def ldp_randomize(X: np.ndarray, y: np.ndarray, epsilon: float, delta: float, clip_x: float, clip_y: float,
                   with_covariance: bool, gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-    """Each user's report: privatized ``x y`` (n, d) and, if asked, privatized ``x x^T`` (n, d, d).
+    """Each user's randomized report (the local randomizer).
 
     Coordinates of x are clipped to [-clip_x, clip_x] and y to [-clip_y, clip_y]; the l2
-    sensitivities are ``2 sqrt(d) clip_x clip_y`` and ``2 d clip_x^2``.
+    sensitivities are ``2 sqrt(d) clip_x clip_y`` and ``2 d clip_x^2``. With the covariance, each
+    statistic gets half of the (epsilon, delta) budget.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        One user per row.
+    y : ndarray of shape (n,)
+    epsilon, delta : float
+        The privacy budget of each user.
+    clip_x, clip_y : float
+        Clipping bounds (> 0).
+    with_covariance : bool
+        Also report ``x x^T``.
+    gen : numpy Generator
+
+    Returns
+    -------
+    xy : ndarray of shape (n, d)
+        Privatized ``x y``.
+    xx : ndarray of shape (n, d, d) or None
+        Privatized, symmetric ``x x^T``, when ``with_covariance``.
     """
     n, d = X.shape
     Xc = np.clip(X, -clip_x, clip_x)
@@ -50,12 +87,40 @@ def ldp_randomize(X: np.ndarray, y: np.ndarray, epsilon: float, delta: float, cl
     return xy, Xc[:, :, None] * Xc[:, None, :] + noise
 
 
-class LDPSparseRegression:
+class LDPSparseRegression(ParamsMixin):
     """k-sparse linear regression from (epsilon, delta)-LDP reports of the users' data.
 
-    ``public_X`` (m, d), if given, is unlabeled public data: the server estimates the covariance
-    from it and users spend their whole budget on ``x y``. Attributes: ``coef_`` (d,),
-    ``dense_coef_`` (d,) (the private least-squares solution without sparsity, for comparison).
+    Parameters
+    ----------
+    k : int
+        Non-zeros of the estimate, in [1, n_features].
+    epsilon : float, default=1.0
+        Privacy budget per user, in (0, 1].
+    delta : float, default=1e-5
+        In (0, 1).
+    clip_x, clip_y : float, default=3.0
+        Clipping bounds of the features and the response (> 0).
+    public_X : array-like of shape (m, n_features), optional
+        Unlabeled public data: the server estimates the covariance from it and users spend their
+        whole budget on ``x y``.
+    n_iter : int, default=200
+        IHT iterations.
+    chunk : int, default=4096
+        Users randomized per batch (bounds the memory of the (chunk, d, d) reports).
+    random_state : int, numpy Generator or None, default=None
+        Seeds the randomizers.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        k-sparse estimate.
+    dense_coef_ : ndarray of shape (n_features,)
+        Private least-squares solution without sparsity, for comparison.
+    covariance_ : ndarray of shape (n_features, n_features)
+        Positive-definite covariance estimate used.
+    xy_mean_ : ndarray of shape (n_features,)
+        Averaged privatized ``x y``.
+    n_features_in_ : int
     """
 
     def __init__(self, k: int, epsilon: float = 1.0, delta: float = 1e-5, clip_x: float = 3.0,
@@ -65,7 +130,18 @@ class LDPSparseRegression:
         self.public_X, self.n_iter, self.chunk, self.random_state = public_X, n_iter, chunk, random_state
 
     def fit(self, X: Any, y: Any) -> "LDPSparseRegression":
-        """Simulate the users' randomizers on ``X`` (n, d), ``y`` (n,) and fit on the reports only."""
+        """Simulate the users' randomizers on the data and fit on the reports only.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One user per row.
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
         A = as_matrix(X, "X")
         t = as_vector(y, A.shape[0])
         n, d = A.shape
@@ -98,10 +174,21 @@ class LDPSparseRegression:
         S = (V * np.maximum(w, 1e-3 * max(w.max(), 1e-12))) @ V.T             # positive-definite projection
         self.dense_coef_ = np.linalg.solve(S, c)
         self.coef_ = _iht_quadratic(S, c, k, check_int(self.n_iter, "n_iter"))
-        self.covariance_, self.xy_mean_ = S, c
+        self.covariance_, self.xy_mean_, self.n_features_in_ = S, c, d
         return self
 
     def predict(self, X: Any) -> np.ndarray:
+        """Linear prediction.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            ``X @ coef_``.
+        """
         check_fitted(self)
         return as_matrix(X, "X") @ self.coef_
 

@@ -23,7 +23,18 @@ from ..registry import Registry
 
 @dataclass(frozen=True)
 class Penalty:
-    """A separable penalty: ``value(x, lam, col_norms)`` per column and ``prox(v, lam, step, col_norms)``."""
+    """A separable penalty and its proximal operator.
+
+    Attributes
+    ----------
+    name : str
+    value : callable
+        ``value(x, lam, col_norms)``: R(x) per column of x (n_components, n_signals) -> (n_signals,).
+    prox : callable
+        ``prox(v, lam, step, col_norms)``: the prox of ``step * lam * R`` applied to v, same shape.
+    convex : bool
+        Convex penalties take the step ``1/L``; non-convex ones ``0.99/L``.
+    """
 
     name: str
     value: Callable[[np.ndarray, float, np.ndarray], np.ndarray]
@@ -35,17 +46,48 @@ PENALTIES: Registry[Penalty] = Registry("penalty")
 
 
 def soft_threshold(v: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
-    """Elementwise ``sign(v) * max(|v| - threshold, 0)``."""
+    """Soft thresholding ``sign(v) * max(|v| - threshold, 0)``.
+
+    Parameters
+    ----------
+    v : ndarray
+    threshold : float or ndarray broadcastable to ``v``
+
+    Returns
+    -------
+    ndarray, the shape of ``v``
+    """
     return np.sign(v) * np.maximum(np.abs(v) - threshold, 0.0)
 
 
 def hard_threshold(v: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
-    """Elementwise ``v * (|v| > threshold)``."""
+    """Hard thresholding ``v * (|v| > threshold)``.
+
+    Parameters
+    ----------
+    v : ndarray
+    threshold : float or ndarray broadcastable to ``v``
+
+    Returns
+    -------
+    ndarray, the shape of ``v``
+    """
     return np.where(np.abs(v) > threshold, v, 0.0)
 
 
 def keep_largest(v: np.ndarray, k: int) -> np.ndarray:
-    """Keep the ``k`` largest-magnitude entries of each column of ``v`` (n, t); zero the rest."""
+    """Keep the ``k`` largest-magnitude entries of each column; zero the rest.
+
+    Parameters
+    ----------
+    v : ndarray of shape (n, t)
+    k : int
+        Entries kept per column (all of them when ``k >= n``).
+
+    Returns
+    -------
+    ndarray of shape (n, t)
+    """
     if k >= v.shape[0]:
         return v.copy()
     idx = np.argpartition(-np.abs(v), k - 1, axis=0)[:k]

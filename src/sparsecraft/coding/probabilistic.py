@@ -23,11 +23,23 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, check_positive, rng
 
 
 def truncated_states(n_candidates: int, max_active: int) -> np.ndarray:
-    """All binary patterns (S, n_candidates) with at most ``max_active`` ones, zero state first."""
+    """All binary patterns with at most ``max_active`` ones, the zero state first.
+
+    Parameters
+    ----------
+    n_candidates : int
+    max_active : int
+
+    Returns
+    -------
+    states : ndarray of shape (S, n_candidates)
+        0/1 floats, ``S = sum_{a <= max_active} C(n_candidates, a)``.
+    """
     rows = [np.zeros(n_candidates)]
     for a in range(1, max_active + 1):
         for idx in combinations(range(n_candidates), a):
@@ -37,7 +49,29 @@ def truncated_states(n_candidates: int, max_active: int) -> np.ndarray:
     return np.array(rows)
 
 
-class _TruncatedEM:
+_EM_PARAMETERS = """
+    Parameters
+    ----------
+    n_components : int
+        Number of latent causes H.
+    n_candidates : int, default=6
+        Candidate latents H' per data point picked by the selection function (at most H).
+    max_active : int, default=3
+        Largest number of simultaneously active latents gamma in the truncated state space.
+    n_iter : int, default=60
+        EM iterations per run.
+    anneal : float, default=2.0
+        Start temperature (>= 1) of the posterior, lowered linearly to 1.
+    anneal_iters : int, default=20
+        Iterations of the annealing phase.
+    n_init : int, default=1
+        EM runs from different initializations; the most likely one is kept.
+    random_state : int, numpy Generator or None, default=None
+        Seeds the initializations.
+"""
+
+
+class _TruncatedEM(ParamsMixin):
     """Shared truncated-EM loop; subclasses define selection scores, log-joints and M-steps."""
 
     def __init__(self, n_components: int, n_candidates: int = 6, max_active: int = 3, n_iter: int = 60,
@@ -67,7 +101,8 @@ class _TruncatedEM:
         gamma = min(check_int(self.max_active, "max_active"), Hp)
         return Y, Hp, gamma
 
-    def _posterior(self, Y: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
+    def _posterior(self, Y: np.ndarray,
+                   temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray]:
         _, Hp, gamma = self._checked(Y)
         P = truncated_states(Hp, gamma)
         C = np.argsort(-self._selection(Y), axis=1)[:, :Hp]            # (N, H') candidates
@@ -80,10 +115,19 @@ class _TruncatedEM:
         return C, P, q / norm, cache, log_evidence
 
     def fit(self, X: Any, y: Any = None) -> "_TruncatedEM":
-        """Learn W, the prior and the noise from ``X`` (n_samples, n_features) by truncated EM.
+        """Learn W, the prior and the noise by truncated EM.
 
         With ``n_init > 1`` EM restarts from that many initializations and keeps the run with the
         highest final (truncated) log-likelihood.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
         """
         Y, _, _ = self._checked(X)
         gen = rng(self.random_state)
@@ -123,7 +167,16 @@ class _TruncatedEM:
         return out.reshape(H, H)
 
     def transform(self, X: Any) -> np.ndarray:
-        """Posterior mean of the code (n_samples, n_components): E[s] for BSC, E[s*z] for GSC."""
+        """Posterior mean of the code: E[s] for BSC, E[s*z] for GSC.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_components)
+        """
         check_fitted(self, "components_")
         Y = as_matrix(X, "X")
         if Y.shape[1] != self.n_features_in_:
@@ -135,15 +188,35 @@ class _TruncatedEM:
         return self._scatter(C, q @ P)
 
     def score(self, X: Any) -> float:
-        """Mean truncated log-likelihood per data point (a lower bound on the true one)."""
+        """Mean truncated log-likelihood per data point (a lower bound on the true one).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        float
+            In nats.
+        """
         check_fitted(self, "components_")
         return float(np.mean(self._posterior(as_matrix(X, "X"))[4]))
 
 
 class BinarySparseCoding(_TruncatedEM):
-    """Binary sparse coding ``y = W s + N(0, sigma2 I)``, ``s_h ~ Bernoulli(pi)``, by truncated EM.
-
-    Attributes: ``components_`` (H, D) = W^T, ``pi_`` (scalar prior), ``noise_var_``.
+    __doc__ = """Binary sparse coding ``y = W s + N(0, sigma2 I)``, ``s_h ~ Bernoulli(pi)``, by truncated EM.
+""" + _EM_PARAMETERS + """
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        W^T, one latent's contribution per row.
+    pi_ : float
+        Prior probability of each latent being active.
+    noise_var_ : float
+        Observation noise variance sigma2.
+    log_likelihood_ : list of float
+        Mean truncated log-likelihood per iteration of the kept run (the last at the final parameters).
+    n_features_in_ : int
     """
 
     def _init_params(self, Y: np.ndarray, gen: np.random.Generator) -> None:
@@ -178,9 +251,19 @@ class BinarySparseCoding(_TruncatedEM):
 
 
 class SpikeAndSlabSparseCoding(_TruncatedEM):
-    """Spike-and-slab (Gaussian) sparse coding ``y = W (s * z) + noise``, ``z_h ~ N(mu_h, psi_h)``.
-
-    Attributes: ``components_`` (H, D), ``pi_`` (H,), ``mu_`` (H,), ``psi_`` (H,), ``noise_var_``.
+    __doc__ = """Spike-and-slab (Gaussian) sparse coding ``y = W (s * z) + noise``, ``z_h ~ N(mu_h, psi_h)``.
+""" + _EM_PARAMETERS + """
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        W^T, one latent's contribution per row.
+    pi_, mu_, psi_ : ndarray of shape (n_components,)
+        Prior activation probability, slab mean and slab variance per latent.
+    noise_var_ : float
+        Observation noise variance sigma2.
+    log_likelihood_ : list of float
+        Mean truncated log-likelihood per iteration of the kept run (the last at the final parameters).
+    n_features_in_ : int
     """
 
     def _init_params(self, Y: np.ndarray, gen: np.random.Generator) -> None:

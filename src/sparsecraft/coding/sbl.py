@@ -18,16 +18,34 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, as_vector, check_fitted, check_int, check_positive
 
 
 def sbl_posterior(Phi: np.ndarray, y: np.ndarray, gamma: np.ndarray, sigma2: float
                   ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Posterior mean (d,), posterior variances (d,) and squared residual for prior variances ``gamma``.
+    """Gaussian posterior of ``x`` in ``y = Phi x + e`` for prior variances ``gamma``.
 
     Only columns with ``gamma > 0`` take part (pruned ones have zero mean and variance). The
     (n, n) evidence covariance ``sigma2 I + Phi Gamma Phi^T`` is used when there are more active
     columns than rows, the (a, a) posterior precision otherwise.
+
+    Parameters
+    ----------
+    Phi : ndarray of shape (n, d)
+    y : ndarray of shape (n,)
+    gamma : ndarray of shape (d,)
+        Prior variances (>= 0).
+    sigma2 : float
+        Noise variance (> 0).
+
+    Returns
+    -------
+    mean : ndarray of shape (d,)
+    variances : ndarray of shape (d,)
+        Diagonal of the posterior covariance.
+    residual : float
+        ``||y - Phi mean||^2``.
     """
     active = np.flatnonzero(gamma > 0)
     mu, var = np.zeros(Phi.shape[1]), np.zeros(Phi.shape[1])
@@ -52,7 +70,7 @@ def _noise_update(resid: float, gamma: np.ndarray, var: np.ndarray, sigma2: floa
     return max((resid + sigma2 * dof) / n, 1e-12)
 
 
-class _SBLBase:
+class _SBLBase(ParamsMixin):
     noise_var: float | None
     max_iter: int
     tol: float
@@ -64,6 +82,17 @@ class _SBLBase:
         return check_positive(self.noise_var, "noise_var")
 
     def predict(self, X: Any) -> np.ndarray:
+        """Posterior-mean prediction.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            ``X @ coef_``.
+        """
         check_fitted(self)
         return as_matrix(X, "X") @ self.coef_
 
@@ -71,9 +100,28 @@ class _SBLBase:
 class SBL(_SBLBase):
     """Tipping's sparse Bayesian learning for ``y = X w + noise`` (no intercept).
 
-    ``update="em"`` uses ``gamma_i <- mu_i^2 + Sigma_ii``; ``"mackay"`` uses the faster fixed point
-    ``gamma_i <- mu_i^2 / (1 - Sigma_ii / gamma_i)``. ``noise_var=None`` learns the noise variance.
-    Attributes: ``coef_`` (n_features,), ``gamma_`` (n_features,), ``noise_var_``, ``n_iter_``.
+    Parameters
+    ----------
+    noise_var : float or None, default=None
+        Noise variance sigma2 (> 0); None learns it, starting from 10% of the variance of ``y``.
+    update : {"em", "mackay"}, default="em"
+        ``"em"``: ``gamma_i <- mu_i^2 + Sigma_ii``; ``"mackay"``: the faster fixed point
+        ``gamma_i <- mu_i^2 / (1 - Sigma_ii / gamma_i)``.
+    max_iter : int, default=1000
+    tol : float, default=1e-8
+        Stop when the largest change of gamma, relative to max(gamma), falls below it.
+    prune : float, default=1e-8
+        Prior variances below ``prune * max(gamma)`` are set to 0 (their coefficients to 0).
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        Posterior mean of w.
+    gamma_ : ndarray of shape (n_features,)
+        Learned prior variances (0 = pruned).
+    noise_var_ : float
+    n_iter_ : int
+    n_features_in_ : int
     """
 
     def __init__(self, noise_var: float | None = None, update: str = "em", max_iter: int = 1000,
@@ -81,7 +129,17 @@ class SBL(_SBLBase):
         self.noise_var, self.update, self.max_iter, self.tol, self.prune = noise_var, update, max_iter, tol, prune
 
     def fit(self, X: Any, y: Any) -> "SBL":
-        """Fit on ``X`` (n_samples, n_features) and ``y`` (n_samples,)."""
+        """Learn the prior variances (and the noise) by type-II maximum likelihood.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
         if self.update not in ("em", "mackay"):
             raise SparsecraftError(f"update must be 'em' or 'mackay', got {self.update!r}")
         Phi = as_matrix(X, "X")
@@ -106,6 +164,7 @@ class SBL(_SBLBase):
                 break
         self.coef_, _, _ = sbl_posterior(Phi, y, gamma, sigma2)
         self.gamma_, self.noise_var_, self.n_iter_ = gamma, sigma2, it
+        self.n_features_in_ = Phi.shape[1]
         return self
 
 
@@ -145,10 +204,30 @@ def _rank1_svd(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class KroneckerSBL(_SBLBase):
     """SBL for ``y = (A kron B) x + noise`` with Kronecker-structured prior variances.
 
-    ``fit(A, B, y)`` takes A (m1, n1), B (m2, n2), y (m1*m2,); ``coef_`` is x (n1*n2,) in the
-    ordering of ``np.kron(A, B) @ x``. ``update`` is ``"am"`` (alternating minimization) or
-    ``"svd"`` (rank-1 SVD approximation). ``algebra="dense"`` forms ``A kron B`` and reuses the
-    plain-SBL posterior: a reference for checking the factored algebra on small problems.
+    Parameters
+    ----------
+    noise_var : float or None, default=None
+        Noise variance sigma2 (> 0); None learns it, starting from 10% of the variance of ``y``.
+    update : {"am", "svd"}, default="am"
+        M-step: alternating minimization, or the rank-1 SVD approximation.
+    algebra : {"factored", "dense"}, default="factored"
+        ``"dense"`` forms ``A kron B`` and reuses the plain-SBL posterior: a reference for checking
+        the factored algebra on small problems.
+    max_iter : int, default=1000
+    tol : float, default=1e-8
+        Stop when the largest change of gamma, relative to max(gamma), falls below it.
+    prune : float, default=1e-10
+        Factor variances below ``prune`` times their maximum are set to 0.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n1 * n2,)
+        Posterior mean of x, in the ordering of ``np.kron(A, B) @ x``.
+    gamma_a_ : ndarray of shape (n1,)
+    gamma_b_ : ndarray of shape (n2,)
+        Learned prior variance factors, ``gamma = kron(gamma_a_, gamma_b_)``.
+    noise_var_ : float
+    n_iter_ : int
     """
 
     def __init__(self, noise_var: float | None = None, update: str = "am", algebra: str = "factored",
@@ -158,14 +237,44 @@ class KroneckerSBL(_SBLBase):
 
     def posterior(self, A: np.ndarray, B: np.ndarray, Y: np.ndarray, g1: np.ndarray, g2: np.ndarray,
                   sigma2: float) -> tuple[np.ndarray, np.ndarray, float]:
-        """Posterior mean, variances (both (n1, n2)) and squared residual for Y (m1, m2)."""
+        """Posterior for prior variances ``kron(g1, g2)``.
+
+        Parameters
+        ----------
+        A : ndarray of shape (m1, n1)
+        B : ndarray of shape (m2, n2)
+        Y : ndarray of shape (m1, m2)
+            Measurements ``y`` reshaped row-major.
+        g1 : ndarray of shape (n1,)
+        g2 : ndarray of shape (n2,)
+        sigma2 : float
+            Noise variance.
+
+        Returns
+        -------
+        mean : ndarray of shape (n1, n2)
+        variances : ndarray of shape (n1, n2)
+        residual : float
+            ``||y - (A kron B) mean||^2``.
+        """
         if self.algebra == "dense":
             mu, var, resid = sbl_posterior(np.kron(A, B), Y.ravel(), np.kron(g1, g2), sigma2)
             return mu.reshape(len(g1), len(g2)), var.reshape(len(g1), len(g2)), resid
         return _kron_posterior(A, B, Y, g1, g2, sigma2)
 
     def fit(self, A: Any, B: Any, y: Any) -> "KroneckerSBL":
-        """Fit on the two factors and the measurements y (m1*m2,)."""
+        """Learn the prior variance factors (and the noise).
+
+        Parameters
+        ----------
+        A : array-like of shape (m1, n1)
+        B : array-like of shape (m2, n2)
+        y : array-like of shape (m1 * m2,)
+
+        Returns
+        -------
+        self
+        """
         if self.update not in ("am", "svd"):
             raise SparsecraftError(f"update must be 'am' or 'svd', got {self.update!r}")
         if self.algebra not in ("factored", "dense"):
@@ -198,7 +307,17 @@ class KroneckerSBL(_SBLBase):
         return self
 
     def predict(self, A: Any, B: Any = None) -> np.ndarray:  # type: ignore[override]
-        """``(A kron B) coef_`` computed without forming the Kronecker product."""
+        """``(A kron B) coef_`` computed without forming the Kronecker product.
+
+        Parameters
+        ----------
+        A : array-like of shape (m1, n1)
+        B : array-like of shape (m2, n2)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (m1 * m2,)
+        """
         check_fitted(self)
         A, B = as_matrix(A, "A"), as_matrix(B, "B")
         X = self.coef_.reshape(A.shape[1], B.shape[1])

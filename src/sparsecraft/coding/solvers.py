@@ -19,7 +19,17 @@ from .penalties import PENALTIES, keep_largest
 
 
 def spectral_norm_sq(A: np.ndarray) -> float:
-    """``||A||_2^2``, the Lipschitz constant of the gradient of ``1/2 ||A x - y||^2``."""
+    """``||A||_2^2``, the Lipschitz constant of the gradient of ``1/2 ||A x - y||^2``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+
+    Returns
+    -------
+    float
+        Exact (SVD) when ``min(n, d) <= 2048``, else 100 power iterations with a 2% safety margin.
+    """
     if min(A.shape) <= 2048:
         return float(np.linalg.norm(A, 2) ** 2)
     v = np.random.default_rng(0).standard_normal(A.shape[1])
@@ -47,14 +57,44 @@ class _Gradient:
 
 
 def objective(A: np.ndarray, Y: np.ndarray, X: np.ndarray, lam: float, penalty: str) -> np.ndarray:
-    """Per-signal ``1/2 ||A x - y||^2 + lam R(x)``, shape (t,)."""
+    """Per-signal objective ``1/2 ||A x - y||^2 + lam R(x)``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    Y : ndarray of shape (n, t)
+        Signals, one per column.
+    X : ndarray of shape (d, t)
+        Codes, one per column.
+    lam : float
+        Penalty weight (squared signal units).
+    penalty : str
+        A name in ``PENALTIES``.
+
+    Returns
+    -------
+    ndarray of shape (t,)
+    """
     pen = PENALTIES.get(penalty)
     norms = np.linalg.norm(A, axis=0)
     return 0.5 * ((A @ X - Y) ** 2).sum(axis=0) + lam * pen.value(X, lam, norms)
 
 
 def l1_duality_gap(A: np.ndarray, Y: np.ndarray, X: np.ndarray, lam: float) -> np.ndarray:
-    """Per-signal duality gap of ``1/2 ||A x - y||^2 + lam ||x||_1`` (>= 0; 0 at the optimum)."""
+    """Per-signal duality gap of ``1/2 ||A x - y||^2 + lam ||x||_1``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    Y : ndarray of shape (n, t)
+    X : ndarray of shape (d, t)
+    lam : float
+
+    Returns
+    -------
+    ndarray of shape (t,)
+        Primal minus dual objective at a feasible rescaled residual: >= 0, and 0 at the optimum.
+    """
     R = Y - A @ X
     dual_norm = np.abs(A.T @ R).max(axis=0)
     scale = np.minimum(1.0, lam / np.maximum(dual_norm, 1e-300))
@@ -75,10 +115,34 @@ def proximal_gradient(
     X0: np.ndarray | None = None,
     check_every: int = 10,
 ) -> tuple[np.ndarray, int]:
-    """Minimize ``1/2 ||A x - y||^2 + lam R(x)`` for every column of ``Y``.
+    """Minimize ``1/2 ||A x - y||^2 + lam R(x)`` for every column of ``Y`` (ISTA or FISTA).
 
-    Stops when the l1 duality gap is below ``tol * ||y||^2`` (penalty ``l1``) or when the relative
-    change of X falls below ``tol`` (non-convex penalties). Returns ``(X, n_iter)``.
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    Y : ndarray of shape (n, t)
+        Signals, one per column.
+    lam : float
+        Penalty weight (squared signal units).
+    penalty : str, default="l1"
+        A name in ``PENALTIES``; non-convex ones use the step ``0.99 / ||A||_2^2``.
+    accelerate : bool, default=True
+        FISTA with per-signal adaptive restart; False gives ISTA.
+    max_iter : int, default=5000
+    tol : float, default=1e-8
+        Stop a signal when its l1 duality gap is below ``tol * ||y||^2`` (penalty ``l1``) or when
+        the relative change of its code falls below ``tol`` (other penalties).
+    X0 : ndarray of shape (d, t), optional
+        Warm start (zeros by default).
+    check_every : int, default=10
+        Iterations between convergence checks.
+
+    Returns
+    -------
+    X : ndarray of shape (d, t)
+        Codes.
+    n_iter : int
+        Iterations run (for the slowest signal).
     """
     pen = PENALTIES.get(penalty)
     d, t = A.shape[1], Y.shape[1]
@@ -120,7 +184,20 @@ def proximal_gradient(
 
 
 def least_squares_on_support(A: np.ndarray, Y: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Refit every column of ``X`` by least squares on its own support (debiasing)."""
+    """Refit every column of ``X`` by least squares on its own support (debiasing).
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    Y : ndarray of shape (n, t)
+    X : ndarray of shape (d, t)
+        Codes whose non-zeros define each support.
+
+    Returns
+    -------
+    ndarray of shape (d, t)
+        Least-squares codes with the same supports.
+    """
     out = np.zeros_like(X)
     for j in range(X.shape[1]):
         S = np.flatnonzero(X[:, j])
@@ -142,7 +219,29 @@ def iht(
 
     The step ``mu = ||g_S||^2 / ||A g_S||^2`` uses the gradient restricted to the current support;
     when the support changes and the step exceeds ``(1 - c) ||dx||^2 / ||A dx||^2`` it is divided by
-    ``shrink`` until it does not (this guarantees convergence). Returns ``(X, n_iter)``.
+    ``shrink`` until it does not (this guarantees convergence).
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    Y : ndarray of shape (n, t)
+    k : int
+        Non-zeros per signal.
+    max_iter : int, default=500
+    tol : float, default=1e-10
+        Stop when every squared update, or every squared residual, relative to ``||x||^2`` or
+        ``||y||^2`` is below it.
+    shrink : float, default=2.0
+        Step reduction factor of the backtracking.
+    c : float, default=0.01
+        Safety margin of the step bound.
+
+    Returns
+    -------
+    X : ndarray of shape (d, t)
+        k-sparse codes.
+    n_iter : int
+        Iterations run.
     """
     d, t = A.shape[1], Y.shape[1]
     X = np.zeros((d, t))
@@ -183,11 +282,26 @@ def omp(
     tol: float | None = None,
     chunk: int = 512,
 ) -> np.ndarray:
-    """Orthogonal matching pursuit for every column of ``Y``; returns codes X (d, t).
+    """Orthogonal matching pursuit for every column of ``Y``.
 
     Selects ``argmax_j |a_j^T r|`` (columns are not renormalized, as in scikit-learn) and refits by
-    least squares on the selected set. Stops at ``k`` atoms, or earlier for a signal whose squared
-    residual norm is <= ``tol``. Signals are processed in lock step, ``chunk`` at a time.
+    least squares on the selected set. Signals are processed in lock step, ``chunk`` at a time.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n, d)
+    Y : ndarray of shape (n, t)
+    k : int, optional
+        Atoms per signal (default ``min(n, d)``).
+    tol : float, optional
+        Stop a signal earlier once its squared residual norm is <= ``tol``.
+    chunk : int, default=512
+        Signals per batch.
+
+    Returns
+    -------
+    X : ndarray of shape (d, t)
+        Codes with at most ``k`` non-zeros per column.
     """
     n, d = A.shape
     t = Y.shape[1]

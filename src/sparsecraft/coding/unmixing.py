@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SparsecraftError
+from ._params import ParamsMixin
 from ._validation import as_matrix, check_fitted, check_int, check_positive, rng
 from .solvers import spectral_norm_sq
 
@@ -47,24 +48,60 @@ def _fista_l21(E: np.ndarray, Yt: np.ndarray, lam: float, weights: np.ndarray, A
     return A
 
 
-class SparseUnmixing:
+class SparseUnmixing(ParamsMixin):
     """Estimate non-negative, row-sparse abundances of ``library`` spectra in each pixel.
 
-    ``library`` is (n_library, n_bands) (one spectrum per row, scikit-learn orientation);
-    ``fit(Y)`` takes pixels Y (n_pixels, n_bands) and sets ``abundances_`` (n_pixels, n_library),
-    ``active_`` (indices of library rows in use) and ``band_weights_`` (n_bands,).
+    Parameters
+    ----------
+    library : array-like of shape (n_library, n_bands)
+        One spectrum per row (scikit-learn orientation).
+    lam : float, default=0.1
+        Weight of the row-sparsity penalty, in squared reflectance units (> 0).
+    penalty : {"l21", "l2p"}, default="l21"
+        ``sum_i ||A_i||_2``, or ``sum_i ||A_i||_2^p`` by reweighted l2,1.
+    p : float, default=0.5
+        Exponent in (0, 1) of ``"l2p"``.
+    robust : bool, default=False
+        Replace the squared loss by the l2,1 norm over bands (reweighted), so that corrupted bands
+        cannot dominate.
+    n_reweight : int, default=5
+        Reweighting rounds (``"l2p"`` or ``robust``; otherwise one solve).
+    max_iter : int, default=500
+        FISTA iterations per round.
+    tol : float, default=1e-6
+        Relative change of the abundances that stops FISTA.
+
+    Attributes
+    ----------
+    abundances_ : ndarray of shape (n_pixels, n_library)
+        Non-negative abundances.
+    active_ : ndarray of int
+        Library rows in use (row norm above 1% of the largest).
+    band_weights_ : ndarray of shape (n_bands,)
+        Final band weights (all 1 unless ``robust``).
     """
 
     def __init__(self, library: Any, lam: float = 0.1, penalty: str = "l21", p: float = 0.5,
                  robust: bool = False, n_reweight: int = 5, max_iter: int = 500, tol: float = 1e-6) -> None:
-        self.library = as_matrix(library, "library")
+        self.library = library
         self.lam, self.penalty, self.p, self.robust = lam, penalty, p, robust
         self.n_reweight, self.max_iter, self.tol = n_reweight, max_iter, tol
 
     def fit(self, Y: Any, y: Any = None) -> "SparseUnmixing":
-        """Unmix pixels ``Y`` (n_pixels, n_bands)."""
+        """Unmix the pixels.
+
+        Parameters
+        ----------
+        Y : array-like of shape (n_pixels, n_bands)
+            Pixel spectra, one per row.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         pix = as_matrix(Y, "Y")
-        E = self.library.T
+        E = as_matrix(self.library, "library").T
         if pix.shape[1] != E.shape[0]:
             raise SparsecraftError(
                 f"Y has {pix.shape[1]} bands but library spectra have {E.shape[0]}; pass matching shapes"
@@ -96,18 +133,41 @@ class SparseUnmixing:
         return self
 
     def reconstruct(self) -> np.ndarray:
-        """Modelled pixels (n_pixels, n_bands)."""
+        """Modelled pixels.
+
+        Returns
+        -------
+        ndarray of shape (n_pixels, n_bands)
+            ``abundances_ @ library``.
+        """
         check_fitted(self, "abundances_")
-        return self.abundances_ @ self.library
+        return self.abundances_ @ as_matrix(self.library, "library")
 
 
 def synthetic_mixture(n_bands: int = 100, n_library: int = 60, n_active: int = 5, n_pixels: int = 400,
                       snr_db: float = 30.0, n_outlier_bands: int = 0, random_state: Any = 0
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A smooth random spectral library (n_library, n_bands), pixels (n_pixels, n_bands) and true abundances.
+    """A smooth random spectral library, noisy mixed pixels and their true abundances.
 
-    Abundances of ``n_active`` library members follow a Dirichlet(1) law (non-negative, sum to one);
-    white noise sets the SNR; ``n_outlier_bands`` bands get gross corruption (10x the signal scale).
+    Parameters
+    ----------
+    n_bands : int, default=100
+    n_library : int, default=60
+    n_active : int, default=5
+        Library members present in the scene, in [1, n_library]; their abundances follow a
+        Dirichlet(1) law (non-negative, summing to one per pixel).
+    n_pixels : int, default=400
+    snr_db : float, default=30.0
+        Signal-to-noise ratio of the white noise, in dB.
+    n_outlier_bands : int, default=0
+        Bands given gross corruption (10x the signal scale).
+    random_state : int, numpy Generator or None, default=0
+
+    Returns
+    -------
+    library : ndarray of shape (n_library, n_bands)
+    pixels : ndarray of shape (n_pixels, n_bands)
+    abundances : ndarray of shape (n_pixels, n_library)
     """
     gen = rng(random_state)
     if not 1 <= n_active <= n_library:

@@ -23,14 +23,42 @@ from ._validation import as_matrix, check_int, check_positive, rng
 
 
 def check_power_of_two(n: int, name: str) -> int:
-    """Return log2(n), raising if ``n`` is not a power of two >= 2."""
+    """log2 of a power of two.
+
+    Parameters
+    ----------
+    n : int
+    name : str
+        What ``n`` is, for the error message.
+
+    Returns
+    -------
+    int
+        ``log2(n)``.
+
+    Raises
+    ------
+    SparsecraftError
+        If ``n`` is not a power of two >= 2.
+    """
     if n < 2 or n & (n - 1):
         raise SparsecraftError(f"{name} must be a power of two (2, 4, 8, ...), got {n}; pad or crop it")
     return n.bit_length() - 1
 
 
 def fwht(x: Any) -> np.ndarray:
-    """Unnormalized fast Walsh-Hadamard transform along the last axis (length a power of two)."""
+    """Unnormalized fast Walsh-Hadamard transform along the last axis.
+
+    Parameters
+    ----------
+    x : array-like of shape (..., n)
+        ``n`` a power of two.
+
+    Returns
+    -------
+    ndarray of shape (..., n)
+        ``X[k] = sum_i x[i] (-1)^<i,k>``; ``fwht(fwht(x)) = n x``.
+    """
     a = as_matrix(x, "x", ndim=max(np.ndim(x), 1))
     n = a.shape[-1]
     check_power_of_two(n, "length of x")
@@ -55,7 +83,19 @@ def _parity(v: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SparseWHTResult:
-    """Recovered spectrum: ``indices`` (K,) and ``values`` (K,), plus the cost paid."""
+    """A recovered sparse spectrum and the cost paid.
+
+    Attributes
+    ----------
+    indices : ndarray of shape (K,), int64
+        Spectral indices found, ascending.
+    values : ndarray of shape (K,)
+        Their WHT coefficients.
+    n : int
+        Signal length.
+    n_samples : int
+        Time-domain samples read.
+    """
 
     indices: np.ndarray
     values: np.ndarray
@@ -63,7 +103,13 @@ class SparseWHTResult:
     n_samples: int
 
     def dense(self) -> np.ndarray:
-        """The full length-n spectrum with zeros off the support."""
+        """The full spectrum.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            ``values`` at ``indices``, zeros elsewhere.
+        """
         out = np.zeros(self.n)
         out[self.indices] = self.values
         return out
@@ -83,12 +129,36 @@ def sparse_wht(
 ) -> SparseWHTResult:
     """Recover the K-sparse WHT of ``signal`` from few samples.
 
-    ``signal`` is a 1-D array of length ``n = 2^N`` or a callable mapping an int64 index array to
-    values (then pass ``n``); only the sampled entries are read. ``noise_std`` is the standard
-    deviation of additive time-domain noise (0 for exact data) and sets the single-ton test. Uses
-    ``n_subspaces * B * n_delay_groups * (N + 1)`` samples with ``B = 2^ceil(log2(bins_per_k * k))``
-    per round; a round that leaves unexplained bins (a peeling failure) is followed by a fresh one,
-    up to ``max_rounds``.
+    Uses ``n_subspaces * B * n_delay_groups * (N + 1)`` samples per round with
+    ``B = 2^ceil(log2(bins_per_k * k))``; a round that leaves unexplained bins (a peeling failure)
+    is followed by a fresh one, up to ``max_rounds``.
+
+    Parameters
+    ----------
+    signal : array-like of shape (n,) or callable
+        The time-domain signal, ``n = 2^N``, or a callable mapping an int64 index array to values
+        (then pass ``n``); only the sampled entries are read.
+    k : int
+        Sparsity K of the spectrum (at most n).
+    n : int, optional
+        Signal length, required when ``signal`` is a callable.
+    n_subspaces : int, default=3
+        Random F2-subspaces (hashes) per round.
+    n_delay_groups : int, default=4
+        Random delay groups P used for majority-vote bit decoding.
+    bins_per_k : float, default=1.0
+        Bins per expected non-zero.
+    noise_std : float, default=0.0
+        Standard deviation of additive time-domain noise (0 for exact data); sets the single-ton test.
+    max_peel : int, default=30
+        Peeling passes per round.
+    max_rounds : int, default=4
+    random_state : int, numpy Generator or None, default=None
+
+    Returns
+    -------
+    SparseWHTResult
+        Indices and values of the recovered spectrum and the samples read.
     """
     if callable(signal):
         if n is None:

@@ -13,6 +13,19 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2, calib_size: int = 128
 
     The split is :func:`sklearn.model_selection.train_test_split` with ``stratify=y`` and
     ``random_state=seed``; pixels are standardized with the train set's scalar mean and std.
+
+    Parameters
+    ----------
+    seed : int, default=0
+    test_fraction : float, default=0.2
+        Share of the 1797 images in the test set, in (0, 1).
+    calib_size : int, default=128
+        Training images in ``calib_x``.
+
+    Returns
+    -------
+    DataSplits
+        10 classes, inputs (N, 1, 8, 8) float32.
     """
     if not 0.0 < float(test_fraction) < 1.0:
         raise SparsecraftError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")

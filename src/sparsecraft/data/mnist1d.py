@@ -12,15 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path
 from ..errors import check_positive_int
+from ..io import atomic_path
 from .base import DataSplits, seeded_subset, standardize
 
 SEQ_LEN = 40
 
 
 def default_cache_dir() -> Path:
-    """``$SPARSECRAFT_CACHE`` or ``~/.cache/sparsecraft``."""
+    """Where generated data is cached.
+
+    Returns
+    -------
+    Path
+        ``$SPARSECRAFT_CACHE`` or ``~/.cache/sparsecraft``.
+    """
     return Path(os.environ.get("SPARSECRAFT_CACHE", Path.home() / ".cache" / "sparsecraft"))
 
 
@@ -62,13 +68,28 @@ def load_mnist1d(
     cache: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> DataSplits:
-    """Generate MNIST-1D: float32 signals ``(N, 1, 40)``, 10 classes, mnist1d's fixed 80/20 split.
+    """Generate MNIST-1D with mnist1d's fixed 80/20 split.
 
-    ``seed`` seeds the generator (the library's own default is 42); ``num_samples`` (a multiple of
-    10 is best: mnist1d makes ``num_samples // 10`` per class) can be lowered for fast tests. With
-    ``cache=True`` the generated arrays are stored under ``cache_dir`` (default
-    :func:`default_cache_dir`) and reused. Signals are standardized with the train set's scalar
-    mean and std.
+    Signals are standardized with the train set's scalar mean and std.
+
+    Parameters
+    ----------
+    seed : int, default=0
+        Seeds the generator (the library's own default is 42).
+    num_samples : int, default=5000
+        Total examples (>= 20; a multiple of 10 is best: mnist1d makes ``num_samples // 10`` per
+        class); lower it for fast tests.
+    calib_size : int, default=128
+        Training signals in ``calib_x``.
+    cache : bool, default=False
+        Store the generated arrays under ``cache_dir`` and reuse them.
+    cache_dir : str or PathLike, optional
+        Default :func:`default_cache_dir`.
+
+    Returns
+    -------
+    DataSplits
+        10 classes, inputs (N, 1, 40) float32.
     """
     check_positive_int(num_samples, "num_samples", minimum=20)
     if cache:

@@ -24,7 +24,17 @@ class TextSplits:
 
 
 def paragraphs(min_chars: int = 40) -> list[str]:
-    """All distinct paragraphs (blank-line separated) of the pydoc topics, in topic-name order."""
+    """All distinct paragraphs (blank-line separated) of the pydoc topics, in topic-name order.
+
+    Parameters
+    ----------
+    min_chars : int, default=40
+        Shorter paragraphs (stripped) are skipped.
+
+    Returns
+    -------
+    list of str
+    """
     from pydoc_data.topics import topics
 
     seen: set[str] = set()
@@ -44,6 +54,18 @@ def load_text(
     """Shuffle the distinct paragraphs with ``seed`` and cut them into calibration/eval/train.
 
     The sets are disjoint by construction (paragraphs are de-duplicated first).
+
+    Parameters
+    ----------
+    seed : int, default=0
+    calib_fraction, eval_fraction : float, default=0.1
+        Shares of the paragraphs in the calibration and eval sets, in (0, 1) with sum < 1.
+    min_chars : int, default=40
+        See :func:`paragraphs`.
+
+    Returns
+    -------
+    TextSplits
     """
     fractions = (float(calib_fraction), float(eval_fraction))
     if any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
@@ -68,16 +90,45 @@ class ByteTokenizer:
     vocab_size = 256
 
     def encode(self, text: str) -> torch.Tensor:
-        """Return the UTF-8 bytes of ``text`` as a 1-D int64 tensor."""
+        """UTF-8 bytes of a string.
+
+        Parameters
+        ----------
+        text : str
+
+        Returns
+        -------
+        torch.Tensor of shape (n_bytes,), int64
+        """
         return torch.tensor(list(text.encode("utf-8")), dtype=torch.int64)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
-        """Inverse of :meth:`encode`; invalid byte sequences become U+FFFD."""
+        """Inverse of :meth:`encode`; invalid byte sequences become U+FFFD.
+
+        Parameters
+        ----------
+        ids : torch.Tensor or list of int
+            Byte values in [0, 256).
+
+        Returns
+        -------
+        str
+        """
         values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         return bytes(values).decode("utf-8", errors="replace")
 
     def encode_paragraphs(self, texts: list[str], separator: str = "\n\n") -> torch.Tensor:
-        """Encode paragraphs joined by ``separator`` into one 1-D token stream."""
+        """Encode paragraphs joined by ``separator`` into one token stream.
+
+        Parameters
+        ----------
+        texts : list of str
+        separator : str, default="\\n\\n"
+
+        Returns
+        -------
+        torch.Tensor of shape (n_bytes,), int64
+        """
         return self.encode(separator.join(texts))
 
 
@@ -86,10 +137,19 @@ def lm_windows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut a 1-D token stream into next-token-prediction pairs.
 
-    Returns ``inputs`` and ``targets`` of shape ``(N, seq_len)`` with
-    ``targets[i, t] == inputs[i, t + 1]`` for ``t < seq_len - 1``; window ``i`` starts at
-    ``i * stride`` (default ``stride = seq_len``: non-overlapping inputs). A stream shorter than
-    ``seq_len + 1`` tokens gives ``N = 0``.
+    Parameters
+    ----------
+    ids : torch.Tensor of shape (n_tokens,)
+    seq_len : int
+        Window length T.
+    stride : int, optional
+        Start offset between windows (default ``seq_len``: non-overlapping inputs).
+
+    Returns
+    -------
+    inputs, targets : torch.Tensor of shape (N, seq_len)
+        Window ``i`` starts at ``i * stride``; ``targets[i, t] == inputs[i, t + 1]`` for
+        ``t < seq_len - 1``. A stream shorter than ``seq_len + 1`` tokens gives ``N = 0``.
     """
     check_positive_int(seq_len, "seq_len")
     stride = check_positive_int(seq_len if stride is None else stride, "stride")
@@ -103,7 +163,21 @@ def lm_windows(
 
 
 def load_text_lm(seed: int = 0, seq_len: int = 64, stride: int | None = None) -> DataSplits:
-    """Byte-level LM data: train windows from the train paragraphs, test from eval, calib from calibration."""
+    """Byte-level LM data: train windows from the train paragraphs, test from eval, calib from calibration.
+
+    Parameters
+    ----------
+    seed : int, default=0
+        Seeds the paragraph split (see :func:`load_text`).
+    seq_len : int, default=64
+    stride : int, optional
+        See :func:`lm_windows`.
+
+    Returns
+    -------
+    DataSplits
+        Task ``"lm"`` over 256 byte values, inputs (N, seq_len) int64.
+    """
     splits = load_text(seed)
     tok = ByteTokenizer()
     train_x, train_y = lm_windows(tok.encode_paragraphs(splits.train), seq_len, stride)

@@ -35,8 +35,20 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 class LayerActivationSparsity:
     """One activation module's statistics over all inputs seen.
 
-    ``zero_fraction``: share of entries with ``|a| <= eps``; ``mean_active``: mean count of entries
-    with ``|a| > eps`` per row (token or example) along the last axis; ``width``: that axis' size.
+    Attributes
+    ----------
+    name : str
+        Module name in the model.
+    kind : str
+        Module class, e.g. ``"ReLU"``.
+    width : int
+        Size of the channel axis (the last, by default).
+    entries, zeros, rows : int
+        Activations seen, those with ``|a| <= eps``, and rows (tokens or examples) seen.
+    zero_fraction : float
+        ``zeros / entries``, in [0, 1].
+    mean_active : float
+        Mean count of entries with ``|a| > eps`` per row.
     """
 
     name: str
@@ -48,13 +60,16 @@ class LayerActivationSparsity:
 
     @property
     def zero_fraction(self) -> float:
+        """Share of entries with ``|a| <= eps``."""
         return self.zeros / self.entries if self.entries else 0.0
 
     @property
     def mean_active(self) -> float:
+        """Mean count of entries with ``|a| > eps`` per row."""
         return (self.entries - self.zeros) / self.rows if self.rows else 0.0
 
     def as_dict(self) -> dict[str, object]:
+        """The fields plus ``zero_fraction`` and ``mean_active``, for tables and JSON."""
         return {**asdict(self), "zero_fraction": self.zero_fraction, "mean_active": self.mean_active}
 
 
@@ -64,6 +79,15 @@ class ActivationMonitor:
     ``with ActivationMonitor(model, eps=0.0) as mon: model(x)`` then ``mon.table()`` gives one
     :class:`LayerActivationSparsity` per module, in module order. Counts accumulate over all forwards
     inside the ``with``; hooks are removed on exit.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Must contain activation modules (``ACTIVATION_TYPES`` or :class:`TopKActivation`).
+    eps : float, default=0.0
+        Entries with ``|a| <= eps`` count as zero (>= 0).
+    channel_dim : int, default=-1
+        Axis of the activation that holds the channels (its size is ``width``).
     """
 
     def __init__(self, model: nn.Module, eps: float = 0.0, channel_dim: int = -1) -> None:
@@ -107,7 +131,13 @@ class ActivationMonitor:
         return hook
 
     def table(self) -> list[LayerActivationSparsity]:
-        """Per-layer statistics, in the order the layers first ran."""
+        """Per-layer statistics.
+
+        Returns
+        -------
+        list of LayerActivationSparsity
+            In the order the layers first ran.
+        """
         return list(self.stats.values())
 
 
@@ -115,8 +145,24 @@ class ActivationMonitor:
 def measure_activation_sparsity(
     model: nn.Module, inputs: torch.Tensor, eps: float = 0.0, batch_size: int = 256
 ) -> list[LayerActivationSparsity]:
-    """Run ``model`` (in eval mode) on ``inputs`` in batches of ``batch_size`` and return the per-layer
-    near-zero activation statistics (see :class:`ActivationMonitor`)."""
+    """Near-zero activation statistics of every activation module of a model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run in eval mode (its training flag is restored).
+    inputs : torch.Tensor of shape (N, ...)
+        Model inputs.
+    eps : float, default=0.0
+        Entries with ``|a| <= eps`` count as zero.
+    batch_size : int, default=256
+        Inputs per forward.
+
+    Returns
+    -------
+    list of LayerActivationSparsity
+        One per activation module, in the order they ran (see :class:`ActivationMonitor`).
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
     was_training = model.training
     model.eval()
@@ -140,8 +186,22 @@ def _resolve_k(width: int, k: int | None, fraction: float | None) -> int:
 
 
 def topk_mask(x: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
-    """Bool mask with exactly ``min(k, x.shape[dim])`` True entries per slice along ``dim``: the
-    largest values (ties broken by ``torch.topk``)."""
+    """Mask of the largest entries of every slice.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+    k : int
+        Entries kept per slice.
+    dim : int, default=-1
+        Axis along which slices are taken.
+
+    Returns
+    -------
+    torch.Tensor of bool, the shape of ``x``
+        Exactly ``min(k, x.shape[dim])`` True entries per slice: the largest values (ties broken
+        by ``torch.topk``).
+    """
     k = min(k, x.shape[dim])
     idx = x.topk(k, dim=dim).indices
     return torch.zeros_like(x, dtype=torch.bool).scatter_(dim, idx, True)
@@ -150,8 +210,15 @@ def topk_mask(x: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
 class TopKActivation(nn.Module):
     """Keep the ``k`` largest entries of each row along the last axis and zero the rest.
 
-    Give ``k`` (entries kept per row) or ``fraction`` (``ceil(fraction * width)`` kept). Gradients
-    flow through the kept entries only. Input and output ``(..., width)``.
+    Gradients flow through the kept entries only. Input and output ``(..., width)``.
+
+    Parameters
+    ----------
+    k : int, optional
+        Entries kept per row.
+    fraction : float, optional
+        Share kept per row in (0, 1]: ``ceil(fraction * width)`` entries. Give exactly one of
+        ``k`` and ``fraction``.
     """
 
     def __init__(self, k: int | None = None, fraction: float | None = None) -> None:
@@ -161,10 +228,22 @@ class TopKActivation(nn.Module):
         self.fraction = fraction
 
     def kept(self, width: int) -> int:
-        """Entries kept per row for a last axis of size ``width``."""
+        """Entries kept per row.
+
+        Parameters
+        ----------
+        width : int
+            Size of the last axis.
+
+        Returns
+        -------
+        int
+            In [1, width].
+        """
         return _resolve_k(width, self.k, self.fraction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(..., width)`` with all but the kept entries of each row zeroed."""
         return x * topk_mask(x.detach(), self.kept(x.shape[-1]))
 
     def extra_repr(self) -> str:
@@ -188,7 +267,21 @@ def sparsify_activations(
 
     An MLP hidden activation is an activation module registered directly after an ``nn.Linear``
     sibling (``MLP.layers``, ``FeedForward.act`` of ``TinyTransformer``). Each becomes
-    ``nn.Sequential(activation, TopKActivation(k, fraction))``. Returns the replaced module names.
+    ``nn.Sequential(activation, TopKActivation(k, fraction))``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Modified in place.
+    fraction : float, optional
+        Share of entries kept per row, in (0, 1].
+    k : int, optional
+        Entries kept per row. Give exactly one of ``fraction`` and ``k``.
+
+    Returns
+    -------
+    list of str
+        Names of the replaced activation modules.
     """
     _resolve_k(1 << 30, k, fraction)
     found = list(_mlp_activations(model))
@@ -208,7 +301,17 @@ def sparsify_activations(
 
 @contextlib.contextmanager
 def activation_sparsity(model: nn.Module, eps: float = 0.0) -> Iterator[ActivationMonitor]:
-    """``with activation_sparsity(model) as mon: model(x)``; the functional form of
-    :class:`ActivationMonitor`."""
+    """``with activation_sparsity(model) as mon: model(x)``; the functional form of :class:`ActivationMonitor`.
+
+    Parameters
+    ----------
+    model : nn.Module
+    eps : float, default=0.0
+        Entries with ``|a| <= eps`` count as zero.
+
+    Returns
+    -------
+    context manager yielding ActivationMonitor
+    """
     with ActivationMonitor(model, eps) as monitor:
         yield monitor

@@ -24,9 +24,15 @@ from ..models.transformer import SelfAttention
 class TopKSelfAttention(SelfAttention):
     """:class:`SelfAttention` where each query attends to its ``k`` best keys only.
 
-    Build with :meth:`from_dense` (shares the dense layer's projections). ``label_channels``
-    ``(num_heads, r)`` int64 (or ``None``: exact scores) picks the channels used to rank keys.
-    With ``k >= T`` and causal or not, it computes dense attention. Dropout is not applied.
+    Build with :meth:`from_dense` (shares the dense layer's projections). With ``k >= T``, causal
+    or not, it computes dense attention. Dropout is not applied.
+
+    Attributes
+    ----------
+    k : int
+        Keys kept per query.
+    label_channels : torch.Tensor of shape (num_heads, r), int64, or None
+        Channels used to rank keys; None ranks by the exact scores.
     """
 
     k: int
@@ -36,6 +42,21 @@ class TopKSelfAttention(SelfAttention):
     def from_dense(
         cls, attn: SelfAttention, k: int, label_channels: torch.Tensor | None = None
     ) -> "TopKSelfAttention":
+        """A top-k layer sharing the projections of a dense one.
+
+        Parameters
+        ----------
+        attn : SelfAttention
+            The dense layer (its projections are shared, not copied).
+        k : int
+            Keys kept per query (>= 1).
+        label_channels : torch.Tensor of shape (num_heads, r), optional
+            Channel ids in [0, head_dim) used to rank keys (see :func:`calibrate_label_channels`).
+
+        Returns
+        -------
+        TopKSelfAttention
+        """
         sparse = cls(attn.q_proj.in_features, attn.num_heads, attn.causal, attn.dropout)
         sparse.num_heads, sparse.head_dim = attn.num_heads, attn.head_dim
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -47,7 +68,7 @@ class TopKSelfAttention(SelfAttention):
                 raise SparsecraftError(
                     f"label_channels must be (num_heads={attn.num_heads}, r), got {tuple(label_channels.shape)}"
                 )
-            if label_channels.numel() and not 0 <= int(label_channels.min()) <= int(label_channels.max()) < attn.head_dim:
+            if bool(((label_channels < 0) | (label_channels >= attn.head_dim)).any()):
                 raise SparsecraftError(f"label_channels must lie in [0, head_dim={attn.head_dim})")
         # a non-persistent buffer: moves with .to(), stays out of the state dict (dense-compatible)
         sparse.register_buffer("label_channels", label_channels, persistent=False)
@@ -76,11 +97,21 @@ class TopKSelfAttention(SelfAttention):
         return ones.tril() if self.causal else ones
 
     def attention_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Bool ``(N, heads, T, T)``: which keys each query attends to for input ``x`` ``(N, T, d)``."""
+        """Which keys each query attends to.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, T, d_model)
+
+        Returns
+        -------
+        torch.Tensor of bool, shape (N, num_heads, T, T)
+        """
         q, k, _ = self._qkv(x)
         return self._keep(q, k, q @ k.transpose(-2, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Top-k attention output ``(N, T, d_model)`` for ``x`` ``(N, T, d_model)``."""
         q, k, v = self._qkv(x)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
         keep = self._keep(q, k, scores)
@@ -101,10 +132,24 @@ def _attention_layers(model: nn.Module) -> list[tuple[str, SelfAttention]]:
 
 @torch.no_grad()
 def calibrate_label_channels(model: nn.Module, inputs: torch.Tensor, r: int) -> dict[str, torch.Tensor]:
-    """Double Sparsity's offline calibration: for every :class:`SelfAttention` of ``model``, the ``r``
-    channels per head with the largest ``mean|q_c| * mean|k_c|`` over the tokens of ``inputs``.
+    """Double Sparsity's offline calibration of label channels.
 
-    Returns ``{layer name: (num_heads, r) int64}``, channels sorted ascending.
+    For every :class:`SelfAttention` of ``model``, the ``r`` channels per head with the largest
+    ``mean|q_c| * mean|k_c|`` over the tokens of ``inputs``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run once in eval mode (its training flag is restored).
+    inputs : torch.Tensor
+        Calibration inputs of the model, e.g. token ids (N, T).
+    r : int
+        Channels per head, in [1, head_dim].
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Layer name -> (num_heads, r) int64 channel ids, sorted ascending.
     """
     r = check_positive_int(r, "r")
     layers = _attention_layers(model)
@@ -142,10 +187,25 @@ def calibrate_label_channels(model: nn.Module, inputs: torch.Tensor, r: int) -> 
 def sparsify_attention(
     model: nn.Module, k: int, label_channels: dict[str, torch.Tensor] | None = None
 ) -> list[str]:
-    """Replace every :class:`SelfAttention` of ``model`` by a :class:`TopKSelfAttention` keeping ``k``
-    keys per query (in place; projections are shared, not copied). ``label_channels`` (from
-    :func:`calibrate_label_channels`) ranks keys with those channels only. Returns replaced names.
-    A replaced layer is replaced again (with the new settings) on a second call."""
+    """Replace every :class:`SelfAttention` of ``model`` by a :class:`TopKSelfAttention` (in place).
+
+    Projections are shared, not copied. A replaced layer is replaced again (with the new settings)
+    on a second call.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Contains the attention layers (not the layer itself).
+    k : int
+        Keys kept per query.
+    label_channels : dict of str to torch.Tensor, optional
+        From :func:`calibrate_label_channels`: rank keys with those channels only.
+
+    Returns
+    -------
+    list of str
+        Names of the replaced layers.
+    """
     k = check_positive_int(k, "k")
     replaced = []
     modules = dict(model.named_modules())

@@ -25,15 +25,33 @@ from ..models.transformer import FeedForward
 
 @dataclass
 class Routing:
-    """Last forward's routing: ``experts`` ``(T, k)`` expert ids, ``gates`` ``(T, k)`` weights
-    (rows sum to 1 when gates are renormalised), ``probs`` ``(T, n_experts)`` router softmax."""
+    """One forward's routing of T tokens.
+
+    Attributes
+    ----------
+    experts : torch.Tensor of shape (T, k), int64
+        Expert ids per token.
+    gates : torch.Tensor of shape (T, k)
+        Gate weights (rows sum to 1 when gates are renormalised).
+    probs : torch.Tensor of shape (T, n_experts)
+        Router softmax.
+    """
 
     experts: torch.Tensor
     gates: torch.Tensor
     probs: torch.Tensor
 
     def load(self, n_experts: int) -> torch.Tensor:
-        """Tokens routed to each expert, ``(n_experts,)`` int64."""
+        """Tokens routed to each expert.
+
+        Parameters
+        ----------
+        n_experts : int
+
+        Returns
+        -------
+        torch.Tensor of shape (n_experts,), int64
+        """
         return torch.bincount(self.experts.reshape(-1), minlength=n_experts)
 
 
@@ -44,6 +62,18 @@ class MoEFeedForward(nn.Module):
     every token uses exactly ``k`` experts with softmax gates (renormalised over the chosen ``k``
     when ``normalize_gates``). After each forward, ``self.aux_loss`` holds the load-balancing loss
     (add ``aux_weight * aux_loss`` to the training loss) and ``self.routing`` the :class:`Routing`.
+
+    Parameters
+    ----------
+    d_model : int
+        Token width.
+    n_experts : int
+    k : int, default=2
+        Experts per token, at most ``n_experts``.
+    hidden : int, optional
+        Hidden width of each expert (default ``4 * d_model``).
+    normalize_gates : bool, default=True
+        Renormalise the gates over the chosen ``k`` experts.
     """
 
     def __init__(
@@ -63,7 +93,16 @@ class MoEFeedForward(nn.Module):
         self.routing: Routing | None = None
 
     def route(self, x: torch.Tensor) -> Routing:
-        """Routing of tokens ``x`` ``(T, d_model)``."""
+        """Route tokens.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (T, d_model)
+
+        Returns
+        -------
+        Routing
+        """
         probs = self.router(x).softmax(dim=-1)
         gates, experts = probs.topk(self.k, dim=-1)
         if self.normalize_gates:
@@ -71,6 +110,7 @@ class MoEFeedForward(nn.Module):
         return Routing(experts, gates, probs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Gate-weighted sum of each token's ``k`` experts, ``(..., d_model) -> (..., d_model)``."""
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         routing = self.route(tokens)
@@ -100,7 +140,18 @@ def load_balancing_loss(routing: Routing, n_experts: int) -> torch.Tensor:
     """Switch-style ``n_experts * sum_e f_e * P_e``: 1 when balanced, ``n_experts`` at collapse.
 
     ``f_e`` (share of the ``T * k`` routing slots sent to ``e``) is a constant; the gradient flows
-    through ``P_e`` (mean router probability of ``e``)."""
+    through ``P_e`` (mean router probability of ``e``).
+
+    Parameters
+    ----------
+    routing : Routing
+    n_experts : int
+
+    Returns
+    -------
+    torch.Tensor, scalar
+        In [1, n_experts] up to the constant f.
+    """
     slots = routing.experts.numel()
     f = routing.load(n_experts).to(routing.probs.dtype) / slots
     p = routing.probs.mean(dim=0)
@@ -108,7 +159,18 @@ def load_balancing_loss(routing: Routing, n_experts: int) -> torch.Tensor:
 
 
 def moe_aux_loss(model: nn.Module) -> torch.Tensor:
-    """Sum of ``aux_loss`` over every :class:`MoEFeedForward` in ``model`` (after a forward)."""
+    """Sum of the load-balancing losses of a model's MoE layers (after a forward).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Contains :class:`MoEFeedForward` layers.
+
+    Returns
+    -------
+    torch.Tensor, scalar
+        Differentiable; add ``aux_weight`` times it to the training loss.
+    """
     losses = [m.aux_loss for m in model.modules() if isinstance(m, MoEFeedForward)]
     if not losses:
         raise SparsecraftError("model has no MoEFeedForward layers; call use_moe(model, ...) first")
@@ -116,10 +178,24 @@ def moe_aux_loss(model: nn.Module) -> torch.Tensor:
 
 
 def use_moe(model: nn.Module, n_experts: int, k: int = 2, hidden: int | None = None) -> list[str]:
-    """Replace every ``FeedForward`` (e.g. ``TinyTransformer`` blocks' ``mlp``) by a freshly
-    initialised :class:`MoEFeedForward` (in place). ``hidden`` defaults to the replaced layer's
-    hidden width divided by ``k``, so active compute per token matches the dense layer. Returns the
-    replaced module names."""
+    """Replace every ``FeedForward`` (e.g. ``TinyTransformer`` blocks' ``mlp``) by a fresh :class:`MoEFeedForward`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Modified in place.
+    n_experts : int
+    k : int, default=2
+        Experts per token.
+    hidden : int, optional
+        Expert hidden width; default the replaced layer's hidden width divided by ``k``, so active
+        compute per token matches the dense layer.
+
+    Returns
+    -------
+    list of str
+        Names of the replaced modules.
+    """
     targets = [
         (name, parent, child_name)
         for name, parent in model.named_modules()

@@ -37,24 +37,75 @@ SAE_RULES: Registry[SelectionRule] = Registry("SAE sparsity rule")
 
 @SAE_RULES.register("topk")
 def topk_rule(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """Exactly ``min(k, F)`` matches per token (row) of ``pre`` ``(T, F)``."""
+    """Exactly ``min(k, F)`` matches per token (row).
+
+    Parameters
+    ----------
+    pre : torch.Tensor of shape (T, F)
+        Pre-activations of T tokens over F features.
+    k : int
+        Budget: k matches per token on average.
+
+    Returns
+    -------
+    torch.Tensor of bool, shape (T, F)
+    """
     return topk_mask(pre, k, dim=1)
 
 
 def feature_choice_m(n_tokens: int, n_features: int, k: int) -> int:
-    """Tokens per feature under feature choice: ``clamp(k * T // F, 1, T)``."""
+    """Tokens per feature under feature choice.
+
+    Parameters
+    ----------
+    n_tokens : int
+        T.
+    n_features : int
+        F.
+    k : int
+        Matches per token on average.
+
+    Returns
+    -------
+    int
+        ``clamp(k * T // F, 1, T)``.
+    """
     return max(1, min(n_tokens, k * n_tokens // n_features))
 
 
 @SAE_RULES.register("feature_choice")
 def feature_choice_rule(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """Exactly ``feature_choice_m(T, F, k)`` matches per feature (column) of ``pre`` ``(T, F)``."""
+    """Exactly ``feature_choice_m(T, F, k)`` matches per feature (column).
+
+    Parameters
+    ----------
+    pre : torch.Tensor of shape (T, F)
+        Pre-activations of T tokens over F features.
+    k : int
+        Budget: k matches per token on average.
+
+    Returns
+    -------
+    torch.Tensor of bool, shape (T, F)
+    """
     return topk_mask(pre, feature_choice_m(pre.shape[0], pre.shape[1], k), dim=0)
 
 
 @SAE_RULES.register("mutual_choice")
 def mutual_choice_rule(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """Exactly ``min(k * T, T * F)`` matches in total: the largest entries of the whole matrix."""
+    """Exactly ``min(k * T, T * F)`` matches in total: the largest entries of the whole matrix.
+
+    Parameters
+    ----------
+    pre : torch.Tensor of shape (T, F)
+        Pre-activations of T tokens over F features.
+    k : int
+        Budget: k matches per token on average.
+
+    Returns
+    -------
+    torch.Tensor of bool, shape (T, F)
+    """
     flat = pre.reshape(-1)
     return topk_mask(flat, k * pre.shape[0], dim=0).view_as(pre)
 
@@ -65,6 +116,19 @@ class SparseAutoencoder(nn.Module):
     Decoder columns ``W_dec[:, j]`` (``(d_in, n_features)``) are unit norm (call
     :meth:`normalize_decoder` after each optimizer step; :func:`train_sae` does). The encoder starts
     tied, ``W_enc = W_dec^T``. Inputs with more than two dims are flattened to tokens.
+
+    Parameters
+    ----------
+    d_in : int
+        Width of the activations.
+    n_features : int
+        Dictionary atoms F.
+    k : int
+        Matches per token (on average, for feature and mutual choice).
+    rule : str, default="topk"
+        A name in ``SAE_RULES``: ``topk``, ``feature_choice``, ``mutual_choice``.
+    seed : int, default=0
+        Seeds the initial dictionary.
     """
 
     def __init__(self, d_in: int, n_features: int, k: int, rule: str = "topk", seed: int = 0) -> None:
@@ -82,20 +146,49 @@ class SparseAutoencoder(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_in))
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder pre-activations ``(T, n_features)`` before selection."""
+        """Encoder pre-activations before selection.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (T, d_in)
+
+        Returns
+        -------
+        torch.Tensor of shape (T, n_features)
+        """
         return (x - self.b_dec) @ self.W_enc.t() + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Sparse codes ``(T, n_features)``: ReLU of the selected pre-activations, zero elsewhere."""
+        """Sparse codes: ReLU of the selected pre-activations, zero elsewhere.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., d_in)
+            Flattened to T tokens.
+
+        Returns
+        -------
+        torch.Tensor of shape (T, n_features)
+        """
         x = self._tokens(x)
         pre = self.pre_activations(x)
         return F.relu(pre) * self.rule(pre.detach(), self.k)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``(T, d_in)`` from codes ``(T, n_features)``."""
+        """Reconstruction from codes.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (T, n_features)
+
+        Returns
+        -------
+        torch.Tensor of shape (T, d_in)
+        """
         return z @ self.W_dec.t() + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``x`` ``(..., d_in)``, same shape."""
         shape = x.shape
         return self.decode(self.encode(x)).view(shape)
 
@@ -115,7 +208,17 @@ class SparseAutoencoder(nn.Module):
 
 @dataclass
 class SAEHistory:
-    """Mean squared reconstruction error per logged step, and features never active at the end."""
+    """What :func:`train_sae` logged.
+
+    Attributes
+    ----------
+    steps : list of int
+        Logged steps.
+    mse : list of float
+        Mean squared reconstruction error per entry of the batch at each logged step.
+    dead_features : int
+        Features never active during the last 10% of the steps.
+    """
 
     steps: list[int] = field(default_factory=list)
     mse: list[float] = field(default_factory=list)
@@ -136,6 +239,26 @@ def train_sae(
     ``b_dec`` starts at the data mean; after every step the decoder gradient's component parallel to
     each column is removed before the update and columns are renormalised after it (so the norm
     constraint does not fight Adam). Feature choice and mutual choice allocate within each batch.
+
+    Parameters
+    ----------
+    sae : SparseAutoencoder
+        Trained in place.
+    data : torch.Tensor of shape (N, d_in)
+        At least ``batch_size`` rows.
+    steps : int, default=1000
+    batch_size : int, default=256
+        Rows sampled (with replacement) per step.
+    lr : float, default=1e-3
+        Adam learning rate (> 0).
+    seed : int, default=0
+        Seeds the batch sampling.
+    log_every : int, default=50
+        Steps between logged losses.
+
+    Returns
+    -------
+    SAEHistory
     """
     data = sae._tokens(data)
     steps = check_positive_int(steps, "steps")
@@ -198,8 +321,22 @@ def _train_loop(
 
 @torch.no_grad()
 def reconstruction_mse(sae: SparseAutoencoder, data: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
-    """(mean squared error per entry, mean L0 per token) of ``sae`` on ``data`` ``(N, d_in)``, in
-    batches of ``batch_size`` tokens (the allocation unit of feature and mutual choice)."""
+    """Reconstruction error and sparsity of an SAE on data.
+
+    Parameters
+    ----------
+    sae : SparseAutoencoder
+    data : torch.Tensor of shape (N, d_in)
+    batch_size : int, default=1024
+        Tokens per batch (the allocation unit of feature and mutual choice).
+
+    Returns
+    -------
+    mse : float
+        Mean squared error per entry.
+    l0 : float
+        Mean non-zero codes per token.
+    """
     data = sae._tokens(data)
     err = 0.0
     nnz = 0
@@ -214,10 +351,27 @@ def reconstruction_mse(sae: SparseAutoencoder, data: torch.Tensor, batch_size: i
 def sparse_dictionary_data(
     n: int, d: int, n_atoms: int, k: int, seed: int = 0, noise: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic activations from a known dictionary: ``(X (n, d), D (d, n_atoms))``.
+    """Synthetic activations from a known dictionary.
 
-    ``D`` has unit-norm random columns; each row of ``X`` is a sum of ``k`` random atoms with
-    coefficients uniform in [0.5, 1.5] (non-negative, as SAE codes are), plus Gaussian ``noise``.
+    Parameters
+    ----------
+    n : int
+        Rows (tokens).
+    d : int
+        Width.
+    n_atoms : int
+    k : int
+        Atoms per row, at most ``n_atoms``; coefficients uniform in [0.5, 1.5] (non-negative, as
+        SAE codes are).
+    seed : int, default=0
+    noise : float, default=0.0
+        Standard deviation of added Gaussian noise.
+
+    Returns
+    -------
+    X : torch.Tensor of shape (n, d)
+    D : torch.Tensor of shape (d, n_atoms)
+        Unit-norm random columns.
     """
     for value, name in ((n, "n"), (d, "d"), (n_atoms, "n_atoms"), (k, "k")):
         check_positive_int(value, name)
@@ -235,8 +389,20 @@ def sparse_dictionary_data(
 
 
 def dictionary_recovery(learned: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """For each true atom (column of ``true`` ``(d, A)``), the max cosine similarity with any learned
-    column (``learned`` ``(d, F)``): ``(A,)`` values in [0, 1]."""
+    """How well a learned dictionary recovers the true atoms.
+
+    Parameters
+    ----------
+    learned : torch.Tensor of shape (d, F)
+        Learned atoms as columns.
+    true : torch.Tensor of shape (d, A)
+        True atoms as columns.
+
+    Returns
+    -------
+    torch.Tensor of shape (A,)
+        For each true atom, the largest cosine similarity with any learned column.
+    """
     a = F.normalize(learned, dim=0)
     b = F.normalize(true, dim=0)
     return (b.t() @ a).max(dim=1).values
