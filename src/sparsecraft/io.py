@@ -109,6 +109,6 @@ def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], b
         raise SparsecraftError(f"{p} cannot be read ({err.strerror or err}); check its permissions") from None
     except SafetensorError as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise SparsecraftError(f"{p} is not a readable safetensors file ({reason}); it is truncated, corrupt or "
-                               "of another format: write it again") from None
+        raise SparsecraftError(f"{p} is not a readable safetensors file ({reason}); it is corrupt or truncated, "
+                               "or of another format: write it again") from None
     return tensors, meta

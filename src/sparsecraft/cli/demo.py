@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import torch
 
 from .. import prune
 from ..errors import SparsecraftError
+from ..timing import Stopwatch, compare
 from ._common import console, print_rows
 
 #: (label, sparsity, pattern, criterion, allocation, keep_dense)
@@ -62,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda *_: None) if args.json else console.print
     say(f"[bold]1. train[/] a ResNet-style CNN on digits ({len(data.train_x)} train / {len(data.test_x)} test images)")
     dense = model_for_data("cnn", data)
-    t0 = time.perf_counter()
+    watch = Stopwatch()
     train_classifier(dense, data, epochs=args.epochs, seed=args.seed, progress=not args.json)
     dense_acc = evaluate(dense, data.test_x, data.test_y)
     rows = [{"method": "dense", "sparsity": 0.0, "pattern": "-", "acc_oneshot": dense_acc,
              "acc_finetuned": dense_acc}]
-    say(f"   dense test accuracy {dense_acc:.4f} ({time.perf_counter() - t0:.1f} s)")
+    say(f"   dense test accuracy {dense_acc:.4f} ({watch.seconds:.1f} s)")
 
     say(f"[bold]2. prune[/] {len(RECIPES)} ways, then fine-tune {args.finetune_epochs} epochs with masks held fixed")
     for label, sparsity, pattern, criterion, allocation, keep in RECIPES:
@@ -132,18 +131,6 @@ def sparse_training(data, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def _paired_ms(dense_fn, sparse_fn, rounds: int = 9) -> tuple[float, float]:
-    """Median milliseconds of two callables timed alternately (so machine noise hits both alike)."""
-    dense_fn(), sparse_fn()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(rounds):
-        for fn, out in ((dense_fn, times[0]), (sparse_fn, times[1])):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
-
-
 def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
     """Prune MiniLM (Wanda 50%, magnitude 90%), compare embeddings with dense, time the converted model."""
     from ..inference import convert
@@ -166,7 +153,9 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
         converted = copy.deepcopy(model)
         with torch.no_grad():
             converted, layers = convert(converted)
-            dense_ms, sparse_ms = _paired_ms(lambda: model(**sample), lambda: converted(**sample))
+            times = compare({"dense": lambda: model(**sample), "sparse": lambda: converted(**sample)}, rounds=9,
+                            warmup=1, stat="median")
+            dense_ms, sparse_ms = 1000 * times["dense"], 1000 * times["sparse"]
         nbytes = sum(layer.nbytes for layer in layers)
         dense_bytes = sum(layer.dense_nbytes for layer in layers)
         rows.append({"method": label, "sparsity": sparsity, "cosine": mean_cosine(dense_emb, emb),

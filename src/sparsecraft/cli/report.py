@@ -8,6 +8,7 @@ import torch
 
 from ..checkpoint import read_checkpoint
 from ..errors import SparsecraftError
+from ..io import read_safetensors
 from ..sparsifier import report_rows
 from ._common import print_rows
 
@@ -26,18 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _weights_in(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not files:
         raise SparsecraftError(f"no .safetensors files in {path}")
     out = {}
     for f in files:
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                out.update({k: st.get_tensor(k) for k in st.keys() if k.endswith("weight")})
-        except Exception as err:
-            raise SparsecraftError(f"{f} is not a readable safetensors file ({err})") from None
+        out.update(read_safetensors(f, select=lambda k: k.endswith("weight"))[0])
     return {k: v for k, v in out.items() if v.dim() >= 2}
 
 
@@ -58,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _is_sparsecraft(path: Path) -> bool:
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return "sparsecraft" in (f.metadata() or {})
-    except Exception:
+        return "sparsecraft" in read_safetensors(path, select=lambda k: False)[1]
+    except SparsecraftError:
         return True  # let read_checkpoint produce the precise error

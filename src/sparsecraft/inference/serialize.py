@@ -59,11 +59,9 @@ def build_source(source: Any, path: str | os.PathLike) -> nn.Module:
     """
     kind = source.get("kind") if isinstance(source, dict) else None
     if kind == "transformers":
-        import transformers
+        from ..models.hf import from_hf_spec
 
-        cfg = dict(source["config"])
-        config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-        return transformers.AutoModel.from_config(config).eval()
+        return from_hf_spec(source)
     if kind == "spec":
         from ..checkpoint import build_from_spec
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data import DataSplits, load_text_lm
 from ..data.mnist1d import default_cache_dir
-from ..io import atomic_path
+from ..io import atomic_path, read_safetensors
 from ..models import TinyTransformer, train_classifier
 from .metrics import perplexity
 
@@ -77,7 +77,7 @@ def load_decoder(
     progress: bool = True, num_threads: int | None = None,
 ) -> Decoder:
     """Train (or load from the cache) the tiny decoder LM described by ``config``."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     data = load_text_lm(seed=config.seed, seq_len=config.seq_len)
     if config.max_train_windows:
@@ -85,7 +85,7 @@ def load_decoder(
     model = build(config)
     path = Path(cache_dir or default_cache_dir()) / "posttrain" / f"tinylm-{config.key()}.safetensors"
     if cache and path.is_file():
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(read_safetensors(path)[0])
     else:
         train_classifier(model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                          seed=config.seed, progress=progress, num_threads=num_threads)

@@ -20,7 +20,6 @@ style models whose blocks are Linear-based) and for :class:`sparsecraft.models.T
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -33,6 +32,7 @@ from ..options import collect
 from ..patterns import NM, Pattern, get_pattern
 from ..sparsifier import Sparsifier
 from ..target import Target, find_targets
+from ..timing import Stopwatch
 from .methods import METHODS, Method, check_pattern
 from .owl import outlier_ratio, owl_sparsities
 
@@ -333,7 +333,7 @@ def prune_model(
     layer_opts = {k: opts[k] for k in spec.layer_options}
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
+    total = Stopwatch()
     calls = capture_block_inputs(model, blocks, batches)
     tokens = sum(c.hidden.shape[0] * c.hidden.shape[1] if c.token_mask is None else int(c.token_mask.sum()) for c in calls)
     report = PruneReport(spec.name, str(pat), target, len(calls), tokens)
@@ -352,7 +352,7 @@ def prune_model(
             stats = collect_stats(block, block_targets_, calls)[0] if calls and block_targets_ else {}
             for t in block_targets_:
                 bar.update(task, description=f"{spec.name} {pat} {t.module_name}")
-                t0 = time.perf_counter()
+                layer_time = Stopwatch()
                 weight = t.param.data
                 layer_stats = stats.get(t.name)
                 result = spec.prune_layer(weight, layer_stats, report.block_sparsity[i], pat, **layer_opts)
@@ -361,11 +361,11 @@ def prune_model(
                 masks[t.name] = result.mask
                 report.layers.append(LayerReport(
                     t.module_name, tuple(weight.shape), report.block_sparsity[i],
-                    float((weight == 0).float().mean()), err, time.perf_counter() - t0,
+                    float((weight == 0).float().mean()), err, layer_time.seconds,
                 ))
                 bar.advance(task)
             if calls:
                 calls = [c.with_hidden(o) for c, o in zip(calls, run_block(block, calls))]
-    report.seconds = time.perf_counter() - start
+    report.seconds = total.seconds
     model.train(was_training)
     return Sparsifier(model, masks, {name: pat for name in masks}), report
