@@ -67,6 +67,9 @@ class Pattern:
     def parse(cls, spec: str) -> "Pattern | None":
         """The pattern that ``spec`` (stripped, lower case) names, or ``None`` if it is not this kind.
 
+        The default fits patterns without sizes, whose spec is one word (``spec_help``); patterns
+        with sizes override it.
+
         Parameters
         ----------
         spec : str
@@ -78,7 +81,7 @@ class Pattern:
             ``None`` when ``spec`` is not written like this pattern; raises
             :class:`SparsecraftError` when it is, but its sizes are invalid.
         """
-        raise NotImplementedError
+        return cls() if spec == cls.spec_help else None
 
     def n_groups(self, shape: torch.Size) -> int:
         """Number of groups a weight of ``shape`` splits into."""
@@ -122,10 +125,6 @@ class Unstructured(Pattern):
     name: str = "unstructured"
     spec_help: ClassVar[str] = "unstructured"
 
-    @classmethod
-    def parse(cls, spec: str) -> "Unstructured | None":
-        return cls() if spec == "unstructured" else None
-
     def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.reshape(-1)
 
@@ -135,6 +134,18 @@ class Unstructured(Pattern):
     def validate(self, mask: torch.Tensor) -> None:
         if mask.dtype != torch.bool:
             raise SparsecraftError(f"a mask must be a bool tensor, got {mask.dtype}")
+
+
+def _positive_sizes(regex: str, spec: str, what: str) -> tuple[int, ...] | None:
+    """The integers ``regex`` captures from the whole of ``spec`` (``None`` if it does not match);
+    one-line error unless each is at least 1."""
+    match = re.fullmatch(regex, spec)
+    if match is None:
+        return None
+    sizes = tuple(int(g) for g in match.groups())
+    if min(sizes) < 1:
+        raise SparsecraftError(f"{what} must be positive, got {spec!r}")
+    return sizes
 
 
 def _blocks(m: torch.Tensor, r: int, c: int, label: str) -> torch.Tensor:
@@ -159,13 +170,8 @@ class Block(Pattern):
 
     @classmethod
     def parse(cls, spec: str) -> "Block | None":
-        match = re.fullmatch(r"block(\d+)x(\d+)", spec)
-        if match is None:
-            return None
-        r, c = int(match[1]), int(match[2])
-        if r < 1 or c < 1:
-            raise SparsecraftError(f"block sizes must be positive, got {spec!r}")
-        return cls(r, c)
+        sizes = _positive_sizes(r"block(\d+)x(\d+)", spec, "block sizes")
+        return None if sizes is None else cls(*sizes)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -188,10 +194,6 @@ class Channel(Pattern):
     name: str = "channel"
     spec_help: ClassVar[str] = "channel"
 
-    @classmethod
-    def parse(cls, spec: str) -> "Channel | None":
-        return cls() if spec == "channel" else None
-
     def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
         return as_matrix(scores).sum(1)
 
@@ -210,12 +212,8 @@ class Head(Pattern):
 
     @classmethod
     def parse(cls, spec: str) -> "Head | None":
-        match = re.fullmatch(r"head(\d+)", spec)
-        if match is None:
-            return None
-        if int(match[1]) < 1:
-            raise SparsecraftError(f"head size must be positive, got {spec!r}")
-        return cls(int(match[1]))
+        sizes = _positive_sizes(r"head(\d+)", spec, "head size")
+        return None if sizes is None else cls(*sizes)
 
     @property
     def name(self) -> str:  # type: ignore[override]

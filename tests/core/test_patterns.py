@@ -81,6 +81,7 @@ def test_conv_nm_runs_along_flattened_reduction_dim():
     ("block4x1", (6, 8), "does not split"),
     ("banana", (4, 4), "unknown pattern"),
     ("block0x1", (4, 4), "positive"),
+    ("head0", (4, 4), "positive"),
 ])
 def test_bad_patterns_raise_one_line_errors(spec, shape, msg):
     with pytest.raises(SparsecraftError, match=msg) as info:
