@@ -12,6 +12,7 @@ import torch
 from ..criteria import Calib
 from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
+from ..options import Option
 from .base import UPDATERS, SparsityConfig, Updater
 from .schedules import cubic_sparsity
 
@@ -43,7 +44,12 @@ class GMP(Updater):
     """
 
     name = "gmp"
-    hparams = ("initial_sparsity", "start", "end", "frequency")
+    options = (
+        Option("initial_sparsity", float, 0.0, "sparsity at the start step"),
+        Option("start", int, 0, "step of the first pruning event"),
+        Option("end", int, None, "step reaching the final sparsity (default: 3/4 of training)"),
+        Option("frequency", int, None, "steps between pruning events (default: about 20 events)"),
+    )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  initial_sparsity: float = 0.0, start: int = 0, end: int | None = None,

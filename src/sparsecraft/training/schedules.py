@@ -17,6 +17,12 @@ def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0
     return final + (initial - final) * (1.0 - frac) ** 3
 
 
+def geometric_sparsities(final: float, rounds: int) -> list[float]:
+    """Sparsity after each of ``rounds`` prune rounds that remove the same fraction of the remaining
+    weights: ``1 - (1 - final) ** (r / rounds)`` for ``r = 1 .. rounds`` (IMP, model soups)."""
+    return [1.0 - (1.0 - final) ** (r / rounds) for r in range(1, rounds + 1)]
+
+
 def cosine_fraction(step: int, alpha: float, end: int) -> float:
     """RigL's update fraction (Evci et al. 2020): ``alpha / 2 * (1 + cos(pi * t / T_end))``, 0 after ``end``."""
     if step >= end:
