@@ -102,3 +102,30 @@ def test_dense_saves_plain_weights_with_spec(tmp_path, capsys):
     report, ckpt = _train_json(tmp_path, capsys, "--method", "dense")
     assert report["rows"] == [] and ckpt.masks == {} and ckpt.extra["sparsity"] == 0.0
     assert ckpt.build_model()(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_a_new_method_needs_no_cli_code(tmp_path, capsys, monkeypatch):
+    from sparsecraft.options import Option
+    from sparsecraft.training import UPDATERS, Updater
+
+    class Toy(Updater):
+        """Magnitude masks at init, in 4x1 blocks by default."""
+
+        name = "toy"
+        default_sparsity = 0.5
+        default_pattern = "block4x1"
+        options = (Option("toy_strength", float, 1.0, "how strong the toy is"),)
+
+        def __init__(self, config=None, total_steps=None, seed=0, toy_strength=1.0):
+            super().__init__(config, total_steps, seed)
+            self.toy_strength = toy_strength
+
+        def setup(self, calib):
+            self.sparsifier = self.initial_masks("magnitude")
+
+    monkeypatch.setitem(UPDATERS._items, "toy", Toy)
+    report, ckpt = _train_json(tmp_path, capsys, "--method", "toy", "--toy-strength", "0.25")
+    assert {r["pattern"] for r in report["rows"][:-1]} == {"block4x1"} and report["left_dense"] == ["head.weight"]
+    assert ckpt.extra["toy_strength"] == 0.25 and ckpt.extra["sparsity"] == 0.5
+    assert main(["train", "--method", "rigl", "--toy-strength", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--toy-strength does not apply to rigl" in capsys.readouterr().err
