@@ -114,12 +114,32 @@ class SparsityConfig:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The inner module of a DDP / DataParallel wrapper (or ``model`` itself)."""
+    """The inner module of a DDP / DataParallel wrapper, or ``model`` itself.
+
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    nn.Module
+    """
     return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def seeded_generator(seed: int, *tags: object) -> torch.Generator:
-    """A CPU generator seeded from ``seed`` and ``tags``: identical on every rank for the same inputs."""
+    """A CPU generator seeded from ``seed`` and ``tags``: identical on every rank for the same inputs.
+
+    Parameters
+    ----------
+    seed : int
+    *tags
+        Anything with a stable ``repr`` (step numbers, layer names).
+
+    Returns
+    -------
+    torch.Generator
+    """
     digest = hashlib.sha256(repr((seed, *tags)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
@@ -210,9 +230,23 @@ class Updater:
     # ------------------------------------------------------------------ lifecycle
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                calib: Calib = None) -> "Updater":
-        """Bind to ``model`` (DDP-wrapped or not), ``optimizer`` and ``scheduler``; build initial masks.
+        """Bind to the model, optimizer and scheduler of a run and build the initial masks.
 
-        ``calib``: a labelled batch ``(x, y)`` for data-driven initial masks (SNIP).
+        Parameters
+        ----------
+        model : nn.Module
+            Plain or DDP-wrapped (the updater works on the inner module).
+        optimizer : torch.optim.Optimizer, optional
+            The Sparsifier (if any) attaches to it, so pruned weights stay exactly zero.
+        scheduler : LRScheduler, optional
+            Needed by methods that rewind training state (IMP).
+        calib : (Tensor, Tensor), optional
+            A labelled batch ``(x, y)`` for data-driven initial masks (SNIP).
+
+        Returns
+        -------
+        Updater
+            ``self``.
         """
         if self.model is not None:
             raise SparsecraftError(f"this {self.name} updater is already attached; create a new one per run")
@@ -310,7 +344,20 @@ class Updater:
             raise SparsecraftError("call updater.attach(model, optimizer) before training")
 
     def record(self, kind: str, **info: Any) -> dict:
-        """Append an event and notify listeners."""
+        """Append an event and notify the listeners.
+
+        Parameters
+        ----------
+        kind : str
+            What happened (``"init"``, ``"prune"``, ``"drop_grow"``, ...).
+        **info
+            Counts and values of the event.
+
+        Returns
+        -------
+        dict
+            The event: ``step``, ``kind``, ``**info`` and the current ``sparsity``.
+        """
         event = {"step": self.step, "kind": kind, **info, "sparsity": self.sparsity()}
         self.events.append(event)
         for fn in self.listeners:
@@ -330,7 +377,21 @@ class Updater:
         return seeded_generator(self.seed, self.step, *tags)
 
     def initial_masks(self, criterion: str, calib: Calib = None, sparsity: float | None = None) -> Sparsifier:
-        """Score with ``criterion``, allocate with the config, build the Sparsifier (masks from rank 0)."""
+        """Masks scored by ``criterion`` and allocated by the config, as a Sparsifier (masks from rank 0).
+
+        Parameters
+        ----------
+        criterion : str
+            A name in ``CRITERIA``; ``"random"`` draws from :meth:`generator`.
+        calib : (Tensor, Tensor), optional
+            For data-driven criteria.
+        sparsity : float, optional
+            Default ``config.sparsity``.
+
+        Returns
+        -------
+        Sparsifier
+        """
         targets, self.skipped = self.config.targets(self.model)
         kwargs = {"generator": self.generator("init")} if criterion == "random" else {}
         scores = compute_scores(criterion, self.model, targets, calib=calib, **kwargs)
