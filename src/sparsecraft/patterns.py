@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -46,15 +47,48 @@ def lowest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
 
 
 class Pattern:
-    """Base class; subclasses define how a matrix splits into groups."""
+    """Base class; subclasses define how a matrix splits into groups and parse their own spec.
+
+    Attributes
+    ----------
+    name : str
+        The spec string of this pattern (``"2:4"``, ``"block4x1"``, ...).
+    fixed_density : float or None
+        Fraction of weights kept when the pattern fixes it (N:M), else ``None``.
+    spec_help : str
+        How the spec is written, for error messages and ``--help`` (e.g. ``"N:M (e.g. 2:4)"``).
+    """
 
     name: str = ""
     fixed_density: float | None = None  # set by patterns whose density is fixed (N:M)
+    spec_help: ClassVar[str] = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> "Pattern | None":
+        """The pattern that ``spec`` (stripped, lower case) names, or ``None`` if it is not this kind.
+
+        The default fits patterns without sizes, whose spec is one word (``spec_help``); patterns
+        with sizes override it.
+
+        Parameters
+        ----------
+        spec : str
+            A spec string such as ``"2:4"``.
+
+        Returns
+        -------
+        Pattern or None
+            ``None`` when ``spec`` is not written like this pattern; raises
+            :class:`SparsecraftError` when it is, but its sizes are invalid.
+        """
+        return cls() if spec == cls.spec_help else None
 
     def n_groups(self, shape: torch.Size) -> int:
+        """Number of groups a weight of ``shape`` splits into."""
         return self.group_scores(torch.zeros(shape)).numel()
 
     def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """One score per group: the sum of its elements' ``scores``, shape ``(G,)``."""
         raise NotImplementedError
 
     def expand(self, group_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -89,6 +123,7 @@ class Unstructured(Pattern):
     """Any single weight may be zero."""
 
     name: str = "unstructured"
+    spec_help: ClassVar[str] = "unstructured"
 
     def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.reshape(-1)
@@ -99,6 +134,18 @@ class Unstructured(Pattern):
     def validate(self, mask: torch.Tensor) -> None:
         if mask.dtype != torch.bool:
             raise SparsecraftError(f"a mask must be a bool tensor, got {mask.dtype}")
+
+
+def _positive_sizes(regex: str, spec: str, what: str) -> tuple[int, ...] | None:
+    """The integers ``regex`` captures from the whole of ``spec`` (``None`` if it does not match);
+    one-line error unless each is at least 1."""
+    match = re.fullmatch(regex, spec)
+    if match is None:
+        return None
+    sizes = tuple(int(g) for g in match.groups())
+    if min(sizes) < 1:
+        raise SparsecraftError(f"{what} must be positive, got {spec!r}")
+    return sizes
 
 
 def _blocks(m: torch.Tensor, r: int, c: int, label: str) -> torch.Tensor:
@@ -119,6 +166,12 @@ class Block(Pattern):
 
     rows: int = 4
     cols: int = 1
+    spec_help: ClassVar[str] = "blockRxC (e.g. block4x1)"
+
+    @classmethod
+    def parse(cls, spec: str) -> "Block | None":
+        sizes = _positive_sizes(r"block(\d+)x(\d+)", spec, "block sizes")
+        return None if sizes is None else cls(*sizes)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -139,6 +192,7 @@ class Channel(Pattern):
     """Whole output rows: a neuron of a Linear, a filter of a Conv, a row of an Embedding."""
 
     name: str = "channel"
+    spec_help: ClassVar[str] = "channel"
 
     def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
         return as_matrix(scores).sum(1)
@@ -154,6 +208,12 @@ class Head(Pattern):
     """Attention heads: groups of ``head_dim`` consecutive output rows of a q/k/v projection."""
 
     head_dim: int = 64
+    spec_help: ClassVar[str] = "headD (e.g. head64)"
+
+    @classmethod
+    def parse(cls, spec: str) -> "Head | None":
+        sizes = _positive_sizes(r"head(\d+)", spec, "head size")
+        return None if sizes is None else cls(*sizes)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -178,6 +238,12 @@ class NM(Pattern):
 
     n: int = 2
     m: int = 4
+    spec_help: ClassVar[str] = "N:M (e.g. 2:4)"
+
+    @classmethod
+    def parse(cls, spec: str) -> "NM | None":
+        match = re.fullmatch(r"(\d+):(\d+)", spec)
+        return None if match is None else cls(int(match[1]), int(match[2]))
 
     def __post_init__(self) -> None:
         if not 0 < self.n < self.m:
@@ -222,28 +288,34 @@ class NM(Pattern):
             raise SparsecraftError(f"mask breaks pattern {self.name}: {bad} groups of {self.m} keep more than {self.n}")
 
 
-_SPEC = re.compile(r"^(?:(?P<n>\d+):(?P<m>\d+)|block(?P<r>\d+)x(?P<c>\d+)|head(?P<d>\d+)|(?P<word>[a-z_]+))$")
+def pattern_specs() -> str:
+    """How every registered pattern's spec is written, e.g. ``"unstructured, blockRxC (e.g. block4x1), ..."``."""
+    return ", ".join(cls.spec_help for _, cls in PATTERNS.items())
 
 
 def get_pattern(spec: str | Pattern) -> Pattern:
-    """Parse a pattern spec string (see module docstring) into a :class:`Pattern`."""
+    """Parse a pattern spec string into a :class:`Pattern` (a Pattern is returned as is).
+
+    Parameters
+    ----------
+    spec : str or Pattern
+        ``"unstructured"``, ``"N:M"``, ``"blockRxC"``, ``"channel"`` or ``"headD"`` (case and
+        surrounding spaces ignored); each registered pattern class parses its own kind.
+
+    Returns
+    -------
+    Pattern
+
+    Raises
+    ------
+    SparsecraftError
+        One line: an unknown spec (listing the valid ones) or invalid sizes.
+    """
     if isinstance(spec, Pattern):
         return spec
-    match = _SPEC.match(str(spec).strip().lower())
-    valid = "unstructured, N:M (e.g. 2:4), blockRxC (e.g. block4x1), channel, headD (e.g. head64)"
-    if not match:
-        raise SparsecraftError(f"unknown pattern {spec!r}; choose one of: {valid}")
-    if match["n"]:
-        return NM(int(match["n"]), int(match["m"]))
-    if match["r"]:
-        r, c = int(match["r"]), int(match["c"])
-        if r < 1 or c < 1:
-            raise SparsecraftError(f"block sizes must be positive, got {spec!r}")
-        return Block(r, c)
-    if match["d"]:
-        if int(match["d"]) < 1:
-            raise SparsecraftError(f"head size must be positive, got {spec!r}")
-        return Head(int(match["d"]))
-    if match["word"] in ("unstructured", "channel"):
-        return PATTERNS.get(match["word"])()
-    raise SparsecraftError(f"unknown pattern {spec!r}; choose one of: {valid}")
+    text = str(spec).strip().lower()
+    for _, cls in PATTERNS.items():
+        pattern = cls.parse(text)
+        if pattern is not None:
+            return pattern
+    raise SparsecraftError(f"unknown pattern {spec!r}; choose one of: {pattern_specs()}")

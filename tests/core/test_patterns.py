@@ -81,6 +81,7 @@ def test_conv_nm_runs_along_flattened_reduction_dim():
     ("block4x1", (6, 8), "does not split"),
     ("banana", (4, 4), "unknown pattern"),
     ("block0x1", (4, 4), "positive"),
+    ("head0", (4, 4), "positive"),
 ])
 def test_bad_patterns_raise_one_line_errors(spec, shape, msg):
     with pytest.raises(SparsecraftError, match=msg) as info:
@@ -97,3 +98,25 @@ def test_validate_rejects_broken_masks():
         get_pattern("block4x1").validate(mask)
     with pytest.raises(SparsecraftError, match="bool"):
         get_pattern("unstructured").validate(mask.float())
+
+
+@pytest.mark.parametrize("spec", ["unstructured", "2:4", "1:8", "block4x1", "block2x3", "channel", "head64"])
+def test_every_pattern_parses_its_own_name(spec):
+    from sparsecraft.patterns import PATTERNS
+
+    pattern = get_pattern(f"  {spec.upper()} ")
+    assert str(pattern) == spec and get_pattern(str(pattern)) == pattern
+    owners = [cls for _, cls in PATTERNS.items() if cls.parse(spec) is not None]
+    assert owners == [type(pattern)]          # exactly one registered class claims each spec
+
+
+def test_unknown_pattern_lists_every_registered_spec():
+    from sparsecraft.patterns import PATTERNS
+
+    with pytest.raises(SparsecraftError) as info:
+        get_pattern("zigzag")
+    message = str(info.value)
+    assert message.startswith("unknown pattern 'zigzag'; choose one of: ")
+    for _, cls in PATTERNS.items():
+        assert cls.spec_help and cls.spec_help in message
+    assert "N:M (e.g. 2:4)" in message and "blockRxC (e.g. block4x1)" in message

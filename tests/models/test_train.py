@@ -113,3 +113,23 @@ def test_bad_arguments(digits):
         train_classifier(model, digits, lr=0, progress=False, num_threads=1)
     with pytest.raises(SparsecraftError, match="empty"):
         evaluate(model, digits.test_x[:0], digits.test_y[:0])
+
+
+def test_train_classifier_is_fit_at_a_constant_rate(digits):
+    from sparsecraft.training import fit
+
+    subset = (digits.train_x[:200], digits.train_y[:200])
+    a = build_model("transformer", num_classes=10, in_channels=1, patch_size=8, d_model=16, num_heads=2,
+                    num_layers=1, dropout=0.1)
+    a.load_state_dict(_reference_init.state_dict())
+    b = build_model("transformer", num_classes=10, in_channels=1, patch_size=8, d_model=16, num_heads=2,
+                    num_layers=1, dropout=0.1)
+    b.load_state_dict(_reference_init.state_dict())
+    ha = train_classifier(a, subset, epochs=2, batch_size=32, seed=5, progress=False, num_threads=1)
+    state = torch.get_rng_state()
+    hb = fit(b, subset, epochs=2, batch_size=32, lr=3e-3, scheduler=None, seed=5, progress=False, num_threads=1)
+    assert torch.equal(torch.get_rng_state(), state)   # fit forks the RNG too
+    assert ha.epoch_loss == hb.epoch_loss and ha.steps == hb.steps == 14
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    model = _fresh_cnn(digits)
+    assert train_classifier(model, digits, epochs=0, progress=False).steps == 0

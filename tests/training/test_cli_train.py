@@ -19,6 +19,12 @@ from sparsecraft.cli import main
     (("--epochs", "0"), "--epochs must be an integer >= 1"),
     (("--model", "transformer"), "--model must be mlp or cnn"),
     (("--method", "static", "--criterion", "vibes"), "unknown criterion 'vibes'"),
+    (("--method", "rigl", "--rounds", "2"), "--rounds does not apply to rigl; remove it"),
+    (("--method", "dense", "--update-every", "5"), "--update-every does not apply to dense"),
+    (("--method", "snip", "--criterion", "magnitude"), "--criterion does not apply to snip"),
+    (("--method", "soup", "--lambda-w", "0.1"), "--lambda-w does not apply to soup"),
+    (("--method", "imp", "--rounds", "0"), "rounds must be an integer >= 1"),
+    (("--method", "masksparsity", "--allocation", "erk"), "masksparsity allocates channels"),
 ])
 def test_bad_arguments_exit_2_one_line_nothing_written(args, match, tmp_path, capsys):
     out = tmp_path / "m.safetensors"
@@ -57,3 +63,69 @@ def test_train_rigl_saves_checkpoint_and_json_report(tmp_path, capsys):
     model = ckpt.build_model()
     assert sum(int(m.sum()) for m in ckpt.masks.values()) == total["kept"]
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def _train_json(tmp_path, capsys, *args):
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--no-progress", "--json",
+                 "--out", str(out), *args]) == 0
+    return json.loads(capsys.readouterr().out), read_checkpoint(out)
+
+
+def test_nm_method_gets_its_default_pattern_from_metadata(tmp_path, capsys):
+    report, ckpt = _train_json(tmp_path, capsys, "--method", "srste", "--mask-every", "2")
+    layers = report["rows"][:-1]
+    assert layers and {r["pattern"] for r in layers} == {"2:4"}
+    assert ckpt.extra["pattern"] == "2:4" and ckpt.extra["mask_every"] == 2 and ckpt.extra["sparsity"] == 0.5
+    assert all(int(m.reshape(-1, 4).sum(1).max()) <= 2 for m in ckpt.masks.values())
+
+
+def test_soup_through_the_cli(tmp_path, capsys):
+    report, ckpt = _train_json(tmp_path, capsys, "--method", "soup", "--sparsity", "0.8", "--rounds", "2",
+                               "--ingredients", "2", "--soup", "greedy")
+    assert [round(p["sparsity"], 6) for p in report["phases"]] == [round(1 - 0.2 ** 0.5, 6), 0.8]
+    assert abs(report["rows"][-1]["sparsity"] - 0.8) < 0.01
+    assert ckpt.extra["method"] == "soup" and ckpt.extra["soup"] == "greedy" and ckpt.extra["ingredients"] == 2
+    assert sum(int(m.sum()) for m in ckpt.masks.values()) == report["rows"][-1]["kept"]
+
+
+def test_masksparsity_saves_the_smaller_model_without_masks_or_spec(tmp_path, capsys):
+    report, ckpt = _train_json(tmp_path, capsys, "--method", "masksparsity", "--select-fraction", "0")
+    assert {r["pattern"] for r in report["rows"][:-1]} == {"channel"}
+    assert report["params_after"] < report["params_before"] and report["rows"][-1]["sparsity"] == 0.5
+    assert ckpt.masks == {} and not ckpt.model_spec and ckpt.extra["method"] == "masksparsity"
+    params = sum(t.numel() for k, t in ckpt.state_dict.items() if k.endswith(("weight", "bias")))
+    assert params == report["params_after"]
+
+
+def test_dense_saves_plain_weights_with_spec(tmp_path, capsys):
+    report, ckpt = _train_json(tmp_path, capsys, "--method", "dense")
+    assert report["rows"] == [] and ckpt.masks == {} and ckpt.extra["sparsity"] == 0.0
+    assert ckpt.build_model()(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_a_new_method_needs_no_cli_code(tmp_path, capsys, monkeypatch):
+    from sparsecraft.options import Option
+    from sparsecraft.training import UPDATERS, Updater
+
+    class Toy(Updater):
+        """Magnitude masks at init, in 4x1 blocks by default."""
+
+        name = "toy"
+        default_sparsity = 0.5
+        default_pattern = "block4x1"
+        options = (Option("toy_strength", float, 1.0, "how strong the toy is"),)
+
+        def __init__(self, config=None, total_steps=None, seed=0, toy_strength=1.0):
+            super().__init__(config, total_steps, seed)
+            self.toy_strength = toy_strength
+
+        def setup(self, calib):
+            self.sparsifier = self.initial_masks("magnitude")
+
+    monkeypatch.setitem(UPDATERS._items, "toy", Toy)
+    report, ckpt = _train_json(tmp_path, capsys, "--method", "toy", "--toy-strength", "0.25")
+    assert {r["pattern"] for r in report["rows"][:-1]} == {"block4x1"} and report["left_dense"] == ["head.weight"]
+    assert ckpt.extra["toy_strength"] == 0.25 and ckpt.extra["sparsity"] == 0.5
+    assert main(["train", "--method", "rigl", "--toy-strength", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--toy-strength does not apply to rigl" in capsys.readouterr().err

@@ -26,7 +26,15 @@ _ELEMENTWISE_FUNCS = {F.relu, torch.relu, F.gelu, F.silu, torch.tanh, torch.sigm
 
 @dataclass(frozen=True)
 class Chain:
-    """``producer`` -> optional ``norm`` (BatchNorm) -> element-wise ops -> ``consumer`` (module names)."""
+    """``producer`` -> optional ``norm`` (BatchNorm) -> element-wise ops -> ``consumer``.
+
+    Attributes
+    ----------
+    producer, consumer : str
+        Module names of the two Conv/Linear layers.
+    norm : str or None
+        Module name of the BatchNorm between them, if any.
+    """
 
     producer: str
     norm: str | None
@@ -38,7 +46,18 @@ def _out_channels(m: nn.Module) -> int:
 
 
 def find_chains(model: nn.Module) -> list[Chain]:
-    """All prunable chains of ``model`` in module order (needs an fx-traceable model)."""
+    """All prunable chains of ``model``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Must be traceable by ``torch.fx``.
+
+    Returns
+    -------
+    list of Chain
+        In the order the graph runs them.
+    """
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as err:  # fx raises many types for untraceable code
@@ -125,9 +144,19 @@ def _shrink_norm(bn: nn.modules.batchnorm._BatchNorm, keep: torch.Tensor) -> nn.
 
 
 def remove_channels(model: nn.Module, keep: dict[Chain, torch.Tensor]) -> nn.Module:
-    """Physically remove the channels where ``keep[chain]`` (bool, one per channel) is False.
+    """Physically remove the channels where ``keep[chain]`` is False.
 
-    Modifies ``model`` in place (its modules are replaced by smaller ones) and returns it.
+    Parameters
+    ----------
+    model : nn.Module
+        Modified in place: its modules are replaced by smaller ones.
+    keep : dict
+        ``{chain: bool tensor of shape (out_channels of chain.producer,)}``; at least one True each.
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
     """
     for chain, k in keep.items():
         k = k.to(torch.bool).flatten()

@@ -21,6 +21,7 @@ import torch
 
 from ..criteria import Calib
 from ..errors import SparsecraftError, check_positive_int
+from ..options import Option
 from .base import UPDATERS, SparsityConfig, Updater
 from .schedules import cosine_fraction, is_update_step
 
@@ -37,16 +38,22 @@ def _topk_mask(scores: torch.Tensor, k: int, candidates: torch.Tensor) -> torch.
 class DropGrow(Updater):
     """Shared drop-by-magnitude / grow-by-``grow_scores`` machinery for SET and RigL."""
 
-    hparams = ("update_every", "drop_fraction", "end_fraction", "decay")
+    options = (
+        Option("update_every", int, None, "steps between drop/grow updates (default: 1/20 of training)"),
+        Option("drop_fraction", float, 0.3, "fraction of each layer's active weights replaced per update"),
+        Option("end_fraction", float, 0.75, "fraction of training after which updates stop"),
+        Option("decay", str, None, "drop-fraction schedule (default: constant for set, cosine for rigl)",
+               choices=("constant", "cosine")),
+    )
     decay = "constant"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
-                 update_every: int = 100, drop_fraction: float = 0.3, end_fraction: float = 0.75,
+                 update_every: int | None = None, drop_fraction: float = 0.3, end_fraction: float = 0.75,
                  decay: str | None = None) -> None:
         super().__init__(config, total_steps, seed)
         if self.config.get_pattern().name != "unstructured":
             raise SparsecraftError(f"{self.name} drops and grows single weights; use pattern 'unstructured'")
-        self.update_every = check_positive_int(update_every, "update_every")
+        self._update_every = None if update_every is None else check_positive_int(update_every, "update_every")
         self.drop_fraction = float(drop_fraction)
         if not 0.0 < self.drop_fraction < 1.0:
             raise SparsecraftError(f"drop_fraction must lie in (0, 1), got {drop_fraction!r}")
@@ -60,6 +67,7 @@ class DropGrow(Updater):
         self._grow_scores: dict[str, torch.Tensor] = {}
 
     def setup(self, calib: Calib) -> None:
+        self.update_every = self._update_every or max(1, self.total_steps // 20)
         self.end = max(1, int(self.end_fraction * self.total_steps))
         self.sparsifier = self.initial_masks("random")
         self.record("init")

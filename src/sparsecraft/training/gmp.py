@@ -12,23 +12,47 @@ import torch
 from ..criteria import Calib
 from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
+from ..options import Option
+from ..sparsifier import Sparsifier
 from .base import UPDATERS, SparsityConfig, Updater
 from .schedules import cubic_sparsity
 
 
 def magnitude_masks(updater: Updater, sparsity: float) -> dict[str, torch.Tensor]:
-    """Masks keeping the largest ``|w|`` at ``sparsity`` under the config's allocation; nested:
-    already-pruned weights score below every kept weight, so they stay pruned."""
+    """Masks keeping the largest ``|w|`` at ``sparsity`` under the config's allocation.
+
+    Nested: already-pruned weights score below every kept weight, so they stay pruned.
+
+    Parameters
+    ----------
+    updater : Updater
+        Attached, with a Sparsifier.
+    sparsity : float
+        Target fraction of zeros in [0, 1).
+
+    Returns
+    -------
+    dict
+        ``{param name: bool mask}``.
+    """
     sp = updater.sparsifier
     scores = {n: torch.where(m, t.param.detach().abs().float(), torch.full_like(t.param, -1.0, dtype=torch.float32))
               for (n, t), m in zip(sp.targets.items(), sp.masks.values())}
     return plan_masks(sparsity, updater.config.get_pattern(), scores, updater.config.allocation)
 
 
-def dense_sparsifier(updater: Updater):
-    """A Sparsifier with all-True masks over the config's targets."""
-    from ..sparsifier import Sparsifier
+def dense_sparsifier(updater: Updater) -> Sparsifier:
+    """A Sparsifier with all-True masks over the config's targets of ``updater.model``.
 
+    Parameters
+    ----------
+    updater : Updater
+        Attached; its ``skipped`` is set to the targets whose shape does not fit the pattern.
+
+    Returns
+    -------
+    Sparsifier
+    """
     targets, updater.skipped = updater.config.targets(updater.model)
     masks = {t.name: torch.ones_like(t.param, dtype=torch.bool) for t in targets}
     return Sparsifier(updater.model, masks, {n: updater.config.get_pattern() for n in masks})
@@ -43,7 +67,12 @@ class GMP(Updater):
     """
 
     name = "gmp"
-    hparams = ("initial_sparsity", "start", "end", "frequency")
+    options = (
+        Option("initial_sparsity", float, 0.0, "sparsity at the start step"),
+        Option("start", int, 0, "step of the first pruning event"),
+        Option("end", int, None, "step reaching the final sparsity (default: 3/4 of training)"),
+        Option("frequency", int, None, "steps between pruning events (default: about 20 events)"),
+    )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  initial_sparsity: float = 0.0, start: int = 0, end: int | None = None,

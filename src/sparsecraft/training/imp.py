@@ -14,11 +14,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Sequence
 
-
 from ..criteria import Calib
 from ..errors import SparsecraftError, check_positive_int, check_sparsity
-from .base import UPDATERS, SparsityConfig, Updater
+from ..options import Option
+from .base import UPDATERS, SparsityConfig, Updater, float_list
 from .gmp import dense_sparsifier, magnitude_masks
+from .schedules import geometric_sparsities
 
 
 @UPDATERS.register("imp")
@@ -26,7 +27,12 @@ class IMP(Updater):
     """IMP with rewinding; ``total_steps`` covers all ``rounds + 1`` training rounds."""
 
     name = "imp"
-    hparams = ("rounds", "rewind_step", "round_sparsities")
+    options = (
+        Option("rounds", int, 3, "prune rounds (geometric sparsity schedule)"),
+        Option("rewind_step", int, 0, "step whose weights, optimizer and LR state each round rewinds to"),
+        Option("round_sparsities", float_list, None, "sparsity after each round, comma-separated "
+               "(overrides rounds)"),
+    )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  rounds: int = 3, rewind_step: int = 0, round_sparsities: Sequence[float] | None = None) -> None:
@@ -40,8 +46,7 @@ class IMP(Updater):
             self.rounds = len(self.round_sparsities)
         else:
             self.rounds = check_positive_int(rounds, "rounds")
-            s = self.config.sparsity
-            self.round_sparsities = [1.0 - (1.0 - s) ** (r / self.rounds) for r in range(1, self.rounds + 1)]
+            self.round_sparsities = geometric_sparsities(self.config.sparsity, self.rounds)
         self.rewind_step = check_positive_int(rewind_step, "rewind_step", minimum=0)
         self.snapshot: dict[str, Any] | None = None
         self.round = 0

@@ -32,6 +32,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from ..criteria import Calib
 from ..errors import SparsecraftError, check_positive_int
+from ..options import Option
 from ..patterns import NM
 from ..sparsifier import Sparsifier
 from ..target import Target
@@ -94,11 +95,13 @@ def _transposed_nm(pattern: NM, w: torch.Tensor) -> torch.Tensor:
 class NMTraining(Updater):
     """Base of the dense-weight N:M trainers: masks recomputed from ``|W|`` every ``mask_every`` steps."""
 
-    hparams = ("mask_every",)
+    options = (Option("mask_every", int, 1, "steps between recomputing the N:M masks from |W|"),)
+    default_sparsity = 0.5
+    default_pattern = "2:4"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  mask_every: int = 1) -> None:
-        super().__init__(config or SparsityConfig(0.5, pattern="2:4"), total_steps, seed)
+        super().__init__(config, total_steps, seed)
         pattern = self.config.get_pattern()
         if not isinstance(pattern, NM):
             raise SparsecraftError(f"{self.name} trains N:M sparsity; pass an N:M pattern such as '2:4', "
@@ -180,7 +183,8 @@ class SRSTE(NMTraining):
     """SR-STE: forward ``W*M``, straight-through backward, gradient += ``lambda_w * (1-M) * W``."""
 
     name = "srste"
-    hparams = ("mask_every", "lambda_w")
+    options = NMTraining.options + (
+        Option("lambda_w", float, 2e-4, "decay of the pruned weights added to their gradient"),)
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  mask_every: int = 1, lambda_w: float = 2e-4) -> None:
@@ -205,7 +209,11 @@ class GradientFlow(NMTraining):
     """Progressive gradient flow (MDGF): pruned weights scaled by a decaying ``beta_t`` in the forward."""
 
     name = "gradflow"
-    hparams = ("mask_every", "schedule", "decay_end", "interval")
+    options = NMTraining.options + (
+        Option("schedule", str, "linear", "decay of the pruned weights' scale beta", choices=("linear", "exp")),
+        Option("decay_end", float, 0.75, "fraction of training after which beta is 0"),
+        Option("interval", int, None, "steps beta stays constant (default: 1/10 of the decay)"),
+    )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  mask_every: int = 1, schedule: str = "linear", decay_end: float = 0.75, interval: int | None = None) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..criteria import Calib
 from ..errors import SparsecraftError
+from ..options import Option
 from .base import UPDATERS, SparsityConfig, Updater
 from .channels import Chain, find_chains, remove_channels
 
@@ -28,11 +29,16 @@ class MaskSparsity(Updater):
     """Select channels, L1-penalise only them, remove them physically at :meth:`finalize`."""
 
     name = "masksparsity"
-    hparams = ("penalty", "select_fraction")
+    options = (
+        Option("penalty", float, 1e-3, "L1 strength on the selected channels"),
+        Option("select_fraction", float, 0.25, "fraction of training before the channels are selected"),
+    )
+    default_sparsity = 0.5
+    default_allocation = "uniform"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  penalty: float = 1e-3, select_fraction: float = 0.25) -> None:
-        super().__init__(config or SparsityConfig(0.5, allocation="uniform"), total_steps, seed)
+        super().__init__(config, total_steps, seed)
         if self.config.allocation not in ("uniform", "global"):
             raise SparsecraftError(f"masksparsity allocates channels 'uniform' or 'global', got {self.config.allocation!r}")
         if self.config.pattern != "unstructured":
@@ -122,7 +128,13 @@ class MaskSparsity(Updater):
             self.select()
 
     def report(self) -> list[dict]:
-        """One row per chain (channels of its producer: total, kept, fraction removed) plus a total."""
+        """One row per chain (channels of its producer: total, kept, fraction removed) plus a total.
+
+        Returns
+        -------
+        list of dict
+            ``layer, shape, pattern ("channel"), params (channels), kept, sparsity``; last row ``total``.
+        """
         rows = []
         for c, keep in self.keep.items():
             w = self.model.get_submodule(c.producer).weight
@@ -132,6 +144,10 @@ class MaskSparsity(Updater):
         rows.append({"layer": "total", "shape": [], "pattern": "", "params": n, "kept": kept,
                      "sparsity": 1.0 - kept / max(n, 1)})
         return rows
+
+    def summary(self) -> dict:
+        """The base summary plus ``params_before`` / ``params_after`` the channel removal."""
+        return {**super().summary(), **self.removed}
 
     def finalize(self) -> nn.Module:
         """Remove the marked channels; returns the (same, now smaller) model."""

@@ -7,7 +7,19 @@ import math
 def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0, end: int = 1) -> float:
     """Zhu & Gupta (2017) gradual pruning: ``s_f + (s_i - s_f) * (1 - (t - t0) / (t_end - t0))**3``.
 
-    Before ``start`` the sparsity is ``initial``; from ``end`` on it is ``final``.
+    Parameters
+    ----------
+    step : int
+        Optimizer steps done.
+    final, initial : float
+        Sparsities at ``end`` and up to ``start``.
+    start, end : int
+        Steps where the schedule begins and reaches ``final``.
+
+    Returns
+    -------
+    float
+        The sparsity after ``step`` steps.
     """
     if step <= start:
         return initial
@@ -17,8 +29,27 @@ def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0
     return final + (initial - final) * (1.0 - frac) ** 3
 
 
+def geometric_sparsities(final: float, rounds: int) -> list[float]:
+    """Sparsity after each of ``rounds`` prune rounds that remove the same fraction of the remaining
+    weights: ``1 - (1 - final) ** (r / rounds)`` for ``r = 1 .. rounds`` (IMP, model soups)."""
+    return [1.0 - (1.0 - final) ** (r / rounds) for r in range(1, rounds + 1)]
+
+
 def cosine_fraction(step: int, alpha: float, end: int) -> float:
-    """RigL's update fraction (Evci et al. 2020): ``alpha / 2 * (1 + cos(pi * t / T_end))``, 0 after ``end``."""
+    """RigL's update fraction (Evci et al. 2020): ``alpha / 2 * (1 + cos(pi * t / T_end))``.
+
+    Parameters
+    ----------
+    step : int
+    alpha : float
+        The fraction at step 0.
+    end : int
+        ``T_end``: from this step on the fraction is 0.
+
+    Returns
+    -------
+    float
+    """
     if step >= end:
         return 0.0
     return alpha / 2.0 * (1.0 + math.cos(math.pi * step / end))
@@ -35,7 +66,18 @@ def exp_decay(step: int, end: int, rate: float = 5.0) -> float:
 
 
 def is_update_step(step: int, every: int, start: int = 0, end: int | None = None) -> bool:
-    """True for ``step`` in ``{start + k * every}`` (k >= 1) before ``end``."""
+    """Whether ``step`` is an update step: ``start + k * every`` for ``k >= 1``, before ``end``.
+
+    Parameters
+    ----------
+    step, every, start : int
+    end : int, optional
+        No update from this step on.
+
+    Returns
+    -------
+    bool
+    """
     if step <= start or (end is not None and step >= end):
         return False
     return (step - start) % every == 0

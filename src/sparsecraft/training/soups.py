@@ -7,28 +7,49 @@ so their average keeps exactly that sparsity. The average is either the *uniform
 all ingredients) or the *greedy* soup of Wortsman et al. 2022 ("Model soups"): ingredients sorted by
 held-out score, each added only if the soup's held-out score does not drop. The next cycle starts
 from the soup.
+
+:func:`sparse_model_soup` is the procedure with your own retraining and scoring; the registered
+training method ``soup`` (:class:`SoupUpdater`) is the whole recipe through the ordinary updater
+interface (``make_updater("soup", config).run(model, data, ...)``): dense training, then the
+phases, retraining with :func:`fit` and scoring by accuracy on a held-out part of the training set.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
+from ..options import Option
 from ..sparsifier import Sparsifier
-from .base import SparsityConfig
+from .base import UPDATERS, SparsityConfig, Updater, float_list
+from .fit import evaluate, fit, training_pairs
+from .schedules import geometric_sparsities
 
 TrainFn = Callable[[nn.Module, Sparsifier, int], None]
 ScoreFn = Callable[[nn.Module], float]
 
 
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
-    """Elementwise (weighted) mean of floating-point entries; integer entries (BatchNorm's
-    ``num_batches_tracked``) are taken from the first state."""
+    """Elementwise (weighted) mean of state dicts.
+
+    Parameters
+    ----------
+    states : sequence of dict
+        State dicts with the same keys and shapes.
+    weights : sequence of float, optional
+        Relative weights (normalised to sum 1); default equal.
+
+    Returns
+    -------
+    dict
+        Floating-point entries averaged (in float64, cast back); integer entries (BatchNorm's
+        ``num_batches_tracked``) taken from the first state.
+    """
     if not states:
         raise SparsecraftError("need at least one model to average")
     w = torch.tensor(weights if weights is not None else [1.0] * len(states), dtype=torch.float64)
@@ -45,7 +66,18 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequ
 
 @dataclass
 class SoupPhase:
-    """One prune-retrain cycle: its sparsity, each ingredient's held-out score, the soup's."""
+    """One prune-retrain cycle.
+
+    Attributes
+    ----------
+    sparsity : float
+    ingredient_scores : list of float
+        Held-out score of each retrained copy.
+    soup_score : float
+        Held-out score of their average.
+    used : list of int
+        Indices of the ingredients in the soup.
+    """
 
     sparsity: float
     ingredient_scores: list[float]
@@ -54,7 +86,20 @@ class SoupPhase:
 
 
 def greedy_soup(models: Sequence[nn.Module], score: ScoreFn) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Wortsman et al.'s greedy soup: returns the soup's state and the ingredient indices used."""
+    """Wortsman et al.'s greedy soup.
+
+    Parameters
+    ----------
+    models : sequence of nn.Module
+        The ingredients (same architecture).
+    score : callable
+        Held-out score of a model, higher is better.
+
+    Returns
+    -------
+    (dict, list of int)
+        The soup's state dict and the indices of the ingredients it averages.
+    """
     scores = [score(m) for m in models]
     order = sorted(range(len(models)), key=lambda i: -scores[i])
     used = [order[0]]
@@ -76,17 +121,32 @@ def sparse_model_soup(model: nn.Module, config: SparsityConfig, train: TrainFn, 
                       ) -> tuple[Sparsifier, list[SoupPhase]]:
     """Run Sparse Model Soups on a (pre-trained) ``model`` in place.
 
-    Args:
-        config: pattern, allocation and targets; its ``sparsity`` is the last phase's if
-            ``sparsities`` (one per prune-retrain phase, non-decreasing) is not given.
-        train: ``train(copy, sparsifier, seed)`` retrains one ingredient in place (build its
-            optimizer, ``sparsifier.attach(optimizer)``, train; e.g. with :func:`fit`).
-        score: held-out score of a model (higher is better; e.g. validation accuracy).
-        ingredients: copies per phase; soup: ``"uniform"`` or ``"greedy"``.
-        on_phase: ``on_phase(sparsity, copies)`` sees each phase's retrained ingredients before
-            they are averaged (e.g. to evaluate them or build the other kind of soup).
+    Parameters
+    ----------
+    model : nn.Module
+    config : SparsityConfig
+        Pattern, allocation and targets; its ``sparsity`` is the only phase's if ``sparsities``
+        is not given.
+    train : callable
+        ``train(copy, sparsifier, seed)`` retrains one ingredient in place (build its optimizer,
+        ``sparsifier.attach(optimizer)``, train; e.g. with :func:`fit`).
+    score : callable
+        Held-out score of a model (higher is better; e.g. validation accuracy).
+    sparsities : sequence of float, optional
+        One per prune-retrain phase, non-decreasing.
+    ingredients : int
+        Copies retrained per phase.
+    soup : {"uniform", "greedy"}
+    seed : int
+        Ingredient ``i`` of phase ``p`` is retrained with seed ``seed * 1000 + p * 100 + i``.
+    on_phase : callable, optional
+        ``on_phase(sparsity, copies)`` sees each phase's retrained ingredients before they are
+        averaged (e.g. to evaluate them or build the other kind of soup).
 
-    Returns the Sparsifier holding the final masks on ``model`` and one :class:`SoupPhase` per phase.
+    Returns
+    -------
+    (Sparsifier, list of SoupPhase)
+        The final masks on ``model``, and one record per phase.
     """
     if soup not in ("uniform", "greedy"):
         raise SparsecraftError(f"soup must be 'uniform' or 'greedy', got {soup!r}")
@@ -121,3 +181,97 @@ def sparse_model_soup(model: nn.Module, config: SparsityConfig, train: TrainFn, 
         sp.apply()
         phases.append(SoupPhase(s, [score(c) for c in copies], score(model), used))
     return sp, phases
+
+
+@UPDATERS.register("soup")
+class SoupUpdater(Updater):
+    """Sparse Model Soups as a training method: call :meth:`run` (not :func:`fit`).
+
+    :meth:`run` holds out ``holdout`` of the training set for scoring, trains the model dense for
+    the given epochs, then runs ``rounds`` prune-retrain phases (sparsities geometric up to
+    ``config.sparsity``, or ``round_sparsities``) of ``ingredients`` copies retrained
+    ``retrain_epochs`` each, averaged as a ``soup``.
+    """
+
+    name = "soup"
+    options = (
+        Option("rounds", int, 3, "prune-retrain phases (geometric sparsity schedule)"),
+        Option("round_sparsities", float_list, None, "sparsity after each phase, comma-separated "
+               "(overrides rounds)"),
+        Option("ingredients", int, 3, "models retrained and averaged per phase"),
+        Option("soup", str, "uniform", "how ingredients are averaged", choices=("uniform", "greedy")),
+        Option("holdout", float, 0.1, "fraction of the training set held out to score ingredients"),
+        Option("retrain_epochs", int, None, "epochs per ingredient (default: half the epochs, at least 1)"),
+    )
+
+    def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
+                 rounds: int = 3, round_sparsities: Sequence[float] | None = None, ingredients: int = 3,
+                 soup: str = "uniform", holdout: float = 0.1, retrain_epochs: int | None = None) -> None:
+        super().__init__(config, total_steps, seed)
+        if round_sparsities is not None:
+            self.round_sparsities = [check_sparsity(s, "round_sparsities") for s in round_sparsities]
+            self.rounds = len(self.round_sparsities)
+        else:
+            self.rounds = check_positive_int(rounds, "rounds")
+            self.round_sparsities = geometric_sparsities(self.config.sparsity, self.rounds)
+        self.ingredients = check_positive_int(ingredients, "ingredients")
+        if soup not in ("uniform", "greedy"):
+            raise SparsecraftError(f"soup must be 'uniform' or 'greedy', got {soup!r}")
+        self.soup = soup
+        self.holdout = float(holdout)
+        if not 0.0 < self.holdout < 1.0:
+            raise SparsecraftError(f"holdout must lie in (0, 1), got {holdout!r}")
+        self.retrain_epochs = None if retrain_epochs is None else check_positive_int(retrain_epochs, "retrain_epochs")
+        self.phases: list[SoupPhase] = []
+
+    def attach(self, *args: Any, **kwargs: Any) -> "SoupUpdater":
+        """Not a per-step method: raises; use :meth:`run`."""
+        raise SparsecraftError("soup trains and averages several models: call updater.run(model, data, ...) "
+                               "instead of attach() or fit()")
+
+    def run(self, model: nn.Module, data: Any, epochs: int = 1, batch_size: int = 64, lr: float = 3e-3,
+            seed: int = 0, progress: bool = True) -> nn.Module:
+        """Dense training, then the soup phases (see the class docstring); returns ``model``.
+
+        Parameters
+        ----------
+        model : nn.Module
+            Trained in place.
+        data : DataSplits or (Tensor, Tensor)
+            Its training split: ``holdout`` of it (a permutation seeded with ``seed``) scores the
+            ingredients, the rest trains.
+        epochs : int
+            Dense epochs; ingredients train ``retrain_epochs`` (default ``max(1, epochs // 2)``).
+        batch_size : int
+        lr : float
+            AdamW learning rate, dense (cosine) and for each ingredient (constant).
+        seed : int
+        progress : bool
+
+        Returns
+        -------
+        nn.Module
+            ``model``, holding the last soup with its masks (``self.sparsifier``).
+        """
+        x, y = training_pairs(data)
+        n_val = max(1, int(self.holdout * len(x)))
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        val, tr = perm[:n_val], perm[n_val:]
+        train = (x[tr], y[tr])
+        self.result = fit(model, train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+        retrain = self.retrain_epochs or max(1, epochs // 2)
+
+        def train_one(m: nn.Module, sp: Sparsifier, s: int) -> None:
+            opt = torch.optim.AdamW(m.parameters(), lr=lr)
+            sp.attach(opt)
+            fit(m, train, epochs=retrain, batch_size=batch_size, optimizer=opt, seed=s, progress=progress)
+
+        self.model = self.wrapped = model
+        self.sparsifier, self.phases = sparse_model_soup(
+            model, self.config, train_one, lambda m: evaluate(m, x[val], y[val]), sparsities=self.round_sparsities,
+            ingredients=self.ingredients, soup=self.soup, seed=seed)
+        return self.finalize()
+
+    def summary(self) -> dict[str, Any]:
+        """``phases``: sparsity, ingredient and soup held-out scores, ingredients used, per phase."""
+        return {"phases": [vars(p) for p in self.phases]}

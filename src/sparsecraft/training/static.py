@@ -9,18 +9,22 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..criteria import CRITERIA, Calib
+from ..options import Option
 from .base import UPDATERS, SparsityConfig, Updater
 
 
 @UPDATERS.register("dense")
 class Dense(Updater):
-    """No sparsity at all: the baseline, run through the same loop."""
+    """No sparsity at all: the baseline, run through the same loop (a given sparsity is ignored)."""
 
     name = "dense"
+    default_sparsity = 0.0
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
-        super().__init__(config or SparsityConfig(0.0), total_steps, seed)
+        super().__init__(dataclasses.replace(config, sparsity=0.0) if config else None, total_steps, seed)
 
 
 @UPDATERS.register("static")
@@ -28,7 +32,7 @@ class Static(Updater):
     """Masks from ``criterion`` (any name in ``CRITERIA``) at attach time, fixed afterwards."""
 
     name = "static"
-    hparams = ("criterion",)
+    options = (Option("criterion", str, "random", "initial-mask criterion, any name in CRITERIA"),)
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  criterion: str = "random") -> None:
@@ -47,7 +51,7 @@ class Snip(Static):
     """SNIP at initialisation: static training of the mask kept by ``|w * dL/dw|``."""
 
     name = "snip"
-    hparams = ()
+    options = ()
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
         super().__init__(config, total_steps, seed, criterion="snip")
