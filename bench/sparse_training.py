@@ -132,8 +132,7 @@ def job_dense_chain(ds: str, model_name: str, seed: int, sparsities: tuple[float
                     ingredients: int) -> list[dict]:
     """Dense baseline, then from it: Sparse Model Soups and one-shot 2:4 + fine-tune."""
     from sparsecraft.models import evaluate
-    from sparsecraft.training import (SparsityConfig, average_state_dicts, greedy_soup, make_updater,
-                                      sparse_model_soup)
+    from sparsecraft.training import SparsityConfig, average_state_dicts, greedy_soup, make_updater, sparse_model_soup
 
     model = new_model(ds, model_name, seed)
     train(model, ds, None, epochs, seed)

@@ -106,38 +106,14 @@ class Checkpoint:
         model.load_state_dict(self.state_dict)
 
     def build_model(self) -> nn.Module:
-        """Rebuild an in-project model from the saved spec (see :func:`model_spec`) and load it."""
+        """Rebuild the model from the saved spec (``sparsecraft.models.spec``) and load the weights."""
+        from .models.spec import build_from_spec  # lazy: models imports training
+
         if not self.model_spec:
             raise SparsecraftError(f"{self.path} does not record which model it holds; load it into your own model")
         model = build_from_spec(self.model_spec)
         self.load_into(model)
         return model
-
-
-def model_spec(name: str, data: Any, **kwargs: Any) -> dict[str, Any]:
-    """JSON-able description of an in-project model sized for ``data`` (a ``DataSplits``).
-
-    Store it with a checkpoint (``Sparsifier.save(..., model_spec=...)``) so that
-    ``read_checkpoint(path).build_model()`` can rebuild the model without the data.
-    """
-    return {"name": name, "kwargs": kwargs,
-            "data": {"name": data.name, "input_shape": list(data.input_shape),
-                     "num_classes": data.num_classes, "task": data.task}}
-
-
-def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Construct the (untrained) in-project model a :func:`model_spec` describes."""
-    from types import SimpleNamespace
-
-    from .models import build_model, model_for_data
-    from .models.hf import HF, from_hf_spec
-
-    if spec.get("name") == HF:
-        return from_hf_spec(spec)
-    if spec.get("data"):
-        data = SimpleNamespace(**{**spec["data"], "input_shape": tuple(spec["data"]["input_shape"])})
-        return model_for_data(spec["name"], data, **spec.get("kwargs", {}))
-    return build_model(spec["name"], **spec.get("kwargs", {}))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

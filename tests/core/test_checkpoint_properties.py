@@ -3,7 +3,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import sparsecraft

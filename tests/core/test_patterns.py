@@ -1,6 +1,7 @@
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsecraft import SparsecraftError, get_pattern
 from sparsecraft.patterns import NM, Block

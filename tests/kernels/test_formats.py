@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsecraft.errors import SparsecraftError
 from sparsecraft import patterns
+from sparsecraft.errors import SparsecraftError
 from sparsecraft.formats import FORMATS, PackedNM, load_packed, pack, save_packed
 
 from .conftest import magnitude_prune, nm_prune

@@ -10,8 +10,18 @@ from torch import nn
 
 import sparsecraft
 from sparsecraft.errors import SparsecraftError
-from sparsecraft.inference import (Dispatcher, SparseLinear, batch_bucket, convert, detect_format, load_converted,
-                                   save_converted, set_mode, sparse_layers, weight_bytes)
+from sparsecraft.inference import (
+    Dispatcher,
+    SparseLinear,
+    batch_bucket,
+    convert,
+    detect_format,
+    load_converted,
+    save_converted,
+    set_mode,
+    sparse_layers,
+    weight_bytes,
+)
 
 from .conftest import block_prune, magnitude_prune, nm_prune, require_native
 

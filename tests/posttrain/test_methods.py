@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from sparsecraft.errors import SparsecraftError
 from sparsecraft.patterns import NM, get_pattern
-from sparsecraft.posttrain import METHODS, LayerStats, magnitude, outlier_ratio, owl_sparsities, relative_error, sparsegpt, wanda
+from sparsecraft.posttrain import (
+    METHODS,
+    LayerStats,
+    magnitude,
+    outlier_ratio,
+    owl_sparsities,
+    relative_error,
+    sparsegpt,
+    wanda,
+)
 
 from .conftest import correlated_inputs
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from sparsecraft import SparsecraftError
-from sparsecraft.training import (UPDATERS, SparsityConfig, evaluate, geometric_sparsities, make_updater,
-                                  training_pairs)
+from sparsecraft.training import UPDATERS, SparsityConfig, evaluate, geometric_sparsities, make_updater, training_pairs
 
 from .conftest import blobs, tiny_mlp
 

@@ -4,8 +4,15 @@ import copy
 import torch
 from torch import nn
 
-from sparsecraft.training import (SparsityConfig, average_state_dicts, find_chains, fit, make_updater,
-                                  remove_channels, sparse_model_soup)
+from sparsecraft.training import (
+    SparsityConfig,
+    average_state_dicts,
+    find_chains,
+    fit,
+    make_updater,
+    remove_channels,
+    sparse_model_soup,
+)
 
 from .conftest import blobs, tiny_mlp
 

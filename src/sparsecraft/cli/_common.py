@@ -42,10 +42,10 @@ def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
     """
     import torch
 
-    from ..checkpoint import model_spec, read_checkpoint
+    from ..checkpoint import read_checkpoint
     from ..data import load_dataset
     from ..errors import SparsecraftError
-    from ..models import model_for_data, train_classifier
+    from ..models import model_for_data, model_spec, train_classifier
 
     if args.train_epochs < 0:
         raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
@@ -83,11 +83,12 @@ def add_option_flags(parser: Any, options: Sequence[Any], title: str | None = No
     group = parser.add_argument_group(title) if title else parser
     for opt in options:
         default = "" if opt.default is None else f" (default {opt.default})"
+        text = (opt.help + ("" if opt.type is bool else default)).replace("%", "%%")  # argparse formats help
         if opt.type is bool:
-            group.add_argument(opt.flag, dest=opt.name, action="store_true", default=None, help=opt.help)
+            group.add_argument(opt.flag, dest=opt.name, action="store_true", default=None, help=text)
         else:
             group.add_argument(opt.flag, dest=opt.name, type=opt.type, default=None, choices=opt.choices,
-                               help=opt.help + default)
+                               help=text)
 
 
 def reject_inapplicable(args: Any, options: Sequence[Any], allowed: Sequence[str], who: str) -> None:

@@ -134,8 +134,8 @@ def sparse_training(data, args: argparse.Namespace) -> list[dict]:
 def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
     """Prune MiniLM (Wanda 50%, magnitude 90%), compare embeddings with dense, time the converted model."""
     from ..inference import convert
-    from ..posttrain import prune_model
     from ..models.hf import load_pretrained
+    from ..posttrain import prune_model
     from ..posttrain.hf import calibration_texts, encode, eval_texts
     from ..posttrain.metrics import knn_agreement, mean_cosine, sentence_embeddings
 

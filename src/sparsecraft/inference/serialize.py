@@ -63,7 +63,7 @@ def build_source(source: Any, path: str | os.PathLike) -> nn.Module:
 
         return from_hf_spec(source)
     if kind == "spec":
-        from ..checkpoint import build_from_spec
+        from ..models.spec import build_from_spec
 
         return build_from_spec(source["spec"]).eval()
     raise SparsecraftError(f"{path} does not record its architecture; pass the dense model to load_converted")

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .base import build_model, model_for_data
+from .hf import HF, from_hf_spec
 
 
 def model_spec(name: str, data: Any, **kwargs: Any) -> dict[str, Any]:
@@ -36,17 +37,20 @@ def model_spec(name: str, data: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Construct the (untrained) in-project model a :func:`model_spec` describes.
+    """Construct the (untrained) model a spec describes.
 
     Parameters
     ----------
     spec : dict
-        From :func:`model_spec`; without a ``"data"`` entry the ``kwargs`` alone size the model.
+        From :func:`model_spec` (without a ``"data"`` entry the ``kwargs`` alone size the model),
+        or from :func:`sparsecraft.models.hf.hf_spec` (a transformers model rebuilt from its config).
 
     Returns
     -------
     nn.Module
     """
+    if spec.get("name") == HF:
+        return from_hf_spec(spec)
     if spec.get("data"):
         data = SimpleNamespace(**{**spec["data"], "input_shape": tuple(spec["data"]["input_shape"])})
         return model_for_data(spec["name"], data, **spec.get("kwargs", {}))

@@ -16,8 +16,16 @@ import pkgutil as _pkgutil
 
 from .base import UPDATERS, SparsityConfig, Updater, float_list, make_updater, seeded_generator, unwrap
 from .channels import Chain, find_chains, remove_channels
-from .fit import (FitResult, default_optimizer, evaluate, evaluate_loss, fit, make_scheduler, torch_threads,
-                  training_pairs)
+from .fit import (
+    FitResult,
+    default_optimizer,
+    evaluate,
+    evaluate_loss,
+    fit,
+    make_scheduler,
+    torch_threads,
+    training_pairs,
+)
 from .schedules import cosine_fraction, cubic_sparsity, geometric_sparsities
 from .soups import SoupPhase, SoupUpdater, average_state_dicts, greedy_soup, sparse_model_soup
 
