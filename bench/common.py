@@ -42,7 +42,8 @@ def machine_info() -> dict[str, Any]:
         commit = "unknown"
     return {
         "cpu": model,
-        "flags": sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}),
+        "flags": sorted(f for f in flags
+                        if f in {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"}),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

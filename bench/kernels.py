@@ -120,7 +120,8 @@ def minilm_rows(quick: bool, rounds: int, compile_: bool) -> list[dict[str, Any]
                        "speedup": t["dense"] / t["sparse"], "linear_bytes_vs_dense": stored / total,
                        "max_abs_diff": err}
                 rows.append(row)
-                print(f"MiniLM {label} {sp} b{b} {mode}: {row['speedup']:.2f}x dense (max |diff| {err:.1e})", flush=True)
+                print(f"MiniLM {label} {sp} b{b} {mode}: {row['speedup']:.2f}x dense (max |diff| {err:.1e})",
+                      flush=True)
     return rows
 
 
@@ -159,9 +160,10 @@ def bandwidth_notes(rows: list[dict[str, Any]]) -> str:
         sparse_bytes = r["bytes_vs_dense"] * dense_bytes
         t_floor = sparse_bytes / (READ_GBPS * 1e9) * 1e3
         lines.append(f"- {pat} {sp:.0%}: {sparse_bytes / 1e6:.1f} MB of weights -> at {READ_GBPS:.0f} GB/s at least "
-                     f"{t_floor:.3f} ms (ceiling {r['dense_ms'] / t_floor:.1f}x this run's dense {r['dense_ms']:.3f} ms, "
-                     f"which itself moves {dense_bytes / r['dense_ms'] / 1e6:.0f} GB/s); measured {r['kernel_ms']:.3f} ms = "
-                     f"{sparse_bytes / r['kernel_ms'] / 1e6:.0f} GB/s effective, {r['kernel_vs_dense']:.2f}x dense.")
+                     f"{t_floor:.3f} ms (ceiling {r['dense_ms'] / t_floor:.1f}x this run's dense "
+                     f"{r['dense_ms']:.3f} ms, which itself moves {dense_bytes / r['dense_ms'] / 1e6:.0f} GB/s); "
+                     f"measured {r['kernel_ms']:.3f} ms = {sparse_bytes / r['kernel_ms'] / 1e6:.0f} GB/s effective, "
+                     f"{r['kernel_vs_dense']:.2f}x dense.")
     return "\n".join(lines)
 
 
@@ -171,11 +173,13 @@ def plot(rows: list[dict[str, Any]], path) -> None:
     for ax, b in zip(axes, (1, 64)):
         for pat, style in (("unstructured", "o-"), ("4x1", "s-")):
             pts = sorted((r["sparsity"], r["kernel_vs_dense"]) for r in rows
-                         if r["shape"] == "4096x4096" and r["pattern"] == pat and r["batch"] == b and r["cache"] == "warm")
+                         if r["shape"] == "4096x4096" and r["pattern"] == pat and r["batch"] == b
+                         and r["cache"] == "warm")
             if pts:
                 ax.plot(*zip(*pts), style, label=f"sparsecraft {pat}")
         pts = sorted((r["sparsity"], r["torch_csr_vs_dense"]) for r in rows
-                     if r["shape"] == "4096x4096" and r["pattern"] == "unstructured" and r["batch"] == b and r["cache"] == "warm")
+                     if r["shape"] == "4096x4096" and r["pattern"] == "unstructured" and r["batch"] == b
+                     and r["cache"] == "warm")
         if pts:
             ax.plot(*zip(*pts), "x--", label="torch CSR")
         r24 = find(rows, shape="4096x4096", pattern="2:4", batch=b, cache="warm")
@@ -226,13 +230,15 @@ def main() -> None:
     md = [f"# Sparse kernels and MiniLM end to end vs torch ({name})", "",
           f"Machine: {info['cpu']}, {info['cores']} cores, flags {', '.join(info['flags'])}, torch {info['torch']} "
           f"({info['torch_threads']} threads), ISA path {kernels.get_isa()}, commit {info['commit']}, {info['date']}.",
-          f"Load average during the run: {load_before[0]:.1f} before, {load_after[0]:.1f} after on {info['cores']} cores "
+          f"Load average during the run: {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+          f"on {info['cores']} cores "
           "(the machine was shared with other jobs; each row interleaves all candidates in one loop and reports the "
-          "best round, " + ("timed as thread CPU time since the run is single-threaded, " if torch.get_num_threads() == 1
-                            else "wall time, ") +
+          "best round, " + ("timed as thread CPU time since the run is single-threaded, "
+                            if torch.get_num_threads() == 1 else "wall time, ") +
           "so ratios compare like with like, but absolute times are noisy). Runtime "
           f"{elapsed.seconds / 60:.1f} min.", "",
-          "## Targets (4096x4096 fp32, warm cache)", "", markdown_table(targets, ["target", "want", "measured", "met"]), "",
+          "## Targets (4096x4096 fp32, warm cache)", "",
+          markdown_table(targets, ["target", "want", "measured", "met"]), "",
           "## Bandwidth arithmetic (batch 1 is bound by reading the weights)", "", bandwidth_notes(rows), "",
           "## End to end: all-MiniLM-L6-v2, sequence length 128", "",
           "`speedup` = dense masked model time / converted model time, both run the same way (eager, or both "

@@ -57,7 +57,8 @@ class MiniLM:
     def metrics(self, model: torch.nn.Module) -> dict[str, float]:
         from sparsecraft.posttrain.metrics import layer_errors, sentence_embeddings, summarize
 
-        return summarize(self.dense_emb, sentence_embeddings(model, self.eval), layer_errors(self.dense, model, self.eval))
+        return summarize(self.dense_emb, sentence_embeddings(model, self.eval),
+                         layer_errors(self.dense, model, self.eval))
 
 
 def run_methods(m: MiniLM, grid: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
@@ -121,14 +122,18 @@ def run_squarehead(m: MiniLM, steps: int, quick: bool) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             history = [] if loss == "none" else distill(Sparsifier(model, masks, patterns), m.dense, m.train, loss,
                                                         steps, lr=1e-4, progress=True)
-            row = {"workload": f"minilm {method} {pattern} {sparsity}", "finetune": loss, "steps": 0 if loss == "none" else steps,
+            row = {"workload": f"minilm {method} {pattern} {sparsity}", "finetune": loss,
+                   "steps": 0 if loss == "none" else steps,
                    "seconds": time.perf_counter() - t0, "loss_first": history[0] if history else None,
                    "loss_last": sum(history[-10:]) / len(history[-10:]) if history else None, "history": history,
-                   "sparsity_after": float(sum(int((p == 0).sum()) for n, p in model.named_parameters() if "encoder.layer" in n and n.endswith("weight") and p.dim() == 2)
-                                           / sum(p.numel() for n, p in model.named_parameters() if "encoder.layer" in n and n.endswith("weight") and p.dim() == 2)),
+                   "sparsity_after": float(sum(int((p == 0).sum()) for n, p in model.named_parameters()
+                                               if "encoder.layer" in n and n.endswith("weight") and p.dim() == 2)
+                                           / sum(p.numel() for n, p in model.named_parameters()
+                                                 if "encoder.layer" in n and n.endswith("weight") and p.dim() == 2)),
                    **m.metrics(model)}
             rows.append(row)
-            print(f"{row['workload']} {loss:10s} cos {row['cosine']:.4f} knn10 {row['knn10']:.3f} {row['seconds']:.0f}s", flush=True)
+            print(f"{row['workload']} {loss:10s} cos {row['cosine']:.4f} knn10 {row['knn10']:.3f} "
+                  f"{row['seconds']:.0f}s", flush=True)
     for row in rows:
         base = next(r for r in rows if r["workload"] == row["workload"] and r["finetune"] == "none")
         row["baseline"] = "none"
@@ -151,10 +156,12 @@ def run_decoder(quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         model = copy.deepcopy(dec.model)
         t1 = time.perf_counter()
         _, report = prune_model(model, calib, method, sparsity, pattern)
-        rows.append({"workload": f"tinylm {pattern} {sparsity if pattern == 'unstructured' else ''}".strip(), "method": method,
-                     "pattern": pattern, "sparsity": report.overall_sparsity, "seconds": time.perf_counter() - t1,
-                     "dense_ppl": dec.perplexity, "ppl": dec.eval_perplexity(model), "calib_error": report.mean_rel_error})
-        print(f"tinylm {method:14s} {pattern:12s} {sparsity:.2f} ppl {rows[-1]['ppl']:.3f} (dense {dec.perplexity:.3f})", flush=True)
+        rows.append({"workload": f"tinylm {pattern} {sparsity if pattern == 'unstructured' else ''}".strip(),
+                     "method": method, "pattern": pattern, "sparsity": report.overall_sparsity,
+                     "seconds": time.perf_counter() - t1, "dense_ppl": dec.perplexity,
+                     "ppl": dec.eval_perplexity(model), "calib_error": report.mean_rel_error})
+        print(f"tinylm {method:14s} {pattern:12s} {sparsity:.2f} ppl {rows[-1]['ppl']:.3f} "
+              f"(dense {dec.perplexity:.3f})", flush=True)
     for row in rows:
         row["baseline"] = "dense"
         row["ppl_vs_dense"] = row["ppl"] / row["dense_ppl"]
@@ -169,30 +176,37 @@ def claims(rows: list[dict[str, Any]], ft: list[dict[str, Any]], dec: list[dict[
         return None if r is None else r[key]
 
     lines = ["## Papers' claims vs this run", ""]
-    mid = [r["workload"] for r in rows if r["method"] == "magnitude" and (r["pattern"] != "unstructured" or r["target"] <= 0.7)]
+    mid = [r["workload"] for r in rows
+           if r["method"] == "magnitude" and (r["pattern"] != "unstructured" or r["target"] <= 0.7)]
     for metric, better in (("knn10", max), ("cosine", max), ("mean_layer_error", min)):
-        sg_w = sum(1 for w in mid if better(get("sparsegpt", w, metric), get("wanda", w, metric)) == get("sparsegpt", w, metric))
-        w_m = sum(1 for w in mid if better(get("wanda", w, metric), get("magnitude", w, metric)) == get("wanda", w, metric))
-        lines.append(f"- **SparseGPT >= Wanda >> magnitude (50-70%, 2:4, 4:8)**, by {metric}: SparseGPT at least as good as "
-                     f"Wanda in {sg_w}/{len(mid)} settings; Wanda better than magnitude in {w_m}/{len(mid)}.")
+        sg_w = sum(1 for w in mid
+                   if better(get("sparsegpt", w, metric), get("wanda", w, metric)) == get("sparsegpt", w, metric))
+        w_m = sum(1 for w in mid
+                  if better(get("wanda", w, metric), get("magnitude", w, metric)) == get("wanda", w, metric))
+        lines.append(f"- **SparseGPT >= Wanda >> magnitude (50-70%, 2:4, 4:8)**, by {metric}: "
+                     f"SparseGPT at least as good as Wanda in {sg_w}/{len(mid)} settings; "
+                     f"Wanda better than magnitude in {w_m}/{len(mid)}.")
     gaps = [(w, get("wanda", w) - get("magnitude", w), get("sparsegpt", w) - get("wanda", w)) for w in mid]
     lines.append("  Top-10 agreement gains (Wanda - magnitude, SparseGPT - Wanda): "
                  + "; ".join(f"{w.replace('minilm ', '')}: {a:+.3f}, {b:+.3f}" for w, a, b in gaps) + ".")
-    high = [r["workload"] for r in rows if r["method"] == "magnitude" and r["pattern"] == "unstructured" and r["target"] >= 0.7]
+    high = [r["workload"] for r in rows
+            if r["method"] == "magnitude" and r["pattern"] == "unstructured" and r["target"] >= 0.7]
     for base in ("wanda", "sparsegpt"):
         deltas = [(w, get(f"owl-{base}", w) - get(base, w)) for w in high]
         wins = sum(1 for _, d in deltas if d > 0)
-        lines.append(f"- **OWL helps at high sparsity** ({base}): OWL-{base} beats uniform {base} in top-10 agreement in "
-                     f"{wins}/{len(deltas)} settings >= 70% (" + ", ".join(f"{w.split()[-1]}: {d:+.3f}" for w, d in deltas) + ").")
+        lines.append(f"- **OWL helps at high sparsity** ({base}): OWL-{base} beats uniform {base} in top-10 agreement "
+                     f"in {wins}/{len(deltas)} settings >= 70% ("
+                     + ", ".join(f"{w.split()[-1]}: {d:+.3f}" for w, d in deltas) + ").")
     for workload in sorted({r["workload"] for r in ft}):
         by = {r["finetune"]: r for r in ft if r["workload"] == workload}
         verdict = "holds" if by["squarehead"]["knn10"] > by["none"]["knn10"] else "does not hold"
         lines.append(f"- **SquareHead recovers more than no fine-tuning** ({workload}): {verdict}; top-10 agreement "
                      f"none {by['none']['knn10']:.3f}, output distillation {by['output']['knn10']:.3f}, SquareHead "
-                     f"{by['squarehead']['knn10']:.3f} (cosine {by['none']['cosine']:.4f} / {by['output']['cosine']:.4f} / "
-                     f"{by['squarehead']['cosine']:.4f}).")
+                     f"{by['squarehead']['knn10']:.3f} (cosine {by['none']['cosine']:.4f} / "
+                     f"{by['output']['cosine']:.4f} / {by['squarehead']['cosine']:.4f}).")
     if dec:
-        order = {w: sorted(BASE_METHODS, key=lambda m: get(m, w, "ppl", dec)) for w in sorted({r["workload"] for r in dec})}
+        order = {w: sorted(BASE_METHODS, key=lambda m: get(m, w, "ppl", dec))
+                 for w in sorted({r["workload"] for r in dec})}
         lines.append("- **Decoder LM** (held-out perplexity, lower is better), method ranking per setting: "
                      + "; ".join(f"{w.replace('tinylm ', '')}: {' < '.join(o)}" for w, o in order.items()) + ".")
     return "\n".join(lines)
@@ -206,7 +220,8 @@ def plots(rows: list[dict[str, Any]], essential: dict[str, Any], ft: list[dict[s
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method in BASE_METHODS + OWL_METHODS:
-        pts = sorted((r["target"], r["cosine"], r["knn10"]) for r in rows if r["method"] == method and r["pattern"] == "unstructured")
+        pts = sorted((r["target"], r["cosine"], r["knn10"]) for r in rows
+                     if r["method"] == method and r["pattern"] == "unstructured")
         if pts:
             axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
             axes[1].plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=method)
@@ -223,7 +238,8 @@ def plots(rows: list[dict[str, Any]], essential: dict[str, Any], ft: list[dict[s
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(essential["sparsities"], essential["values"], marker="o", label="cosine similarity")
     ax.plot(essential["sparsities"], essential["knn10"], marker="s", label="top-10 agreement")
-    ax.axvline(essential["essential_sparsity"], color="k", ls="--", label=f"essential sparsity {essential['essential_sparsity']:.2f}")
+    ax.axvline(essential["essential_sparsity"], color="k", ls="--",
+               label=f"essential sparsity {essential['essential_sparsity']:.2f}")
     ax.set_xlabel("one-shot magnitude sparsity")
     ax.set_ylabel("agreement with dense")
     ax.set_title("Essential sparsity of all-MiniLM-L6-v2")
@@ -254,7 +270,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=100, help="distillation steps")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: on a shared 2-core machine, 2 threads spin and run several times slower)")
+                        help="torch threads (1: on a shared 2-core machine, "
+                             "2 threads spin and run several times slower)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -268,19 +285,24 @@ def main() -> None:
     name = "posttrain_quick" if args.quick else "posttrain"
     md = [f"# Post-training pruning ({'quick' if args.quick else 'full'} run, {total / 60:.1f} min)", "",
           f"all-MiniLM-L6-v2, {calib} calibration paragraphs (<= {args.seq_len} tokens), {len(m.eval)} eval batches "
-          f"({len(m.dense_emb)} eval paragraphs, disjoint). cosine: mean cosine similarity of sentence embeddings vs dense; "
+          f"({len(m.dense_emb)} eval paragraphs, disjoint). "
+          "cosine: mean cosine similarity of sentence embeddings vs dense; "
           "knn10: top-10 neighbour agreement with dense on the eval paragraphs; error: mean per-layer relative "
           "reconstruction error on eval inputs; time: pruning wall time (calibration forward passes included).", "",
           markdown_table(rows, ["method", "pattern", "target", "sparsity", "cosine", "knn10", "mean_layer_error",
                                 "seconds", "knn10_vs_magnitude", "time_vs_magnitude"]), "",
           f"## Essential sparsity\n\nOne-shot layer-wise magnitude pruning, 0-95%: the knee (Kneedle) of the cosine "
           f"curve is at **{essential['essential_sparsity']:.2f}** (cosine {essential['value_at_knee']:.4f}); of the "
-          f"top-10 agreement curve at **{essential['essential_sparsity_knn10']:.2f}**. Plot: posttrain_essential.png.", "",
+          f"top-10 agreement curve at **{essential['essential_sparsity_knn10']:.2f}**. "
+          "Plot: posttrain_essential.png.", "",
           markdown_table([{"sparsity": s, "cosine": c, "knn10": k} for s, c, k in
-                          zip(essential["sparsities"], essential["values"], essential["knn10"])], ["sparsity", "cosine", "knn10"]), "",
+                          zip(essential["sparsities"], essential["values"], essential["knn10"])],
+                         ["sparsity", "cosine", "knn10"]), "",
           f"## Sparse fine-tuning ({ft[1]['steps'] if len(ft) > 1 else 0} steps, batch 16, lr 1e-4, masks fixed)", "",
-          markdown_table(ft, ["workload", "finetune", "cosine", "knn10", "mean_layer_error", "sparsity_after", "seconds", "knn10_vs_none"]), "",
-          f"## Tiny decoder LM ({dec_info['parameters']} parameters, dense held-out perplexity {dec_info['dense_perplexity']:.3f})", "",
+          markdown_table(ft, ["workload", "finetune", "cosine", "knn10", "mean_layer_error", "sparsity_after",
+                              "seconds", "knn10_vs_none"]), "",
+          f"## Tiny decoder LM ({dec_info['parameters']} parameters, "
+          f"dense held-out perplexity {dec_info['dense_perplexity']:.3f})", "",
           markdown_table(dec, ["method", "pattern", "sparsity", "ppl", "ppl_vs_dense", "seconds"]), "",
           claims(rows, ft, dec)]
     for r in ft:

@@ -323,7 +323,8 @@ def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed, cpu_s: flo
     md = ["# Sparse training benchmark", "",
           f"Test accuracy (%) mean ± std over {len(seeds)} seeds (seeds {list(seeds)}); epochs per run "
           f"{epochs}; AdamW lr {LR}, cosine schedule, batch {BATCH}; 10% of the training set held out (greedy "
-          f"soups only). Wall time {elapsed / 60:.1f} min{cpu_note}. Allocations: static-uniform uniform, static-erk / SET / "
+          f"soups only). Wall time {elapsed / 60:.1f} min{cpu_note}. "
+          "Allocations: static-uniform uniform, static-erk / SET / "
           "RigL ERK, SNIP / GMP / IMP / soups global. IMP: one trajectory 0.8 -> 0.9 -> 0.95, each round "
           "retrained the full epochs after rewinding to half an epoch. Soups: from the dense model, 3 ingredients "
           "per phase retrained epochs/2 with different data orders; the uniform soup starts the next phase; "

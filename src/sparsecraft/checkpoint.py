@@ -102,7 +102,8 @@ class Checkpoint:
             )
         for k, v in self.state_dict.items():
             if own[k].shape != v.shape:
-                raise SparsecraftError(f"{self.path}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
+                raise SparsecraftError(f"{self.path}: {k} has shape {tuple(v.shape)}, "
+                                       f"model expects {tuple(own[k].shape)}")
         model.load_state_dict(self.state_dict)
 
     def build_model(self) -> nn.Module:

@@ -55,7 +55,8 @@ class Criterion:
 CRITERIA: Registry[Criterion] = Registry("criterion")
 
 
-def criterion(name: str, needs_data: bool = False, needs_labels: bool = False) -> Callable[[Callable[..., Scores]], Callable[..., Scores]]:
+def criterion(name: str, needs_data: bool = False,
+              needs_labels: bool = False) -> Callable[[Callable[..., Scores]], Callable[..., Scores]]:
     """Decorator registering a score function as criterion ``name`` (see :class:`Criterion`)."""
     def decorator(fn: Callable[..., Scores]) -> Callable[..., Scores]:
         CRITERIA.register(name)(Criterion(name, fn, needs_data or needs_labels, needs_labels))

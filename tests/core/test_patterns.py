@@ -34,7 +34,8 @@ def test_mask_drops_lowest_scores():
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 9), groups=st.integers(1, 6), nm=st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 8), (4, 8), (2, 3)]),
+@given(rows=st.integers(1, 9), groups=st.integers(1, 6),
+       nm=st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 8), (4, 8), (2, 3)]),
        k=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
 def test_nm_valid_on_odd_shapes(rows, groups, nm, k, seed):
     n, m = nm

@@ -132,7 +132,8 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     torch.testing.assert_close(fresh(x), ref_other, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(SparsecraftError, match="not a Linear of that shape"):
-        load_converted(path, nn.Sequential(nn.Linear(40, 95), nn.ReLU(), nn.Linear(95, 64), nn.GELU(), nn.Linear(64, 10)))
+        load_converted(path, nn.Sequential(nn.Linear(40, 95), nn.ReLU(), nn.Linear(95, 64), nn.GELU(),
+                                           nn.Linear(64, 10)))
     with pytest.raises(SparsecraftError, match="lacks"):
         load_converted(path, nn.Sequential(nn.Linear(40, 96)))
     bad = tmp_path / "bad.safetensors"
@@ -168,4 +169,5 @@ def test_minilm_converted_matches_dense(tmp_path):
         back = load_converted(tmp_path / "minilm.safetensors")  # architecture rebuilt from the stored config
         assert len(sparse_layers(back)) == 36
         set_mode(back, "sparse")
-        torch.testing.assert_close(back(input_ids=ids, attention_mask=mask).last_hidden_state, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(back(input_ids=ids, attention_mask=mask).last_hidden_state, ref,
+                                   rtol=1e-5, atol=1e-5)

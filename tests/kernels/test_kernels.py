@@ -33,7 +33,8 @@ def _check(packed, w: torch.Tensor, x: torch.Tensor, b) -> None:
     y = packed.linear(x, b)
     ref = torch.nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
     assert y.shape == ref.shape and y.dtype == torch.float32
-    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * (1 + float(ref.abs().max()) if ref.numel() else 1))
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5,
+                               atol=1e-5 * (1 + float(ref.abs().max()) if ref.numel() else 1))
 
 
 @SETTINGS

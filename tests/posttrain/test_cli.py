@@ -38,8 +38,8 @@ def test_posttrain_sparsegpt_24_then_report_convert_eval_and_finetune(tmp_path, 
     assert report["extra"]["method"] == "sparsegpt" and report["model"]["name"] == "hf"
 
     # convert: every encoder Linear becomes packed N:M 2:4
-    code, text, _ = _run(capsys, ["convert", "--checkpoint", str(out), "--out", str(tmp_path / "m24.sparse.safetensors"),
-                                  "--json"])
+    code, text, _ = _run(capsys, ["convert", "--checkpoint", str(out),
+                                  "--out", str(tmp_path / "m24.sparse.safetensors"), "--json"])
     assert code == 0
     converted = json.loads(text)["rows"]
     packed = [r for r in converted if r["format"] != "dense"]

@@ -8,7 +8,8 @@ import torch
 from sparsecraft.posttrain import prune_model
 from sparsecraft.posttrain.decoder import DecoderConfig, describe, load_decoder
 
-TINY = DecoderConfig(d_model=16, num_heads=2, num_layers=2, seq_len=32, epochs=2, batch_size=32, lr=1e-2, max_train_windows=256)
+TINY = DecoderConfig(d_model=16, num_heads=2, num_layers=2, seq_len=32, epochs=2, batch_size=32, lr=1e-2,
+                     max_train_windows=256)
 
 
 def test_decoder_is_cached_and_pruning_raises_perplexity(tmp_path) -> None:

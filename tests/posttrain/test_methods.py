@@ -86,12 +86,14 @@ def test_wanda_nm_equals_numpy(n: int, m: int) -> None:
     method=st.sampled_from(["magnitude", "wanda", "sparsegpt"]),
     seed=st.integers(0, 10_000),
 )
-def test_nm_outputs_are_valid_with_exact_zeros(rows: int, groups: int, nm: tuple[int, int], method: str, seed: int) -> None:
+def test_nm_outputs_are_valid_with_exact_zeros(rows: int, groups: int, nm: tuple[int, int], method: str,
+                                               seed: int) -> None:
     n, m = nm
     cols = groups * m
     x = correlated_inputs(3 * cols + 5, cols, seed)
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed + 1))
-    result = METHODS.get(method).prune_layer(w, _stats(x), 0.5, NM(n, m), **({"blocksize": 3} if method == "sparsegpt" else {}))
+    result = METHODS.get(method).prune_layer(w, _stats(x), 0.5, NM(n, m),
+                                             **({"blocksize": 3} if method == "sparsegpt" else {}))
     NM(n, m).validate(result.mask)
     assert int(result.mask.sum()) == rows * groups * n
     assert bool((result.weight[~result.mask] == 0).all())
@@ -110,7 +112,8 @@ def test_unstructured_counts(rows: int, cols: int, sparsity: float, method: str,
     x = correlated_inputs(2 * cols + 3, cols, seed)
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed + 1))
     fn = METHODS.get(method).prune_layer
-    result = fn(w, _stats(x), sparsity, get_pattern("unstructured"), **({"blocksize": 8} if method == "sparsegpt" else {}))
+    result = fn(w, _stats(x), sparsity, get_pattern("unstructured"),
+                **({"blocksize": 8} if method == "sparsegpt" else {}))
     pruned = int((~result.mask).sum())
     if method == "magnitude":
         assert pruned == round(sparsity * rows * cols)

@@ -52,7 +52,8 @@ def test_existing_output_refused(tmp_path, capsys):
 def test_train_rigl_saves_checkpoint_and_json_report(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     code = main(["train", "--model", "mlp", "--data", "digits", "--method", "rigl", "--sparsity", "0.9",
-                 "--allocation", "erk", "--epochs", "1", "--out", str(out), "--json"])  # progress bar on: stdout stays JSON
+                 "--allocation", "erk", "--epochs", "1", "--out", str(out),
+                 "--json"])  # progress bar on: stdout stays JSON
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     total = report["rows"][-1]

@@ -55,7 +55,8 @@ def test_describe_lists_option_values_and_dense_ignores_sparsity():
 def test_drop_grow_update_every_defaults_to_a_twentieth_of_training():
     u = make_updater("set", SparsityConfig(0.8), total_steps=200).attach(tiny_mlp())
     assert u.update_every == 10 and u.describe()["update_every"] == 10
-    assert make_updater("set", SparsityConfig(0.8), total_steps=200, update_every=7).attach(tiny_mlp()).update_every == 7
+    assert make_updater("set", SparsityConfig(0.8), total_steps=200,
+                        update_every=7).attach(tiny_mlp()).update_every == 7
 
 
 def test_list_option_from_the_command_line_or_python():

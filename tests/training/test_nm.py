@@ -90,7 +90,8 @@ def test_bidirectional_backward_uses_transposed_nm(layer):
     out.backward(gy)
 
     def op(inp, weight):
-        return F.linear(inp, weight, layer.bias) if isinstance(layer, nn.Linear) else layer._conv_forward(inp, weight, layer.bias)
+        return (F.linear(inp, weight, layer.bias) if isinstance(layer, nn.Linear)
+                else layer._conv_forward(inp, weight, layer.bias))
 
     x2 = x.detach().clone().requires_grad_()
     wf = (w.detach() * mf).requires_grad_()

@@ -195,7 +195,8 @@ def test_bad_options_are_one_line_errors():
     with pytest.raises(SparsecraftError, match="total_steps"):
         make_updater("rigl", SparsityConfig(0.9)).attach(tiny_mlp())
     model = tiny_mlp()
-    attached = make_updater("set", SparsityConfig(0.9), total_steps=5).attach(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    attached = make_updater("set", SparsityConfig(0.9), total_steps=5).attach(model, opt)
     with pytest.raises(SparsecraftError, match="another optimizer"):
         fit(model, blobs(32), attached, progress=False)
     with pytest.raises(SparsecraftError, match="already attached"):

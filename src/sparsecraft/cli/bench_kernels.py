@@ -12,8 +12,8 @@ from ._common import console, csv_list, print_rows
 # row key -> table header
 COLUMNS = {"shape": "shape", "pattern": "pattern", "sparsity": "sparsity", "batch": "batch", "cache": "cache",
            "dense_ms": "dense ms", "kernel_ms": "ours ms", "kernel_vs_dense": "x dense",
-           "kernel_vs_torch_csr": "x torch CSR", "dispatch_choice": "dispatch", "dispatch_vs_dense": "dispatched x dense",
-           "bytes_vs_dense": "bytes/dense"}
+           "kernel_vs_torch_csr": "x torch CSR", "dispatch_choice": "dispatch",
+           "dispatch_vs_dense": "dispatched x dense", "bytes_vs_dense": "bytes/dense"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench-kernels", help="time sparse kernels vs torch dense and torch CSR (ratios, same run)",
         description="Prune random Linear weights by magnitude and time y = x W^T with sparsecraft's kernels, torch "
                     "dense and torch CSR, interleaved in one loop. Prints the ratios (higher is faster).",
-        epilog="example: sparsecraft bench-kernels --shape 4096x4096 --sparsity 0.9,0.7 --batch 1,64 --pattern unstructured,4x1",
+        epilog="example: sparsecraft bench-kernels --shape 4096x4096 --sparsity 0.9,0.7 --batch 1,64 "
+               "--pattern unstructured,4x1",
     )
     p.add_argument("--shape", default="4096x4096", help="comma list of OUTxIN weight shapes (default 4096x4096)")
     p.add_argument("--sparsity", default="0.9", help="comma list of sparsities in [0, 1) (default 0.9)")
@@ -91,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         shown = [{COLUMNS[k]: r.get(k, "") for k in COLUMNS} for r in rows]
         print_rows(shown, list(COLUMNS.values()),
-                   title=f"y = x W^T: sparsecraft vs torch (ISA {extra['isa']}, {extra['threads']} threads; x = times faster)")
+                   title=f"y = x W^T: sparsecraft vs torch (ISA {extra['isa']}, {extra['threads']} threads; "
+                         "x = times faster)")
     return 0

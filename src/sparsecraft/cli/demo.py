@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     transformer_rows: list[dict] = []
     torch.set_num_threads(threads)
     if not args.skip_transformer:
-        say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned after training, converted to sparse kernels")
+        say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned after training, "
+            "converted to sparse kernels")
         transformer_rows = transformer_speedup(args, say)
         if not args.json:
             print_rows(transformer_rows, ("method", "sparsity", "cosine", "knn10", "dense_ms",

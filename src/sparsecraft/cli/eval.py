@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "held-out paragraphs (disjoint from the calibration ones).",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="sparsecraft checkpoint of a transformers model (from `sparsecraft posttrain`)")
+    src.add_argument("--checkpoint",
+                     help="sparsecraft checkpoint of a transformers model (from `sparsecraft posttrain`)")
     src.add_argument("--hf", help="a transformers model directory (e.g. written by `posttrain --export-hf`)")
     p.add_argument("--dense", default=None,
                    help="dense reference: 'minilm' or a directory (default: the checkpoint's source model)")

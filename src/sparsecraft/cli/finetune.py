@@ -22,13 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "finetune", help="fine-tune a pruned checkpoint with its masks fixed (any model, any pruning)",
         description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  sparsecraft finetune --checkpoint cnn90.safetensors --epochs 2 --out cnn90-ft.safetensors\n"
+        epilog="examples:\n"
+               "  sparsecraft finetune --checkpoint cnn90.safetensors --epochs 2 --out cnn90-ft.safetensors\n"
                "  sparsecraft finetune --checkpoint minilm24.safetensors --steps 100 --loss squarehead "
                "--out minilm24-ft.safetensors",
     )
     p.add_argument("--checkpoint", required=True, help="sparsecraft checkpoint (weights + masks)")
     p.add_argument("--out", required=True, help="output sparsecraft checkpoint (.safetensors)")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-3 in-project, 1e-4 transformers)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate (default 1e-3 in-project, 1e-4 transformers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order (and the paragraph split)")
     group = p.add_argument_group("in-project models")
     group.add_argument("--epochs", type=int, default=None, help="epochs on the model's dataset (default 2)")

@@ -34,14 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "minilm-24.safetensors",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="minilm", help="'minilm' (offline all-MiniLM-L6-v2) or a transformers model directory")
+    p.add_argument("--model", default="minilm",
+                   help="'minilm' (offline all-MiniLM-L6-v2) or a transformers model directory")
     p.add_argument("--method", default="sparsegpt", help=f"one of: {', '.join(methods.names())} (default sparsegpt)")
     p.add_argument("--sparsity", type=float, default=None,
-                   help="fraction of zeros in [0, 1) per layer (default 0.5; not with N:M patterns, whose density is N/M)")
+                   help="fraction of zeros in [0, 1) per layer "
+                        "(default 0.5; not with N:M patterns, whose density is N/M)")
     p.add_argument("--pattern", default="unstructured", help="unstructured (default) or N:M such as 2:4, 4:8")
-    p.add_argument("--layers", default="", help="comma-separated layers/globs inside the blocks to prune (default all Linear)")
+    p.add_argument("--layers", default="",
+                   help="comma-separated layers/globs inside the blocks to prune (default all Linear)")
     p.add_argument("--keep-dense", default="", help="comma-separated layers/globs inside the blocks to leave dense")
-    p.add_argument("--calib-samples", type=int, default=128, help="calibration paragraphs, disjoint from eval (default 128)")
+    p.add_argument("--calib-samples", type=int, default=128,
+                   help="calibration paragraphs, disjoint from eval (default 128)")
     p.add_argument("--seq-len", type=int, default=128, help="max tokens per calibration paragraph (default 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/eval paragraph split")
     add_option_flags(p, union(m.options for m in (methods.get(n) for n in methods.names())), "method options")
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.sparsity is not None:
         check_sparsity(args.sparsity, "--sparsity")
         if get_pattern(args.pattern).fixed_density is not None:
-            raise SparsecraftError(f"--sparsity does not apply to pattern {args.pattern} (its density is fixed); remove it")
+            raise SparsecraftError(f"--sparsity does not apply to pattern {args.pattern} (its density is fixed); "
+                                   "remove it")
     method, sparsity, pattern, _ = check_request(method, 0.5 if args.sparsity is None else args.sparsity,
                                                  args.pattern, options)
     check_output(args.out, args.force)
@@ -94,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
              f"{report.seconds:.1f}s" + (f", mean relative layer error {err:.4f}" if err is not None else "")
              + f" -> {args.out}")
     print_rows(rows, COLUMNS, title=title, as_json=args.json,
-               extra={"out": str(args.out), "export_hf": args.export_hf, **{k: v for k, v in metadata.items() if k != "layers"}})
+               extra={"out": str(args.out), "export_hf": args.export_hf,
+                      **{k: v for k, v in metadata.items() if k != "layers"}})
     return 0

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-epochs", type=int, default=0, help="train a fresh --model this many epochs first")
     p.add_argument("--sparsity", type=float, default=None,
                    help="fraction of zeros in [0, 1) (default 0.5; not with N:M patterns, whose density is N/M)")
-    p.add_argument("--pattern", default="unstructured", help="unstructured, N:M (2:4), blockRxC (block4x1), channel, headD")
+    p.add_argument("--pattern", default="unstructured",
+                   help="unstructured, N:M (2:4), blockRxC (block4x1), channel, headD")
     p.add_argument("--criterion", default="magnitude", help=f"one of: {', '.join(CRITERIA.names())}")
     p.add_argument("--allocation", default="global", help=f"one of: {', '.join(ALLOCATORS.names())}")
     p.add_argument("--keep-dense", default="", help="comma-separated layers (or first,last) to leave dense")

@@ -59,7 +59,8 @@ class PackedNM(PackedWeight):
         nz = (groups != 0).sum(-1)
         if bool((nz > N).any()):
             raise SparsecraftError(
-                f"weight is not {N}:{M} sparse ({int(nz.max())} nonzeros in some group of {M}); prune it to {N}:{M} first"
+                f"weight is not {N}:{M} sparse ({int(nz.max())} nonzeros in some group of {M}); "
+                f"prune it to {N}:{M} first"
             )
         order = torch.argsort((groups == 0).to(torch.int8), dim=-1, stable=True)[..., :N]
         idx = torch.sort(order, dim=-1).values
@@ -67,7 +68,8 @@ class PackedNM(PackedWeight):
         return cls((out, inp), N, M, vals.reshape(out, -1).contiguous(), idx.reshape(out, -1).to(torch.uint8))
 
     @classmethod
-    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "PackedNM":
+    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any],
+                     tensors: dict[str, torch.Tensor]) -> "PackedNM":
         out, inp = int(shape[0]), int(shape[1])
         M = int_param(params, "M", 1, 255)
         N = int_param(params, "N", 1, M)

@@ -75,7 +75,8 @@ def parse_shape(text: str) -> tuple[int, int]:
         if out < 1 or inp < 1:
             raise ValueError
     except ValueError:
-        raise SparsecraftError(f"shape must look like OUTxIN with positive sizes (e.g. 4096x4096), got {text!r}") from None
+        raise SparsecraftError("shape must look like OUTxIN with positive sizes (e.g. 4096x4096), "
+                               f"got {text!r}") from None
     return out, inp
 
 

@@ -69,7 +69,8 @@ class Dispatcher:
             try:
                 loaded = json.loads(self.path.read_text())
                 if isinstance(loaded, dict):
-                    self.table = {k: v for k, v in loaded.items() if isinstance(v, dict) and v.get("choice") in ("dense", "sparse")}
+                    self.table = {k: v for k, v in loaded.items()
+                                  if isinstance(v, dict) and v.get("choice") in ("dense", "sparse")}
             except (OSError, json.JSONDecodeError):
                 self.table = {}
 

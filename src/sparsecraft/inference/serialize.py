@@ -148,7 +148,8 @@ def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -
         try:
             module = model.get_submodule(name)
         except AttributeError:
-            raise SparsecraftError(f"{path} has sparse layer {name!r} that the model lacks; wrong architecture?") from None
+            raise SparsecraftError(f"{path} has sparse layer {name!r} that the model lacks; "
+                                   "wrong architecture?") from None
         if not isinstance(info, dict) or not isinstance(info.get("shape"), list) or len(info["shape"]) != 2:
             raise SparsecraftError(f"{path}: metadata of layer {name!r} is corrupt")
         shape = (int(info["shape"][0]), int(info["shape"][1]))
@@ -170,5 +171,6 @@ def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -
     except RuntimeError as err:
         raise SparsecraftError(f"{path} does not fit the model ({str(err).splitlines()[0][:160]})") from None
     if missing or unexpected:
-        raise SparsecraftError(f"{path} does not fit the model: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+        raise SparsecraftError(f"{path} does not fit the model: missing {list(missing)[:3]}, "
+                               f"unexpected {list(unexpected)[:3]}")
     return model

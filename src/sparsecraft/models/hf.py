@@ -104,7 +104,8 @@ def from_hf_spec(spec: dict[str, Any]) -> nn.Module:
         cfg = tf.AutoConfig.for_model(config.pop("model_type"), **config)
         model = tf.AutoModel.from_config(cfg)
     except (KeyError, ValueError, TypeError) as err:
-        raise SparsecraftError(f"cannot rebuild the transformers model of this checkpoint: {_first_line(err)}") from None
+        raise SparsecraftError("cannot rebuild the transformers model of this checkpoint: "
+                               f"{_first_line(err)}") from None
     return model.float().eval()
 
 

@@ -36,7 +36,8 @@ def normalized_mse(teacher: torch.Tensor, student: torch.Tensor, mask: torch.Ten
 
 
 @DISTILL_LOSSES.register("squarehead")
-def squarehead_loss(teacher: list[torch.Tensor], student: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+def squarehead_loss(teacher: list[torch.Tensor], student: list[torch.Tensor],
+                    mask: torch.Tensor | None) -> torch.Tensor:
     """Mean per-block normalised MSE (all block outputs; the last entry is the model output)."""
     layers = list(zip(teacher[:-1], student[:-1]))
     return torch.stack([normalized_mse(t, s, mask) for t, s in layers]).mean()

@@ -92,7 +92,8 @@ def perplexity(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, ba
     return math.exp(evaluate_loss(model, inputs, targets, batch_size))
 
 
-def summarize(dense_emb: torch.Tensor, sparse_emb: torch.Tensor, errors: Mapping[str, float], k: int = 10) -> dict[str, Any]:
+def summarize(dense_emb: torch.Tensor, sparse_emb: torch.Tensor, errors: Mapping[str, float],
+              k: int = 10) -> dict[str, Any]:
     """The headline metrics as one dict: cosine, top-k agreement, mean/max layer error."""
     errs = list(errors.values())
     return {

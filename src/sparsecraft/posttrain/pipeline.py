@@ -274,7 +274,8 @@ def check_request(method: str | Method, sparsity: float, pattern: str | Pattern,
         raise SparsecraftError(f"option {unknown[0]!r} does not apply to method {spec.name}; its options: {allowed}")
     opts = {o.name: o.default for o in spec.options} | collect(spec.options, given)
     if opts.get("blocksize", 1) < 1 or opts.get("percdamp", 1.0) <= 0:
-        raise SparsecraftError(f"blocksize must be >= 1 and percdamp > 0, got {opts['blocksize']} and {opts['percdamp']}")
+        raise SparsecraftError("blocksize must be >= 1 and percdamp > 0, "
+                               f"got {opts['blocksize']} and {opts['percdamp']}")
     return spec, target, pat, opts
 
 
@@ -335,7 +336,8 @@ def prune_model(
     model.eval()
     total = Stopwatch()
     calls = capture_block_inputs(model, blocks, batches)
-    tokens = sum(c.hidden.shape[0] * c.hidden.shape[1] if c.token_mask is None else int(c.token_mask.sum()) for c in calls)
+    tokens = sum(c.hidden.shape[0] * c.hidden.shape[1] if c.token_mask is None else int(c.token_mask.sum())
+                 for c in calls)
     report = PruneReport(spec.name, str(pat), target, len(calls), tokens)
     if spec.owl:
         ratios = owl_block_ratios(blocks, targets, calls, opts["owl_m"])

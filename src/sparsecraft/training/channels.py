@@ -78,7 +78,8 @@ def find_chains(model: nn.Module) -> list[Chain]:
                 break
             if nxt.op == "call_module":
                 m = mods[nxt.target]
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and norm is None and m.num_features == _out_channels(producer):
+                if (isinstance(m, nn.modules.batchnorm._BatchNorm) and norm is None
+                        and m.num_features == _out_channels(producer)):
                     norm = nxt.target
                 elif isinstance(m, _ELEMENTWISE_MODULES):
                     pass
@@ -162,7 +163,8 @@ def remove_channels(model: nn.Module, keep: dict[Chain, torch.Tensor]) -> nn.Mod
         k = k.to(torch.bool).flatten()
         prod = model.get_submodule(chain.producer)
         if k.numel() != _out_channels(prod):
-            raise SparsecraftError(f"keep mask for {chain.producer} has {k.numel()} entries, layer has {_out_channels(prod)}")
+            raise SparsecraftError(f"keep mask for {chain.producer} has {k.numel()} entries, "
+                                   f"layer has {_out_channels(prod)}")
         if not bool(k.any()):
             raise SparsecraftError(f"cannot remove every channel of {chain.producer}; keep at least one")
         _set(model, chain.producer, _shrink_out(prod, k))

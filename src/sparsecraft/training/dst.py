@@ -144,7 +144,8 @@ class RigL(DropGrow):
 
     def grow_scores(self, name: str, candidates: torch.Tensor) -> torch.Tensor:
         if name not in self._grow_scores:
-            raise SparsecraftError("RigL update without dense gradients: call updater.before_step() before optimizer.step()")
+            raise SparsecraftError("RigL update without dense gradients: "
+                                   "call updater.before_step() before optimizer.step()")
         return self._grow_scores[name]
 
     def update(self) -> None:

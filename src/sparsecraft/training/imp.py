@@ -41,7 +41,8 @@ class IMP(Updater):
             raise SparsecraftError("imp prunes step by step; N:M has a fixed density: use static or srste")
         if round_sparsities is not None:
             self.round_sparsities = [check_sparsity(s, "round_sparsities") for s in round_sparsities]
-            if not self.round_sparsities or any(b < a for a, b in zip(self.round_sparsities, self.round_sparsities[1:])):
+            if (not self.round_sparsities
+                    or any(b < a for a, b in zip(self.round_sparsities, self.round_sparsities[1:]))):
                 raise SparsecraftError("round_sparsities must be a non-empty, non-decreasing list")
             self.rounds = len(self.round_sparsities)
         else:

@@ -216,7 +216,8 @@ class GradientFlow(NMTraining):
     )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
-                 mask_every: int = 1, schedule: str = "linear", decay_end: float = 0.75, interval: int | None = None) -> None:
+                 mask_every: int = 1, schedule: str = "linear", decay_end: float = 0.75,
+                 interval: int | None = None) -> None:
         super().__init__(config, total_steps, seed, mask_every)
         if schedule not in ("linear", "exp"):
             raise SparsecraftError(f"schedule must be 'linear' or 'exp', got {schedule!r}")

@@ -40,7 +40,8 @@ class MaskSparsity(Updater):
                  penalty: float = 1e-3, select_fraction: float = 0.25) -> None:
         super().__init__(config, total_steps, seed)
         if self.config.allocation not in ("uniform", "global"):
-            raise SparsecraftError(f"masksparsity allocates channels 'uniform' or 'global', got {self.config.allocation!r}")
+            raise SparsecraftError("masksparsity allocates channels 'uniform' or 'global', "
+                                   f"got {self.config.allocation!r}")
         if self.config.pattern != "unstructured":
             raise SparsecraftError("masksparsity prunes whole channels; leave the pattern at its default")
         self.penalty = float(penalty)
@@ -58,7 +59,8 @@ class MaskSparsity(Updater):
         names = {t.module_name for t in targets}
         self.chains = [c for c in find_chains(self.model) if c.producer in names]
         if not self.chains:
-            raise SparsecraftError("no prunable channel chains (layer -> [BatchNorm] -> activation -> layer) in this model")
+            raise SparsecraftError("no prunable channel chains (layer -> [BatchNorm] -> activation -> layer) "
+                                   "in this model")
         self.select_step = int(self.select_fraction * self.total_steps)
         if self.select_step == 0:
             self.select()

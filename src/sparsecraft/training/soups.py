@@ -34,7 +34,8 @@ TrainFn = Callable[[nn.Module, Sparsifier, int], None]
 ScoreFn = Callable[[nn.Module], float]
 
 
-def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+def average_state_dicts(states: Sequence[dict[str, torch.Tensor]],
+                        weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
     """Elementwise (weighted) mean of state dicts.
 
     Parameters
