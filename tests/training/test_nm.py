@@ -53,9 +53,10 @@ def test_srste_nm_valid_after_every_step_and_gradient_rule(data):
         assert "forward" not in dict(final.named_modules())[n.rsplit(".", 1)[0]].__dict__
 
 
-def test_gradflow_beta_decays_and_scales_pruned_weights():
+def test_gradflow_beta_decays_and_scaled_backward_scales_pruned_weights():
     model = tiny_mlp(sizes=(8, 8, 4))
-    u = make_updater("gradflow", SparsityConfig(pattern="2:4"), total_steps=40, decay_end=0.5, interval=5)
+    u = make_updater("gradflow", SparsityConfig(pattern="2:4"), total_steps=40, decay_end=0.5, interval=5,
+                     backward="scaled")
     u.attach(model)
     betas = []
     for t in range(41):
@@ -72,6 +73,39 @@ def test_gradflow_beta_decays_and_scales_pruned_weights():
     ref = torch.ones(3, 1) * 1.0
     torch.testing.assert_close(w.grad, (ref.t() @ x).expand(8, 8) * (m + 0.5 * (1 - m)))
     assert grad_pruned.abs().sum() > 0
+
+
+@pytest.mark.parametrize("step,beta", [(10, 0.5), (20, 0.0), (35, 0.0)])
+def test_gradflow_gradient_is_straight_through_as_in_the_reference(step, beta):
+    """Reference (Bambhaniya et al., released code): forward W (M + beta (1 - M)), backward grad_output
+    unchanged, so every weight, pruned or not, gets dL/dW_eff, before and after beta reaches 0."""
+    model = nn.Sequential(nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[4.0, -3.0, 2.0, 1.0], [0.5, -1.0, 2.0, -3.0]]))
+    u = make_updater("gradflow", SparsityConfig(pattern="2:4"), total_steps=40, decay_end=0.5, interval=5)
+    u.attach(model)
+    u.step = step
+    assert u.beta() == beta
+    m = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    assert torch.equal(u.fwd_masks["0.weight"].float(), m)
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, 0.0, 1.0, 0.5]])
+    gy = torch.tensor([[1.0, -2.0], [3.0, 0.5]])
+    out = model(x)
+    w_eff = model[0].weight.detach() * (m + beta * (1 - m))
+    torch.testing.assert_close(out, x @ w_eff.t())
+    out.backward(gy)
+    # by hand: dL/dW_eff[i, j] = sum_b gy[b, i] x[b, j]
+    expected = torch.tensor([[1 * 1 + 3 * -1, 1 * 2 + 3 * 0, 1 * 3 + 3 * 1, 1 * 4 + 3 * 0.5],
+                             [-2 * 1 + 0.5 * -1, -2 * 2 + 0.5 * 0, -2 * 3 + 0.5 * 1, -2 * 4 + 0.5 * 0.5]])
+    torch.testing.assert_close(model[0].weight.grad, expected)    # ratio 1 on pruned weights, not beta
+
+
+@pytest.mark.parametrize("schedule", ["linear", "exp"])
+def test_gradflow_beta_lands_on_zero_at_the_end_step(schedule):
+    u = make_updater("gradflow", SparsityConfig(pattern="2:4"), total_steps=100, schedule=schedule)
+    u.attach(tiny_mlp(sizes=(8, 8, 4)))
+    assert (u.end, u.interval) == (75, 7)        # the end step is not a multiple of the interval
+    assert u.beta(74) > 0 and u.beta(75) == 0.0 and u.beta(76) == 0.0
 
 
 @pytest.mark.parametrize("layer", [nn.Linear(8, 12), nn.Conv2d(4, 8, 3, padding=1, stride=2),

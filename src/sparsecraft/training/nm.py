@@ -10,10 +10,13 @@ done here by replacing each target module's ``forward`` (an instance attribute, 
   term ``lambda_w * (1 - M) * W`` added to the gradient (default ``lambda_w = 2e-4``), which
   decays pruned weights so the mask stabilises;
 * ``gradflow`` (Bambhaniya et al. 2024, "Progressive Gradient Flow for Robust N:M Sparsity Training
-  in Transformers", mask-decay variant MDGF): forward ``W * (M + beta_t * (1 - M))`` with plain
-  autograd, so pruned weights' contribution and gradient are both scaled by ``beta_t``, which
-  decays from 1 to 0 (``linear`` or ``exp``) by ``decay_end`` of training, in piecewise-constant
-  stages of ``interval`` steps; from then on it is plain N:M training;
+  in Transformers", mask-decay variant MDGF): forward ``W * (M + beta_t * (1 - M))``, where
+  ``beta_t`` decays from 1 to 0 (``linear`` or ``exp``) in piecewise-constant stages of
+  ``interval`` steps and is exactly 0 from step ``decay_end * total_steps`` on; the backward passes
+  the gradient straight through to every weight (``backward="ste"``, as the authors' released
+  decay functions do), so pruned weights keep learning and may re-enter the mask after ``beta``
+  reaches 0. ``backward="scaled"`` differentiates through the scaled weight instead (pruned weights
+  get ``beta_t`` times the gradient, none once ``beta_t = 0``: the mask then nearly freezes);
 * ``bidirectional`` (Fang et al. 2023, "Efficient N:M Sparse DNN Training Using Algorithm,
   Architecture, and Dataflow Co-Design", BDWP): the forward uses ``W`` pruned N:M along its input
   dimension, the backward computes input gradients with ``W`` pruned N:M along its *output*
@@ -206,22 +209,28 @@ class SRSTE(NMTraining):
 
 @UPDATERS.register("gradflow")
 class GradientFlow(NMTraining):
-    """Progressive gradient flow (MDGF): pruned weights scaled by a decaying ``beta_t`` in the forward."""
+    """Progressive gradient flow (MDGF): pruned weights scaled by a decaying ``beta_t`` in the forward,
+    straight-through gradient in the backward (or ``backward="scaled"``)."""
 
     name = "gradflow"
     options = NMTraining.options + (
         Option("schedule", str, "linear", "decay of the pruned weights' scale beta", choices=("linear", "exp")),
-        Option("decay_end", float, 0.75, "fraction of training after which beta is 0"),
+        Option("decay_end", float, 0.75, "fraction of training at which beta reaches 0"),
         Option("interval", int, None, "steps beta stays constant (default: 1/10 of the decay)"),
+        Option("backward", str, "ste", "gradient of the pruned weights: ste passes it straight through (the "
+               "paper's code); scaled multiplies it by beta (none once beta is 0)", choices=("ste", "scaled")),
     )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  mask_every: int = 1, schedule: str = "linear", decay_end: float = 0.75,
-                 interval: int | None = None) -> None:
+                 interval: int | None = None, backward: str = "ste") -> None:
         super().__init__(config, total_steps, seed, mask_every)
         if schedule not in ("linear", "exp"):
             raise SparsecraftError(f"schedule must be 'linear' or 'exp', got {schedule!r}")
+        if backward not in ("ste", "scaled"):
+            raise SparsecraftError(f"backward must be 'ste' or 'scaled', got {backward!r}")
         self.schedule = schedule
+        self.backward = backward
         self.decay_end = float(decay_end)
         if not 0.0 < self.decay_end <= 1.0:
             raise SparsecraftError(f"decay_end must lie in (0, 1], got {decay_end!r}")
@@ -233,15 +242,19 @@ class GradientFlow(NMTraining):
         super().setup(calib)
 
     def beta(self, step: int | None = None) -> float:
-        """Scale of the pruned weights after ``step`` steps (piecewise constant over ``interval``)."""
+        """Scale of the pruned weights after ``step`` steps: constant over stages of ``interval`` steps,
+        exactly 0 from the end step on (also when the end step is not a multiple of ``interval``)."""
         t = self.step if step is None else step
+        if t >= self.end:
+            return 0.0
         t -= t % self.interval
         return linear_decay(t, self.end) if self.schedule == "linear" else exp_decay(t, self.end)
 
     def effective_weight(self, name: str, w: torch.Tensor) -> torch.Tensor:
         m = self.fwd_masks[name].to(w.dtype)
         b = self.beta()
-        return w * m if b == 0.0 else w * (m + b * (1.0 - m))
+        scale = m if b == 0.0 else m + b * (1.0 - m)
+        return _StraightThrough.apply(w, scale) if self.backward == "ste" else w * scale
 
 
 @UPDATERS.register("bidirectional")
