@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsecraft import SparsecraftError
-from sparsecraft.training import SparsityConfig, fit, make_updater
+from sparsecraft.training import UPDATERS, SparsityConfig, fit, make_updater
 from sparsecraft.training.schedules import cosine_fraction
 
 from .conftest import blobs, tiny_mlp
@@ -225,3 +225,43 @@ def test_drop_grow_counts_on_odd_shapes(rows, cols, sparsity, method, frac):
         for n, m in u.masks().items():
             assert int((old[n] & ~m).sum()) == int((m & ~old[n]).sum())
             assert bool((dict(model.named_parameters())[n][~m] == 0).all())
+
+
+def test_imp_defaults_to_global_magnitude_allocation(data):
+    assert UPDATERS.get("imp").default_config().allocation == "global"
+    u = make_updater("imp", rounds=1)              # the method's own config: 0.9, global
+    weights, checked = {}, []
+
+    def check(upd, event):
+        if event["kind"] == "round_end":
+            weights.update({n: p.detach().abs().clone() for n, p in upd.model.named_parameters()})
+        if event["kind"] == "prune_rewind":
+            kept = torch.cat([weights[n][m] for n, m in upd.masks().items()])
+            pruned = torch.cat([weights[n][~m] for n, m in upd.masks().items()])
+            assert kept.min() >= pruned.max()         # one threshold over all layers
+            checked.append(event["sparsity"])
+
+    u.listeners.append(check)
+    fit(tiny_mlp(), data, u, epochs=2, batch_size=16, progress=False)
+    assert checked == [pytest.approx(0.9, abs=1e-3)]
+
+
+def test_imp_gives_every_round_its_own_full_lr_schedule(data):
+    """open_lth: every level retrains from the rewind step to the end of the full schedule, so the LR
+    anneals to its minimum in every round, and each round restarts at the LR of the rewind step."""
+    u = make_updater("imp", SparsityConfig(0.75, allocation="global"), rounds=2, rewind_step=3)
+    lrs: dict[int, float] = {}
+    by_kind: dict[str, list] = {"round_end": [], "prune_rewind": []}
+
+    def record(upd, event):
+        if event["kind"] in by_kind:
+            by_kind[event["kind"]].append((event["step"], upd.optimizer.param_groups[0]["lr"]))
+
+    u.listeners.append(record)
+    fit(tiny_mlp(), data, u, epochs=5, batch_size=16, lr=0.01, progress=False,   # 30 steps: rounds of 12, 9, 9
+        on_step=lambda step, loss: lrs.setdefault(step, u.optimizer.param_groups[0]["lr"]))
+    lr_k = 0.01 * 0.5 * (1 + math.cos(math.pi * 3 / 12))
+    assert [s for s, _ in by_kind["round_end"]] == [12, 21] and [s for s, _ in by_kind["prune_rewind"]] == [12, 21]
+    assert all(lr == pytest.approx(0.0, abs=1e-12) for _, lr in by_kind["round_end"])
+    assert all(lr == pytest.approx(lr_k) for _, lr in by_kind["prune_rewind"])
+    assert lrs[30] == pytest.approx(0.0, abs=1e-12)

@@ -264,6 +264,11 @@ class Updater:
     def setup(self, calib: Calib) -> None:
         """Build the initial state (masks) once the model is known."""
 
+    def schedule_steps(self) -> int:
+        """Steps an LR schedule built for this run spans (:func:`fit` uses it): all ``total_steps``
+        (IMP: one round, as every round has its own schedule)."""
+        return self.total_steps
+
     def before_step(self) -> None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``."""
 

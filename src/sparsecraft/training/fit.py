@@ -156,7 +156,8 @@ def fit(model: nn.Module, data: Any, updater: "Updater | None" = None, epochs: i
         Of the default optimizer ``AdamW``.
     optimizer : torch.optim.Optimizer, optional
     scheduler : LRScheduler, "cosine", "constant" or None
-        Stepped once per optimizer step.
+        Stepped once per optimizer step; a named one spans ``updater.schedule_steps()`` (the whole
+        run, or one round for IMP).
     seed : int
         Seeds the batch order (one permutation per epoch, identical on every rank) and, inside a
         forked RNG that leaves the global one untouched, dropout and other random layers.
@@ -190,13 +191,14 @@ def fit(model: nn.Module, data: Any, updater: "Updater | None" = None, epochs: i
     result = FitResult()
     if total == 0:
         return result
+    if updater is not None and updater.model is None and updater.total_steps is None:
+        updater.total_steps = total
     if isinstance(scheduler, str) or scheduler is None:
-        scheduler = make_scheduler(scheduler, optimizer, total)
+        span = updater.schedule_steps() if updater is not None else total
+        scheduler = make_scheduler(scheduler, optimizer, span)
     gen = torch.Generator().manual_seed(seed)
     orders = [torch.randperm(len(x), generator=gen) for _ in range(epochs)]
     if updater is not None and updater.model is None:
-        if updater.total_steps is None:
-            updater.total_steps = total
         first = orders[0][:batch_size]
         updater.attach(model, optimizer, scheduler, calib=(x[first], y[first]))
     was_training = model.training

@@ -3,11 +3,19 @@
 Frankle & Carbin 2019 ("The Lottery Ticket Hypothesis") rewind the surviving weights to their
 initial values after each prune; Frankle et al. 2020 ("Linear Mode Connectivity and the Lottery
 Ticket Hypothesis") rewind to an early iteration ``k`` instead, which is what makes IMP work on
-deeper networks. One run of this updater is ``rounds + 1`` equal training rounds: round 0 trains
-dense (or at the config's starting masks); at the end of each round but the last, the smallest
-magnitude weights are pruned (``allocation``, default global in the paper) to the next sparsity of a
-geometric schedule ``1 - (1 - s_f) ** (r / rounds)`` (or ``round_sparsities``), and weights,
-optimizer state and LR scheduler are rewound to their state after ``rewind_step`` steps.
+deeper networks. One run of this updater is ``rounds + 1`` training rounds: round 0 trains dense
+(or at the config's starting masks); at the end of each round but the last, the smallest
+magnitude weights over all layers are pruned (global magnitude pruning: the default allocation
+``global``) to the next sparsity of a geometric schedule ``1 - (1 - s_f) ** (r / rounds)`` (or
+``round_sparsities``), and weights, optimizer state and LR scheduler are rewound to their state
+after ``rewind_step`` steps.
+
+Every round has its own full LR schedule, as in open_lth: the schedule spans ``round_steps``
+(:meth:`IMP.schedule_steps`, which :func:`~sparsecraft.training.fit` uses for the scheduler it
+builds); round 0 trains all of it, and each later round retrains from ``rewind_step`` to its end,
+so ``total_steps = round_steps + rounds * (round_steps - rewind_step)`` (the few steps left over by
+rounding down run after the last round). With your own scheduler, make it span
+``updater.schedule_steps()``.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ class IMP(Updater):
     """IMP with rewinding; ``total_steps`` covers all ``rounds + 1`` training rounds."""
 
     name = "imp"
+    default_allocation = "global"
     options = (
         Option("rounds", int, 3, "prune rounds (geometric sparsity schedule)"),
         Option("rewind_step", int, 0, "step whose weights, optimizer and LR state each round rewinds to"),
@@ -54,7 +63,15 @@ class IMP(Updater):
 
     @property
     def round_steps(self) -> int:
-        return self.total_steps // (self.rounds + 1)
+        """Length of one round's LR schedule: round 0 trains all of it, later rounds from ``rewind_step``."""
+        return (self.total_steps + self.rounds * self.rewind_step) // (self.rounds + 1)
+
+    def schedule_steps(self) -> int:
+        return max(1, self.round_steps)
+
+    def round_end(self, r: int) -> int:
+        """The step at which round ``r`` (0-based) ends."""
+        return self.round_steps + r * (self.round_steps - self.rewind_step)
 
     def setup(self, calib: Calib) -> None:
         if self.round_steps < 1 or self.rewind_step >= self.round_steps:
@@ -88,7 +105,7 @@ class IMP(Updater):
     def update(self) -> None:
         if self.round == 0 and self.step == self.rewind_step and self.snapshot is None:
             self._take_snapshot()
-        if self.step % self.round_steps or self.round >= self.rounds:
+        if self.round >= self.rounds or self.step != self.round_end(self.round):
             return
         self.record("round_end", round=self.round)
         target = self.round_sparsities[self.round]
