@@ -15,7 +15,9 @@ A pattern answers three questions:
 Spec strings (``get_pattern``): ``"unstructured"``, ``"N:M"`` (e.g. ``"2:4"``), ``"blockRxC"``
 (R consecutive rows by C consecutive columns, e.g. ``"block4x1"``), ``"channel"`` (whole output
 rows: filters / neurons), ``"headD"`` (groups of D consecutive output rows, one attention head of
-size D in a q/k/v projection).
+size D in a q/k/v projection). N:M on a convolution groups M input channels at each kernel
+position (NVIDIA ASP / NM-sparsity layout, what sparse tensor cores and NHWC kernels need);
+``"N:M-flat"`` groups M consecutive weights of the flattened ``in_channels * kh * kw`` axis instead.
 """
 from __future__ import annotations
 
@@ -231,19 +233,23 @@ class Head(Pattern):
 @PATTERNS.register("n:m")
 @dataclass(frozen=True)
 class NM(Pattern):
-    """At most N non-zeros in every M consecutive weights along the reduction dimension.
+    """At most N non-zeros in every group of M weights along the reduction dimension.
 
     The mask keeps exactly the N highest-scoring weights of every group (ties broken by position).
+    For a convolution weight ``(out, in, *kernel)`` a group is M input channels at one output and
+    kernel position (``layout="cin"``, the default); ``layout="flat"`` (spec ``"N:M-flat"``) groups
+    M consecutive weights of the flattened ``in * prod(kernel)`` axis. Both are the same for Linears.
     """
 
     n: int = 2
     m: int = 4
-    spec_help: ClassVar[str] = "N:M (e.g. 2:4)"
+    layout: str = "cin"
+    spec_help: ClassVar[str] = "N:M (e.g. 2:4) or N:M-flat (convolutions: groups along the flattened C_in x kernel)"
 
     @classmethod
     def parse(cls, spec: str) -> "NM | None":
-        match = re.fullmatch(r"(\d+):(\d+)", spec)
-        return None if match is None else cls(int(match[1]), int(match[2]))
+        match = re.fullmatch(r"(\d+):(\d+)(-flat)?", spec)
+        return None if match is None else cls(int(match[1]), int(match[2]), "flat" if match[3] else "cin")
 
     def __post_init__(self) -> None:
         if not 0 < self.n < self.m:
@@ -251,13 +257,24 @@ class NM(Pattern):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"{self.n}:{self.m}"
+        return f"{self.n}:{self.m}" + ("-flat" if self.layout == "flat" else "")
 
     @property
     def fixed_density(self) -> float:  # type: ignore[override]
         return self.n / self.m
 
+    def _per_position(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` is grouped along input channels at each kernel position (a conv, layout cin)."""
+        return self.layout == "cin" and t.dim() > 2
+
     def _groups(self, t: torch.Tensor) -> torch.Tensor:
+        if self._per_position(t):
+            if t.shape[1] % self.m:
+                raise SparsecraftError(
+                    f"{t.shape[1]} input channels are not divisible by M={self.m} for pattern {self.name} "
+                    f"(groups run along input channels at each kernel position); use {self.n}:{self.m}-flat to "
+                    "group the flattened in_channels x kernel axis, or keep this layer dense")
+            return t.movedim(1, -1).reshape(-1, self.m)
         m = as_matrix(t)
         if m.shape[1] % self.m:
             raise SparsecraftError(
@@ -273,6 +290,8 @@ class NM(Pattern):
         g = self._groups(scores.detach().float())
         keep = torch.zeros_like(g, dtype=torch.bool)
         keep.scatter_(1, torch.topk(g, self.n, dim=1).indices, True)
+        if self._per_position(scores):
+            return keep.reshape(scores.movedim(1, -1).shape).movedim(-1, 1)
         return keep.reshape(scores.shape)
 
     def mask_for_sparsity(self, scores: torch.Tensor, sparsity: float) -> torch.Tensor:

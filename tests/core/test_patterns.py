@@ -69,9 +69,9 @@ def test_block_valid_on_odd_shapes(r, c, br, bc, sparsity, seed):
     assert bool((blocks.all(1) | (~blocks).all(1)).all())
 
 
-def test_conv_nm_runs_along_flattened_reduction_dim():
+def test_conv_nm_flat_runs_along_flattened_reduction_dim():
     w = torch.randn(4, 2, 2, 2)  # reduction dim 8
-    mask = get_pattern("2:4").mask(w.abs())
+    mask = get_pattern("2:4-flat").mask(w.abs())
     assert mask.shape == w.shape
     assert bool((mask.reshape(4, 2, 4).sum(-1) == 2).all())
 

@@ -13,7 +13,8 @@ from .conftest import tiny_mlp
 
 
 def _nm_ok(mask: torch.Tensor, n: int, m: int) -> bool:
-    g = mask.reshape(mask.shape[0], -1).reshape(-1, m).sum(1)
+    """N kept in every group of M along the inputs (for a conv: along C_in at each kernel position)."""
+    g = mask.movedim(1, -1).reshape(-1, m).sum(1)
     return bool((g == n).all())
 
 
