@@ -130,3 +130,11 @@ def test_a_new_method_needs_no_cli_code(tmp_path, capsys, monkeypatch):
     assert ckpt.extra["toy_strength"] == 0.25 and ckpt.extra["sparsity"] == 0.5
     assert main(["train", "--method", "rigl", "--toy-strength", "2", "--out", str(tmp_path / "x")]) == 2
     assert "--toy-strength does not apply to rigl" in capsys.readouterr().err
+
+
+def test_help_states_the_defaults_that_differ_from_the_papers(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the SET paper rewires until the end: 1.0" in text
+    assert "the first layer is sparse too; RigL keeps it dense: --keep-dense first" in text

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", default=None, help=f"{pattern_specs()} (default: the method's, e.g. 2:4 for srste)")
     p.add_argument("--allocation", default=None,
                    help=f"per-layer budget: {', '.join(ALLOCATORS.names())} (default: the method's, mostly erk)")
-    p.add_argument("--keep-dense", default="", help="comma-separated layers (or first,last) to leave dense")
+    p.add_argument("--keep-dense", default="", help="comma-separated layers (or first,last) to leave dense "
+                   "(default none: the first layer is sparse too; RigL keeps it dense: --keep-dense first)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate, cosine-annealed (default 3e-3)")

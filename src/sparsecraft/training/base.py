@@ -71,7 +71,8 @@ class SparsityConfig:
     allocation : str
         Per-layer budget: ``uniform``, ``global``, ``er`` or ``erk``.
     layers, keep_dense : sequence of str
-        Module names or globs as in :func:`sparsecraft.find_targets`.
+        Module names or globs as in :func:`sparsecraft.find_targets`. Default: every layer is sparse,
+        the first one too (RigL keeps it dense: ``keep_dense=["first"]``).
     """
 
     sparsity: float = 0.9

@@ -3,7 +3,8 @@
 * SET (Mocanu et al. 2018, "Scalable training of artificial neural networks with adaptive sparse
   connectivity inspired by network science"): every ``update_every`` steps drop the fraction
   ``drop_fraction`` of each layer's active weights with the smallest magnitude and regrow as many at
-  random positions.
+  random positions. Updates stop at ``end_fraction`` (default 0.75, as RigL) of training, although
+  the SET paper rewires until the end (``end_fraction=1.0``).
 * RigL (Evci et al. 2020, "Rigging the Lottery: Making All Tickets Winners"): drop by magnitude,
   regrow the inactive positions with the largest *dense* gradient magnitude (of the batch of the
   update step, all-reduced under DDP); the fraction decays as
@@ -41,7 +42,8 @@ class DropGrow(Updater):
     options = (
         Option("update_every", int, None, "steps between drop/grow updates (default: 1/20 of training)"),
         Option("drop_fraction", float, 0.3, "fraction of each layer's active weights replaced per update"),
-        Option("end_fraction", float, 0.75, "fraction of training after which updates stop"),
+        Option("end_fraction", float, 0.75, "fraction of training after which updates stop (default 0.75, "
+               "as RigL; the SET paper rewires until the end: 1.0)"),
         Option("decay", str, None, "drop-fraction schedule (default: constant for set, cosine for rigl)",
                choices=("constant", "cosine")),
     )
