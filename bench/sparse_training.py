@@ -1,12 +1,15 @@
 """Sparse-training reproduction benchmark (not a test).
 
 Datasets MNIST-1D and digits, the in-project MLP and CNN. Unstructured sparsity 0.8 / 0.9 / 0.95:
-dense, static random (uniform and ERK), SNIP, GMP, SET, RigL, IMP with rewinding, Sparse Model
-Soups (uniform + greedy, and the best single ingredient). 2:4: one-shot magnitude + fine-tune,
-SR-STE, progressive gradient flow, bidirectional N:M. Mean and std of test accuracy over seeds,
-and time per training step as a ratio to dense measured in the same run (one thread each).
+dense, static random (uniform with every layer sparse and with the first layer dense, as RigL; ERK),
+SNIP, GMP, SET, RigL, IMP with rewinding (one trajectory of (rounds + 1) x epochs, and
+compute-matched runs of the others' epochs), Sparse Model Soups (uniform + greedy, and the best
+single ingredient) and their paper's baseline, prune-and-retrain without rewinding with the same
+total epochs. 2:4: one-shot magnitude + fine-tune, SR-STE, progressive gradient flow, bidirectional
+N:M. Mean and std of test accuracy over seeds, and time per training step as a ratio to dense
+measured in the same run (one thread each).
 
-    .venv/bin/python -m bench.sparse_training            # full: 3 seeds, ~15-25 min on 2 cores
+    .venv/bin/python -m bench.sparse_training            # full: 3 seeds, ~60-65 min on 2 cores
     .venv/bin/python -m bench.sparse_training --quick    # 1 seed, sparsity 0.9, few epochs
 
 Writes bench/results/sparse_training{.json,.md,_accuracy.png,_nm.png}.
@@ -29,18 +32,22 @@ from bench.common import RESULTS, markdown_table, pyplot, write_results
 SPARSITIES = (0.8, 0.9, 0.95)
 EPOCHS = {"digits": 10, "mnist1d": 6}
 LR, BATCH = 3e-3, 64
-UNSTRUCTURED = ["dense", "static-uniform", "static-erk", "snip", "gmp", "set", "rigl", "imp",
-                "soup-best-ingredient", "soup-uniform", "soup-greedy"]
+UNSTRUCTURED = ["dense", "static-uniform", "static-uniform-dense-first", "static-erk", "snip", "gmp", "set", "rigl",
+                "imp", "imp-matched", "prune-retrain", "soup-best-ingredient", "soup-uniform", "soup-greedy"]
 NM_METHODS = ["dense", "oneshot+ft", "srste", "gradflow", "bidirectional"]
-#: method -> (updater name, allocation, hyper-parameters); allocations follow each paper
+#: method -> (updater name, allocation, layers kept dense, hyper-parameters); allocations follow each
+#: paper; every layer is sparse (the library default) except where a method keeps the first dense
 SPEC = {
-    "static-uniform": ("static", "uniform", {"criterion": "random"}),
-    "static-erk": ("static", "erk", {"criterion": "random"}),
-    "snip": ("snip", "global", {}),
-    "gmp": ("gmp", "global", {}),
-    "set": ("set", "erk", {"drop_fraction": 0.3}),
-    "rigl": ("rigl", "erk", {"drop_fraction": 0.3}),
+    "static-uniform": ("static", "uniform", (), {"criterion": "random"}),
+    "static-uniform-dense-first": ("static", "uniform", ("first",), {"criterion": "random"}),
+    "static-erk": ("static", "erk", (), {"criterion": "random"}),
+    "snip": ("snip", "global", (), {}),
+    "gmp": ("gmp", "global", (), {}),
+    "set": ("set", "erk", (), {"drop_fraction": 0.3}),
+    "rigl": ("rigl", "erk", (), {"drop_fraction": 0.3}),
+    "imp-matched": ("imp", "global", (), {"rounds": 3}),
 }
+SOUP_INGREDIENTS = 3
 
 
 # --------------------------------------------------------------------------- data and training
@@ -91,27 +98,28 @@ def row(ds: str, model: str, method: str, sparsity: float | str, seed: int, acc:
 
 # --------------------------------------------------------------------------------------- jobs
 def job_mask_method(ds: str, model_name: str, seed: int, method: str, sparsity: float, epochs: int) -> list[dict]:
+    """One run of a SPEC method at ``sparsity`` for ``epochs`` (IMP compute-matched: all its rounds in them)."""
     from sparsecraft.training import SparsityConfig, make_updater
 
-    name, alloc, hp = SPEC[method]
+    name, alloc, keep_dense, hp = SPEC[method]
     if name in ("set", "rigl"):
         hp = {**hp, "update_every": max(1, epochs * steps_per_epoch(ds) // 30)}
+    if name == "imp":
+        hp = {**hp, "rewind_step": max(1, steps_per_epoch(ds) // 2)}
     model = new_model(ds, model_name, seed)
-    u = make_updater(name, SparsityConfig(sparsity, allocation=alloc), seed=seed, **hp)
+    u = make_updater(name, SparsityConfig(sparsity, allocation=alloc, keep_dense=keep_dense), seed=seed, **hp)
     train(model, ds, u, epochs, seed)
     u.finalize()
     return [row(ds, model_name, method, sparsity, seed, test_acc(model, ds), actual_sparsity=u.sparsity())]
 
 
 def job_imp(ds: str, model_name: str, seed: int, sparsities: tuple[float, ...], epochs: int) -> list[dict]:
-    """One IMP trajectory through all sparsities (rounds of ``epochs`` each, rewinding to 1/2 epoch)."""
+    """One IMP trajectory through all sparsities: (rounds + 1) x ``epochs`` in all, each round its own
+    cosine schedule, rewinding to 1/2 epoch."""
     from sparsecraft.training import SparsityConfig, make_updater
 
     model = new_model(ds, model_name, seed)
     rounds = len(sparsities)
-    round_steps = epochs * steps_per_epoch(ds)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=round_steps)
     u = make_updater("imp", SparsityConfig(sparsities[-1], allocation="global"), seed=seed,
                      round_sparsities=list(sparsities), rewind_step=max(1, steps_per_epoch(ds) // 2))
     out = []
@@ -122,7 +130,7 @@ def job_imp(ds: str, model_name: str, seed: int, sparsities: tuple[float, ...], 
                            actual_sparsity=upd.sparsity()))
 
     u.listeners.append(at_round_end)
-    train(model, ds, u, epochs * (rounds + 1), seed, optimizer=opt, scheduler=sched)
+    train(model, ds, u, epochs * (rounds + 1), seed)
     u.finalize()
     out.append(row(ds, model_name, "imp", sparsities[-1], seed, test_acc(model, ds), actual_sparsity=u.sparsity()))
     return out
@@ -130,7 +138,8 @@ def job_imp(ds: str, model_name: str, seed: int, sparsities: tuple[float, ...], 
 
 def job_dense_chain(ds: str, model_name: str, seed: int, sparsities: tuple[float, ...], epochs: int,
                     ingredients: int) -> list[dict]:
-    """Dense baseline, then from it: Sparse Model Soups and one-shot 2:4 + fine-tune."""
+    """Dense baseline, then from it: Sparse Model Soups, their baseline (prune and retrain one model
+    ``ingredients`` times as long per phase, no rewinding: equal total epochs) and one-shot 2:4 + fine-tune."""
     from sparsecraft.models import evaluate
     from sparsecraft.training import SparsityConfig, average_state_dicts, greedy_soup, make_updater, sparse_model_soup
 
@@ -152,10 +161,12 @@ def job_dense_chain(ds: str, model_name: str, seed: int, sparsities: tuple[float
     def val(m) -> float:
         return evaluate(m, vx, vy)
 
-    def retrain_one(m, sp, s):
-        opt = torch.optim.AdamW(m.parameters(), lr=LR / 3)
-        sp.attach(opt)
-        train(m, ds, None, retrain, s, optimizer=opt)
+    def retrain_for(epochs_per_phase: int):
+        def retrain_one(m, sp, s):
+            opt = torch.optim.AdamW(m.parameters(), lr=LR / 3)
+            sp.attach(opt)
+            train(m, ds, None, epochs_per_phase, s, optimizer=opt)
+        return retrain_one
 
     def phase(s, copies):
         best = max(copies, key=val)
@@ -167,8 +178,15 @@ def job_dense_chain(ds: str, model_name: str, seed: int, sparsities: tuple[float
         probe.load_state_dict(state)
         out.append(row(ds, model_name, "soup-greedy", s, seed, test_acc(probe, ds), used=used))
 
-    sparse_model_soup(copy.deepcopy(model), SparsityConfig(sparsities[-1], allocation="global"), retrain_one, val,
+    config = SparsityConfig(sparsities[-1], allocation="global")
+    sparse_model_soup(copy.deepcopy(model), config, retrain_for(retrain), val,
                       sparsities=list(sparsities), ingredients=ingredients, seed=seed, on_phase=phase)
+
+    def baseline_phase(s, copies):
+        out.append(row(ds, model_name, "prune-retrain", s, seed, test_acc(copies[0], ds)))
+
+    sparse_model_soup(copy.deepcopy(model), config, retrain_for(retrain * ingredients), val,
+                      sparsities=list(sparsities), ingredients=1, seed=seed, on_phase=baseline_phase)
     return out
 
 
@@ -219,12 +237,12 @@ def time_steps(ds: str, model_name: str, method: str, steps: int = 40, warmup: i
     elif method in ("srste", "gradflow", "bidirectional"):
         u = make_updater(method, SparsityConfig(pattern="2:4"))
     else:
-        name, alloc, hp = SPEC[method]
+        name, alloc, keep_dense, hp = SPEC[method]
         if name in ("set", "rigl"):
             hp = {**hp, "update_every": 10}
         if name == "gmp":
             hp = {"frequency": 10}
-        u = make_updater(name, SparsityConfig(0.9, allocation=alloc), **hp)
+        u = make_updater(name, SparsityConfig(0.9, allocation=alloc, keep_dense=keep_dense), **hp)
     from sparsecraft.training import fit
 
     res = fit(model, sub, u, epochs=1, batch_size=BATCH, progress=False)
@@ -278,13 +296,18 @@ CLAIMS = [
     ("RigL >= SET (Evci et al. 2020)", "rigl", "set"),
     ("SET >= static random ERK (Mocanu et al. 2018; Evci et al. 2020)", "set", "static-erk"),
     ("RigL >= static random ERK (Evci et al. 2020)", "rigl", "static-erk"),
-    ("random ERK > random uniform (Liu et al. 2022; Evci et al. 2020)", "static-erk", "static-uniform"),
+    ("random ERK > random uniform, every layer sparse (Liu et al. 2022)", "static-erk", "static-uniform"),
+    ("random ERK > random uniform, first layer dense (Evci et al. 2020 setting)", "static-erk",
+     "static-uniform-dense-first"),
     ("SNIP >= static random uniform (Lee et al. 2019)", "snip", "static-uniform"),
     ("GMP >= static random ERK (Gale et al. 2019: dense-to-sparse beats sparse-from-scratch)", "gmp", "static-erk"),
     ("IMP (rewind) >= static random ERK (Frankle et al. 2020)", "imp", "static-erk"),
+    ("IMP (rewind), compute-matched >= static random ERK (Frankle et al. 2020)", "imp-matched", "static-erk"),
+    ("IMP, compute-matched >= GMP (same epochs)", "imp-matched", "gmp"),
     ("uniform soup >= best single ingredient (Zimmer et al. 2024)", "soup-uniform", "soup-best-ingredient"),
     ("greedy soup >= best single ingredient (Wortsman et al. 2022)", "soup-greedy", "soup-best-ingredient"),
-    ("uniform soup >= IMP (Zimmer et al. 2024)", "soup-uniform", "imp"),
+    ("uniform soup >= prune-retrain without rewinding, equal epochs (Zimmer et al. 2024)", "soup-uniform",
+     "prune-retrain"),
 ]
 NM_CLAIMS = [
     ("gradient flow >= SR-STE (Bambhaniya et al. 2024)", "gradflow", "srste"),
@@ -293,11 +316,22 @@ NM_CLAIMS = [
 ]
 
 
+def verdict(within: int, total: int, seeds: int) -> str:
+    """Whether the seeds resolve a claim: most of its cells differ by more than one std, or not."""
+    if seeds < 2:
+        return "one seed: no std"
+    if within == total:
+        return "not resolved: every cell within 1 std"
+    return "mostly within 1 std" if 2 * within >= total else "resolved"
+
+
 def claim_lines(agg, combos, sparsities) -> list[str]:
-    lines = ["| claim | holds (mean acc, a >= b) | largest gap b - a (points) | within 1 std |", "|---|---|---|---|"]
+    lines = ["| claim | holds (mean acc, a >= b) | largest gap b - a (points) | within 1 std | verdict |",
+             "|---|---|---|---|---|"]
     for title, a, b in CLAIMS + NM_CLAIMS:
         levels = ["2:4"] if (title, a, b) in NM_CLAIMS else list(sparsities)
         held = total = within = 0
+        seeds = math.inf
         worst = -math.inf
         for ds, m in combos:
             for s in levels:
@@ -305,6 +339,7 @@ def claim_lines(agg, combos, sparsities) -> list[str]:
                 if ra is None or rb is None:
                     continue
                 total += 1
+                seeds = min(seeds, ra["seeds"], rb["seeds"])
                 gap = rb["acc_mean"] - ra["acc_mean"]
                 if "within 1 point" in title:
                     held += abs(gap) <= 0.01
@@ -313,7 +348,8 @@ def claim_lines(agg, combos, sparsities) -> list[str]:
                 within += abs(gap) <= max(ra["acc_std"], rb["acc_std"])
                 worst = max(worst, gap)
         if total:
-            lines.append(f"| {title} | {held}/{total} | {100 * worst:+.1f} | {within}/{total} |")
+            lines.append(f"| {title} | {held}/{total} | {100 * worst:+.1f} | {within}/{total} | "
+                         f"{verdict(within, total, seeds)} |")
     return lines
 
 
@@ -325,10 +361,18 @@ def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed, cpu_s: flo
           f"{epochs}; AdamW lr {LR}, cosine schedule, batch {BATCH}; 10% of the training set held out (greedy "
           f"soups only). Wall time {elapsed / 60:.1f} min{cpu_note}. "
           "Allocations: static-uniform uniform, static-erk / SET / "
-          "RigL ERK, SNIP / GMP / IMP / soups global. IMP: one trajectory 0.8 -> 0.9 -> 0.95, each round "
-          "retrained the full epochs after rewinding to half an epoch. Soups: from the dense model, 3 ingredients "
-          "per phase retrained epochs/2 with different data orders; the uniform soup starts the next phase; "
-          "greedy soup and best ingredient are computed from the same ingredients.", ""]
+          "RigL ERK, SNIP / GMP / IMP / soups global. Every layer is sparse (the library default), the 1-channel "
+          "stem and the head included, except static-uniform-dense-first, which keeps the first layer dense as "
+          "RigL does. SET and RigL stop rewiring at 75% of training (the library default; the SET paper rewires "
+          "until the end). IMP: one trajectory 0.8 -> 0.9 -> 0.95 of (rounds + 1) x epochs, each round its own "
+          "cosine schedule retrained from the rewind point (half an epoch), so the 0.8 / 0.9 / 0.95 cells have "
+          "had 2x / 3x / 4x the epochs of the from-scratch methods; imp-matched: one IMP run per sparsity with 3 "
+          "geometric prune rounds inside the same epochs as the others. Soups: from the dense model, "
+          f"{SOUP_INGREDIENTS} ingredients per phase retrained epochs/2 with different data orders; the uniform "
+          "soup starts the next phase; greedy soup and best ingredient are computed from the same ingredients. "
+          f"prune-retrain (the soups paper's baseline): the same phases from the same dense model, one model "
+          f"retrained {SOUP_INGREDIENTS} x epochs/2 per phase without rewinding, so it has the soups' total "
+          "epochs.", ""]
     for ds, m in combos:
         md += [f"## {ds} / {m}", ""]
         rows = []
@@ -356,9 +400,9 @@ def markdown(agg, timing, combos, sparsities, seeds, epochs, elapsed, cpu_s: flo
         trows.append(r)
     md += [markdown_table(trows, ["workload", "dense ms/step", *TIMED[1:]]), ""]
     md += ["## Caveats", "",
-           "* Compute is not equalised: from-scratch methods train `epochs` once; IMP trains (rounds + 1) x "
-           "epochs along one trajectory; soups train the dense model once plus phases x ingredients x epochs/2. "
-           "IMP and GMP also start from (or pass through) a dense model.",
+           "* Compute: from-scratch methods, GMP and imp-matched train `epochs` once; imp trains (rounds + 1) x "
+           "epochs along one trajectory; soups and prune-retrain each train the dense model once plus phases x "
+           f"{SOUP_INGREDIENTS} x epochs/2. IMP and GMP also start from (or pass through) a dense model.",
            "* The models are tiny (the CNN has ~19k prunable weights), so at 0.95 some layers keep a few dozen "
            "weights; ERK leaves the smallest layers (stem conv, head) nearly dense, uniform does not.",
            "* Greedy soups and the best ingredient are chosen on the held-out 10% and scored on the test set, so "
@@ -455,12 +499,12 @@ def main(argv: list[str] | None = None) -> None:
     for ds, m in combos:
         e = epochs[ds]
         for seed in seeds:
-            jobs.append(("dense", ds, m, seed, sparsities, e, 3))
+            jobs.append(("dense", ds, m, seed, sparsities, e, SOUP_INGREDIENTS))
             jobs.append(("imp", ds, m, seed, sparsities, e))
             jobs += [("nm", ds, m, seed, meth, e) for meth in ("srste", "gradflow", "bidirectional")]
             jobs += [("mask", ds, m, seed, meth, s, e) for meth in SPEC for s in sparsities]
     # longest first keeps both workers busy to the end
-    cost = {"dense": 6, "imp": 4, "nm": 1.2, "mask": 1}
+    cost = {"dense": 10, "imp": 4, "nm": 1.2, "mask": 1}
     jobs.sort(key=lambda j: -cost[j[0]] * (3 if j[2] == "cnn" else 1))
     start = time.perf_counter()
     raw: list[dict] = []
