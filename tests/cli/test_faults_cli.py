@@ -1,6 +1,11 @@
 """Issue 20 from the command line: non-finite values, output paths, corrupt inputs, messages."""
 from __future__ import annotations
 
+import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +39,53 @@ def test_pruning_a_checkpoint_again_keeps_its_zeros(cli, tmp_path):
     nonzero = sum(int((ckpt.state_dict[n] != 0).sum()) for n in ckpt.masks)
     assert report["rows"][-1]["kept"] == nonzero
     assert report["rows"][-1]["sparsity"] >= 0.9
+
+
+# ----------------------------------------------------------- 3, 4. output paths and kills
+def _run_python(code: str, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
+    def limit() -> None:  # a full disk: writes past the limit fail with EFBIG (the signal ignored)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit if limit_bytes else None,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def _cli_code(*argv: str, before: str = "") -> str:
+    return f"import sys\n{before}\nfrom sparsecraft.cli import main\nsys.exit(main({list(map(str, argv))!r}))\n"
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    out = tmp_path / "o.safetensors"
+    done = _run_python(_cli_code("prune", "--model", "mlp", "--out", out), limit_bytes=64 * 1024)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and f"cannot write {out}" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_while_writing_removes_the_temporary(tmp_path):
+    out = tmp_path / "o.safetensors"
+    killer = ("import os, signal, safetensors.torch as st\n"
+              "def save_file(tensors, filename, metadata=None):\n"
+              "    open(filename, 'wb').write(b'partial' * 1000)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "st.save_file = save_file\n")
+    done = _run_python(_cli_code("prune", "--model", "mlp", "--out", out, before=killer))
+    assert done.returncode == 143 and done.stderr.strip() == "terminated", done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda d: (d / "f").write_text("x") and d / "f" / "o.safetensors", "is a file, not a directory"),
+    (lambda d: (d / "sub").mkdir() or d / "sub", "is a directory; give a file path"),
+])
+def test_bad_out_is_refused_before_training(cli, tmp_path, make, match):
+    out = make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    cli.fails(*_train(out, "--force"), match=match)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_empty_out_is_named(cli, tmp_path):
+    cli.fails("prune", "--model", "mlp", "--out", "", match="the output path is empty")

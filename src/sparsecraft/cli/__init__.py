@@ -6,18 +6,44 @@ parsed ``argparse.Namespace`` and returning an exit code). Modules are discovere
 adding a subcommand is one new file.
 
 Exit codes: 0 success, 1 internal failure (a bug: traceback shown), 2 user error (one line, no
-traceback), 130 interrupted.
+traceback), 130 interrupted (SIGINT), 143 terminated (SIGTERM). Both signals unwind the run, so
+temporary outputs are removed and nothing is left half-written.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from ..errors import SparsecraftError
 
-EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the run is so that every ``finally`` (temporary outputs) runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while the command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args) or EXIT_OK)
+        with _sigterm_unwinds():
+            return int(args.func(args) or EXIT_OK)
     except SparsecraftError as err:
         print(f"sparsecraft {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -51,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -116,7 +116,7 @@ def export_pretrained(model: nn.Module, tokenizer: Any, out: str | os.PathLike, 
     """
     from ..io import atomic_path
 
-    with atomic_path(out, force) as tmp:
+    with atomic_path(out, force, directory=True) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
