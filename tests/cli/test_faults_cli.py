@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sparsecraft import read_checkpoint
@@ -89,3 +90,34 @@ def test_bad_out_is_refused_before_training(cli, tmp_path, make, match):
 
 def test_empty_out_is_named(cli, tmp_path):
     cli.fails("prune", "--model", "mlp", "--out", "", match="the output path is empty")
+
+
+# ------------------------------------------------------------------------ 8. manners
+@pytest.mark.parametrize("argv,match", [
+    ((), "give a command: activations, bench-kernels, convert"),
+    (("prune", "--sparsity", "x"), "argument --sparsity: invalid float value: 'x'"),
+    (("prune", "--model", "mlp"), "the following arguments are required: --out"),
+    (("bogus",), "invalid choice: 'bogus'"),
+])
+def test_usage_errors_are_one_line_on_stderr(cli, argv, match):
+    with pytest.raises(SystemExit) as exit_:
+        cli(*argv)
+    out, err = cli.capsys.readouterr()
+    assert exit_.value.code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and match in err and "--help" in err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_out_of_numpy_range_is_refused(cli, tmp_path, seed):
+    cli.fails("prune", "--model", "mlp", f"--seed={seed}", "--out", tmp_path / "o.safetensors",
+              match="--seed must be an integer in [0, 2**32)")
+
+
+def test_solver_warning_is_one_line(cli, tmp_path):
+    A = np.random.default_rng(0).standard_normal((10, 4))
+    A[:, 3] = A[:, 0]
+    np.savez(tmp_path / "p.npz", A=A, y=A[:, 0] + A[:, 1])
+    code, _, err = cli("solve", "--data", tmp_path / "p.npz", "--method", "omp", "--k", "4")
+    assert code == 0 and err.strip() == ("sparsecraft solve: warning: Orthogonal matching pursuit ended prematurely "
+                                         "due to linear dependence in the dictionary. The requested precision might "
+                                         "not have been met.")

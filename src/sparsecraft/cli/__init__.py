@@ -18,7 +18,8 @@ import pkgutil
 import signal
 import sys
 import threading
-from typing import Iterator
+import warnings
+from typing import Iterator, NoReturn
 
 from ..errors import SparsecraftError
 
@@ -27,6 +28,27 @@ EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130,
 
 class _Terminated(BaseException):
     """SIGTERM, raised where the run is so that every ``finally`` (temporary outputs) runs."""
+
+
+def _check_seed(seed: int | None) -> None:
+    """Every ``--seed`` seeds numpy and scikit-learn too, which take [0, 2**32)."""
+    if seed is not None and not 0 <= seed < 2**32:
+        raise SparsecraftError(f"--seed must be an integer in [0, 2**32), got {seed}")
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Show each warning as one line ``sparsecraft COMMAND: warning: ...`` on stderr while the command runs."""
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        text = " ".join(str(message).split())
+        print(f"sparsecraft {command}: warning: {text}", file=sys.stderr)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -46,8 +68,17 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, saved)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (the usage itself is under --help)."""
+
+    commands: list[str] = []  # the subcommand names, set on the top-level parser
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sparsecraft",
         description="Prune, train sparse, convert and benchmark neural networks on the CPU.",
     )
@@ -57,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(subparsers)
+    parser.commands = sorted(subparsers.choices)
     return parser
 
 
@@ -64,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+        parser.error(f"give a command: {', '.join(parser.commands)}")
     try:
-        with _sigterm_unwinds():
+        with _sigterm_unwinds(), _one_line_warnings(args.command):
+            _check_seed(getattr(args, "seed", None))
             return int(args.func(args) or EXIT_OK)
     except SparsecraftError as err:
         print(f"sparsecraft {args.command}: error: {err}", file=sys.stderr)
