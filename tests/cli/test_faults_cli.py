@@ -94,7 +94,6 @@ def test_empty_out_is_named(cli, tmp_path):
 
 # ------------------------------------------------------------------------ 8. manners
 @pytest.mark.parametrize("argv,match", [
-    ((), "give a command: activations, bench-kernels, convert"),
     (("prune", "--sparsity", "x"), "argument --sparsity: invalid float value: 'x'"),
     (("prune", "--model", "mlp"), "the following arguments are required: --out"),
     (("bogus",), "invalid choice: 'bogus'"),

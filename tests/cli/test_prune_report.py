@@ -227,8 +227,9 @@ def test_every_subcommand_help_exits_0(cli):
     with pytest.raises(SystemExit) as info:
         cli("--help")
     assert info.value.code == 0
-    code, out, _ = cli()
-    assert code == 2 and "prune" in out  # no command: usage, exit 2
+    code, out, err = cli()  # no command: one line on stderr naming the commands, exit 2 (issue 20)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "give a command:" in err
+    assert all(name in err for name in names)
 
 
 # ---------------------------------------------------------------------- real processes

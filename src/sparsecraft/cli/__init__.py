@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.error(f"give a command: {', '.join(parser.commands)}")
+        print(f"sparsecraft: error: give a command: {', '.join(parser.commands)}; see `sparsecraft --help`",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         with _sigterm_unwinds(), _one_line_warnings(args.command):
             _check_seed(getattr(args, "seed", None))
