@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -141,6 +143,70 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+MANIFEST = "sparsecraft-manifest.json"
+
+
+def write_manifest(directory: str | os.PathLike) -> Path:
+    """Record the SHA-256 of every file under ``directory`` in its ``sparsecraft-manifest.json``.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        An output directory (a transformers model), written before it is moved into place.
+
+    Returns
+    -------
+    Path
+        The manifest file.
+    """
+    root = Path(directory)
+    digests = {str(f.relative_to(root)): _file_digest(f) for f in sorted(root.rglob("*")) if f.is_file()}
+    out = root / MANIFEST
+    out.write_text(json.dumps({"sha256": digests}, indent=1))
+    return out
+
+
+def verify_manifest(directory: str | os.PathLike) -> bool:
+    """Check every file listed in ``directory``'s manifest against its SHA-256.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+
+    Returns
+    -------
+    bool
+        True when a manifest was found and every file matches, False when there is no manifest.
+
+    Raises
+    ------
+    SparsecraftError
+        One line naming the first missing, truncated or changed file, or an unreadable manifest.
+    """
+    root = Path(directory)
+    if not (root / MANIFEST).is_file():
+        return False
+    try:
+        digests = json.loads((root / MANIFEST).read_text())["sha256"]
+        assert isinstance(digests, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise SparsecraftError(f"{root / MANIFEST} is not a readable manifest; the directory is corrupt") from None
+    for name, digest in digests.items():
+        f = root / name
+        if not f.is_file() or _file_digest(f) != digest:
+            raise SparsecraftError(f"{f} is missing or does not match its checksum in {MANIFEST}; the directory "
+                                   "is corrupt or truncated: write it again")
+    return True
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], bool]] = None,

@@ -120,3 +120,36 @@ def test_solver_warning_is_one_line(cli, tmp_path):
     assert code == 0 and err.strip() == ("sparsecraft solve: warning: Orthogonal matching pursuit ended prematurely "
                                          "due to linear dependence in the dictionary. The requested precision might "
                                          "not have been met.")
+
+
+# ------------------------------------------------------------------ 5. unchecked inputs
+def _npz_cases(d: Path) -> list[tuple[Path, str]]:
+    A = np.random.default_rng(0).standard_normal((8, 5))
+    good = d / "good.npz"
+    np.savez(good, A=A, y=A[:, 0])
+    raw = good.read_bytes()
+    cases = {"truncated.npz": raw[: len(raw) // 2], "empty.npz": b""}
+    flipped = bytearray(raw)
+    flipped[100] ^= 0x10  # inside A's data: the zip CRC no longer matches
+    cases["flipped.npz"] = bytes(flipped)
+    for name, content in cases.items():
+        (d / name).write_bytes(content)
+    np.save(d / "one.npy", A)
+    np.savez(d / "scalar.npz", A=np.float64(1.0), y=np.float64(2.0))
+    np.savez(d / "cube.npz", A=np.zeros((2, 3, 4)), y=np.zeros(2))
+    np.savez(d / "emptyA.npz", A=np.zeros((0, 3)), y=np.zeros(0))
+    np.savez(d / "complex.npz", A=A + 1j, y=A[:, 0])
+    return [(d / "truncated.npz", "not a readable .npz file"), (d / "empty.npz", "not a readable .npz file"),
+            (d / "flipped.npz", "not a readable .npz file"), (d / "one.npy", "holds one array (.npy)"),
+            (d / "scalar.npz", "A must be a non-empty 2-D array (n, d), got shape ()"),
+            (d / "cube.npz", "got shape (2, 3, 4)"), (d / "emptyA.npz", "got shape (0, 3)"),
+            (d / "complex.npz", "A has dtype complex128; give real numbers"), (d, "is a directory")]
+
+
+def test_solve_refuses_bad_data_files_in_one_line(cli, tmp_path):
+    for path, match in _npz_cases(tmp_path):
+        cli.fails("solve", "--data", path, "--method", "omp", "--k", "2", match=match)
+
+
+def test_bench_kernels_refuses_a_shape_beyond_memory(cli):
+    cli.fails("bench-kernels", "--shape", "1000000x1000000", match=("--shape 1000000x1000000 needs about", "GiB"))

@@ -83,3 +83,17 @@ def test_pruning_again_keeps_earlier_zeros(pattern):
     opt.step()
     for name, t in second.targets.items():
         assert bool((t.param[~before[name]] == 0).all())
+
+
+def test_sparse_linear_on_int_input_raises_like_nn_linear():
+    from sparsecraft.inference import convert
+
+    model = _mlp()
+    sparsecraft.prune(model, sparsity=0.9).finalize()
+    converted, _ = convert(model, min_sparsity=0.0)
+    x = torch.ones(2, 16, dtype=torch.int64)
+    with pytest.raises(RuntimeError) as dense_err:
+        _mlp()(x)
+    with pytest.raises(RuntimeError) as sparse_err:
+        converted(x)
+    assert str(sparse_err.value) == str(dense_err.value)
