@@ -2,12 +2,15 @@
 
 Layout: every entry of ``model.state_dict()`` under its own name, every mask as a bool tensor under
 ``"__mask__.<param name>"``, and the safetensors header metadata key ``"sparsecraft"`` holding JSON:
-``{"format": 1, "masks": {name: {"pattern", "shape", "kept"}}, "sha256": {tensor: hex},
-"model": {"name", "kwargs"} | null, "extra": {...}}``.
+``{"format": 2, "masks": {name: {"pattern", "shape", "kept"}}, "sha256": {tensor: hex},
+"model": {"name", "kwargs", "data"?} | {"name": "transformers", ...} | null, "extra": {...}}``, and
+the key ``"sparsecraft.sha256"`` holding the SHA-256 of that JSON text.
 
-Reading verifies: the file exists and parses, the metadata is ours, every tensor's SHA-256 matches,
-every mask has its parameter's shape and follows its pattern, and pruned weights are zero. Any
-failure is a one-line :class:`SparsecraftError`. Writing is atomic and refuses to overwrite.
+Reading verifies: the file exists and parses, the metadata is ours, its checksum matches and it
+follows the schema above, every tensor's SHA-256 matches, every mask has its parameter's shape and
+follows its pattern, and pruned weights are zero. Any failure is a one-line
+:class:`SparsecraftError` (the word "corrupt" in it for a damaged file). Writing is atomic and
+refuses to overwrite.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from .errors import SparsecraftError
 from .io import atomic_path, read_safetensors
 from .patterns import Pattern, get_pattern
 
-FORMAT = 1
+FORMAT = 2
 MASK_PREFIX = "__mask__."
+META_KEY, META_DIGEST_KEY = "sparsecraft", "sparsecraft.sha256"
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -65,7 +69,24 @@ def save_checkpoint(path: str | Path, model: nn.Module, masks: dict[str, torch.T
         "extra": extra or {},
     }
     with atomic_path(path, force) as tmp:
-        save_file(tensors, str(tmp), metadata={"sparsecraft": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata=header_metadata(meta))
+
+
+def header_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    """The safetensors header metadata holding ``meta``: its JSON text and the SHA-256 of that text.
+
+    Parameters
+    ----------
+    meta : dict
+        The checkpoint metadata (see the module docstring).
+
+    Returns
+    -------
+    dict[str, str]
+        ``{"sparsecraft": json, "sparsecraft.sha256": hex digest of json}``.
+    """
+    text = json.dumps(meta)
+    return {META_KEY: text, META_DIGEST_KEY: hashlib.sha256(text.encode()).hexdigest()}
 
 
 def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -112,7 +133,13 @@ class Checkpoint:
 
         if not self.model_spec:
             raise SparsecraftError(f"{self.path} does not record which model it holds; load it into your own model")
-        model = build_from_spec(self.model_spec)
+        try:
+            model = build_from_spec(self.model_spec)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:  # SparsecraftError included
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+            raise SparsecraftError(f"{self.path} cannot rebuild its model from the recorded spec ({reason}); "
+                                   "the file is corrupt or from another version: load it into your own model"
+                                   ) from None
         self.load_into(model)
         return model
 
@@ -135,14 +162,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file() and not path.is_dir():
         raise SparsecraftError(f"checkpoint {path} not found; check the path")
     tensors, header = read_safetensors(path)
-    try:
-        meta = json.loads(header["sparsecraft"])
-        assert meta["format"] == FORMAT
-    except (KeyError, ValueError, AssertionError, TypeError):
-        raise SparsecraftError(f"{path} has no sparsecraft metadata; it was not written by sparsecraft") from None
-    if not (isinstance(meta.get("sha256"), dict) and isinstance(meta.get("masks"), dict)
-            and all(isinstance(i, dict) and {"pattern", "shape"} <= i.keys() for i in meta["masks"].values())):
-        raise SparsecraftError(f"{path}: its sparsecraft metadata is incomplete; the file is corrupt")
+    meta = _metadata(path, header)
     for k, v in tensors.items():
         if meta["sha256"].get(k) != _digest(v):
             raise SparsecraftError(f"{path}: checksum mismatch for {k}; the file is corrupt, save it again")
@@ -165,4 +185,66 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             raise SparsecraftError(f"{path}: {name}: {err}") from None
         if bool((state[name][~mask] != 0).any()):
             raise SparsecraftError(f"{path}: {name} has non-zero weights where its mask is False")
-    return Checkpoint(path, state, masks, patterns, meta.get("model"), meta.get("extra", {}))
+    return Checkpoint(path, state, masks, patterns, meta["model"], meta["extra"])
+
+
+def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    """The checkpoint metadata of ``header``, its checksum and schema verified (one-line errors)."""
+    if META_KEY not in header:
+        raise SparsecraftError(f"{path} has no sparsecraft metadata; it was not written by sparsecraft, "
+                               "or its header is corrupt")
+    text = header[META_KEY]
+    if header.get(META_DIGEST_KEY) != hashlib.sha256(text.encode()).hexdigest():
+        raise SparsecraftError(f"{path}: metadata checksum mismatch; the file is corrupt or was edited by hand, "
+                               "save it again")
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise SparsecraftError(f"{path}: its sparsecraft metadata is not JSON; the file is corrupt") from None
+    problem = _schema_problem(meta)
+    if problem:
+        raise SparsecraftError(f"{path}: its sparsecraft metadata is incomplete ({problem}); the file is corrupt")
+    return meta
+
+
+def _schema_problem(meta: Any) -> str | None:
+    """What in ``meta`` breaks the checkpoint schema (None if nothing)."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return f"format is not {FORMAT}"
+    if not (isinstance(meta.get("sha256"), dict) and all(isinstance(v, str) for v in meta["sha256"].values())):
+        return "sha256 is not a table of digests"
+    masks = meta.get("masks")
+    if not (isinstance(masks, dict) and all(_is_mask_info(i) for i in masks.values())):
+        return "masks is not a table of {pattern, shape, kept}"
+    if not isinstance(meta.get("extra"), dict):
+        return "extra is not a table"
+    return _model_spec_problem(meta.get("model"))
+
+
+def _is_mask_info(info: Any) -> bool:
+    return (isinstance(info, dict) and isinstance(info.get("pattern"), str) and _is_shape(info.get("shape"))
+            and _is_count(info.get("kept", 0)))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_count(d) for d in value)
+
+
+def _model_spec_problem(spec: Any) -> str | None:
+    """What breaks the model spec schema (``sparsecraft.models.spec``), None if nothing."""
+    if spec is None:
+        return None
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)):
+        return "model spec is not a table with a name"
+    if "kwargs" in spec and not isinstance(spec["kwargs"], dict):
+        return "model spec kwargs is not a table"
+    data = spec.get("data")
+    if data is not None and not (isinstance(data, dict) and isinstance(data.get("name"), str)
+                                 and _is_shape(data.get("input_shape")) and _is_count(data.get("num_classes"))
+                                 and isinstance(data.get("task"), str)):
+        return "model spec data is not {name, input_shape, num_classes, task}"
+    return None

@@ -6,6 +6,8 @@ saying what is wrong and what to do. The CLI turns it into that line on stderr a
 """
 from __future__ import annotations
 
+import math
+
 
 class SparsecraftError(ValueError):
     """A user error: the message is one line, says what is wrong and how to fix it."""
@@ -65,3 +67,27 @@ def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SparsecraftError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_learning_rate(lr: object, name: str = "lr") -> float:
+    """Check a learning rate.
+
+    Parameters
+    ----------
+    lr : object
+    name : str, default="lr"
+        What to call it in the error message (``--lr`` on the command line).
+
+    Returns
+    -------
+    float
+        ``lr``, a finite number > 0 (inf or NaN would turn every weight non-finite).
+
+    Raises
+    ------
+    SparsecraftError
+        If it is not a finite number > 0.
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise SparsecraftError(f"{name} must be a finite number > 0, got {lr!r}")
+    return float(lr)

@@ -11,7 +11,7 @@ from .criteria import Calib, compute_scores
 from .errors import SparsecraftError, check_sparsity
 from .patterns import Pattern, get_pattern, lowest
 from .sparsifier import Sparsifier
-from .target import find_targets
+from .target import Target, find_targets
 
 
 def plan_masks(
@@ -96,7 +96,13 @@ def prune(
     Returns
     -------
     Sparsifier
-        The masks, attached to ``model``.
+        The masks, attached to ``model``. Weights that an earlier Sparsifier pruned stay pruned:
+        the new masks are intersected with the existing ones.
+
+    Raises
+    ------
+    SparsecraftError
+        If a targeted weight is NaN or inf (naming the layer), or an argument is invalid.
 
     Example::
 
@@ -106,8 +112,30 @@ def prune(
     sparsity = check_sparsity(sparsity)
     pat = get_pattern(pattern)
     targets = find_targets(model, layers, keep_dense)
+    _check_finite(targets)
+    previous = {t.name: Sparsifier.mask(t) for t in targets if hasattr(t.module, f"{t.param_name}_mask")}
     scores = compute_scores(criterion, model, targets, calib=calib, loss_fn=loss_fn)
+    for name, old in previous.items():  # already pruned weights go first, whatever their score
+        scores[name] = scores[name].float().masked_fill(~old, float("-inf"))
     masks = plan_masks(sparsity, pat, scores, allocation)
     if not masks:
         raise SparsecraftError("nothing to prune")
+    masks = {name: _within(pat, m, previous[name]) if name in previous else m for name, m in masks.items()}
     return Sparsifier(model, masks, {name: pat for name in masks})
+
+
+def _within(pattern: Pattern, mask: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """``mask & previous``, then (N:M aside, where fewer than N is fine) only the groups it keeps whole."""
+    both = mask & previous
+    if pattern.fixed_density is not None:
+        return both
+    return pattern.expand(pattern.group_scores((~both).float()) == 0, both.shape)
+
+
+def _check_finite(targets: Iterable[Target]) -> None:
+    """One-line error naming the first target whose weights hold NaN or inf (no score ranks them)."""
+    for t in targets:
+        bad = int((~torch.isfinite(t.param.detach())).sum())
+        if bad:
+            raise SparsecraftError(f"layer {t.name} has {bad} non-finite weights (NaN or inf); "
+                                   "fix or retrain the model before pruning it")

@@ -74,7 +74,7 @@ class Sparsifier:
 
     def _grad_hook(self, target: Target):
         def hook(grad: torch.Tensor) -> torch.Tensor:
-            return grad * self.mask(target) if self.mask_grads else grad
+            return grad.masked_fill(~self.mask(target), 0) if self.mask_grads else grad
         return hook
 
     # ----------------------------------------------------------------------------- masks
@@ -90,9 +90,9 @@ class Sparsifier:
 
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero every pruned weight in place."""
+        """Zero every pruned weight in place (``masked_fill``: NaN and inf become zeros too)."""
         for t in self.targets.values():
-            t.param.mul_(self.mask(t).to(t.param.dtype))
+            t.param.masked_fill_(~self.mask(t), 0)
 
     @torch.no_grad()
     def set_mask(self, name: str, mask: torch.Tensor) -> None:
@@ -110,7 +110,7 @@ class Sparsifier:
         old = self.mask(t)
         changed = old ^ mask
         old.copy_(mask)
-        t.param.mul_(mask.to(t.param.dtype))
+        t.param.masked_fill_(~mask, 0)
         if bool(changed.any()):
             self._reset_state(t.param, changed)
 

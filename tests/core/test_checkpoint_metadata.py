@@ -1,21 +1,21 @@
 """Checkpoints whose metadata is valid JSON but wrong: one-line errors, never a traceback."""
-import json
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from sparsecraft import SparsecraftError, read_checkpoint
-from sparsecraft.checkpoint import MASK_PREFIX, _digest
+from sparsecraft.checkpoint import FORMAT, MASK_PREFIX, _digest, header_metadata
 
 
 def _write(path, tensors, meta):
-    save_file(tensors, str(path), metadata={"sparsecraft": json.dumps(meta)})
+    save_file(tensors, str(path), metadata=header_metadata(meta))
     return path
 
 
 def _meta(tensors, masks):
-    return {"format": 1, "sha256": {k: _digest(v) for k, v in tensors.items()}, "masks": masks, "model": None}
+    return {"format": FORMAT, "sha256": {k: _digest(v) for k, v in tensors.items()}, "masks": masks, "model": None,
+            "extra": {}}
 
 
 W = torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 3.0, 0.0, 4.0]])

@@ -38,7 +38,8 @@ def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
     """``(model, data, model_spec)`` from ``--checkpoint`` or a fresh ``--model`` sized for ``--data``.
 
     A fresh model is trained ``--train-epochs`` epochs first (progress on stderr unless ``--json``).
-    A checkpoint's model is rebuilt from its stored spec and paired with the dataset it names.
+    A checkpoint's model is rebuilt from its stored spec, its masks attached, and paired with the
+    dataset it names.
     """
     import torch
 
@@ -46,6 +47,7 @@ def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
     from ..data import load_dataset
     from ..errors import SparsecraftError
     from ..models import model_for_data, model_spec, train_classifier
+    from ..sparsifier import Sparsifier
 
     if args.train_epochs < 0:
         raise SparsecraftError(f"--train-epochs must be >= 0, got {args.train_epochs}")
@@ -58,6 +60,8 @@ def model_and_data(args: Any) -> tuple[Any, Any, dict[str, Any]]:
             raise SparsecraftError(f"{args.checkpoint} holds a pretrained transformers model, not an in-project one "
                                    "trained on a bundled dataset; use `sparsecraft posttrain`, `convert` or `eval`")
         model = ckpt.build_model()
+        if ckpt.masks:  # held on the model, so pruning it again never revives a pruned weight
+            Sparsifier(model, ckpt.masks, ckpt.patterns)
         if getattr(args, "data", None) not in (None, name):
             raise SparsecraftError(f"{args.checkpoint} was trained on {name}, not {args.data}; remove --data")
         return model, load_dataset(name, seed=args.seed), spec

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 
 import torch
 
@@ -37,6 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+COPIES = 4  # the dense fp32 weight, its mask, our sparse format and torch's CSR, at most dense size each
+
+
+def _check_fits_memory(out: int, inp: int) -> None:
+    """One-line error when an ``out x inp`` workload cannot fit in this machine's memory."""
+    need = COPIES * 4 * out * inp
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > total:
+        raise SparsecraftError(f"--shape {out}x{inp} needs about {need / 2**30:.0f} GiB ({COPIES} copies of a "
+                               f"{4 * out * inp / 2**30:.1f} GiB weight); this machine has {total / 2**30:.0f} GiB: "
+                               "choose a smaller shape")
+
+
 def run(args: argparse.Namespace) -> int:
     """Time every shape x pattern x sparsity x batch with :func:`sparsecraft.inference.bench.bench_layer`.
 
@@ -54,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.bench import PATTERNS, CacheFlusher, LayerWorkload, bench_layer, parse_shape
 
     shapes = [parse_shape(s) for s in csv_list(args.shape)]
+    for out, inp in shapes:
+        _check_fits_memory(out, inp)
     sparsities = [check_sparsity(s, "--sparsity") for s in csv_list(args.sparsity)]
     try:
         batches = [int(b) for b in csv_list(args.batch)]

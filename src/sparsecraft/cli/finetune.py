@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import read_checkpoint
-    from ..errors import SparsecraftError, check_positive_int
+    from ..errors import SparsecraftError, check_learning_rate, check_positive_int
     from ..io import check_output
     from ..models.hf import HF
     from ..sparsifier import Sparsifier
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and applies != kind:
             raise SparsecraftError(f"--{name.replace('_', '-')} applies to {applies} models; {args.checkpoint} "
                                    f"holds a {kind} model; remove it")
-    if args.lr is not None and not args.lr > 0:
-        raise SparsecraftError(f"--lr must be > 0, got {args.lr}")
+    if args.lr is not None:
+        check_learning_rate(args.lr, "--lr")
     for name in ("epochs", "batch_size", "steps", "seq_len"):
         if getattr(args, name) is not None:
             check_positive_int(getattr(args, name), f"--{name.replace('_', '-')}")

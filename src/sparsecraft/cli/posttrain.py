@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                                                  args.pattern, options)
     check_output(args.out, args.force)
     if args.export_hf:
-        check_output(args.export_hf, args.force)
+        check_output(args.export_hf, args.force, directory=True)
     model_path(args.model)
     texts = calibration_texts(args.calib_samples, args.seed)
     model, tokenizer = load_pretrained(args.model)

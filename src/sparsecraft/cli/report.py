@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint import MASK_PREFIX, read_checkpoint
 from ..errors import SparsecraftError
-from ..io import read_safetensors
+from ..io import read_safetensors, verify_manifest
 from ..sparsifier import report_rows
 from ._common import print_rows
 
@@ -27,13 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _weights_in(path: Path) -> dict[str, torch.Tensor]:
+    """The weight matrices of a safetensors file or model directory (its manifest verified)."""
+    if path.is_dir():
+        verify_manifest(path)
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not files:
         raise SparsecraftError(f"no .safetensors files in {path}")
     out = {}
     for f in files:
-        out.update(read_safetensors(f, select=lambda k: k.endswith("weight"))[0])
-    return {k: v for k, v in out.items() if v.dim() >= 2}
+        out.update(read_safetensors(f, select=lambda k: k.endswith("weight") and not k.startswith(MASK_PREFIX))[0])
+    weights = {k: v for k, v in out.items() if v.dim() >= 2}
+    if not weights:
+        raise SparsecraftError(f"{path} holds no weight matrices; report reads sparsecraft checkpoints and "
+                               "safetensors model weights")
+    return weights
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +45,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load(path: str) -> tuple[np.ndarray, np.ndarray]:
     file = Path(path)
     if not file.is_file():
-        raise SparsecraftError(f"--data {file} not found; give an .npz file with arrays A and y")
+        what = "is a directory" if file.is_dir() else "not found"
+        raise SparsecraftError(f"--data {file} {what}; give an .npz file with arrays A and y")
     try:
-        with np.load(file, allow_pickle=False) as data:
+        data = np.load(file, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise SparsecraftError(f"--data {file} holds one array (.npy); save A and y with np.savez")
+        with data:
             missing = [k for k in ("A", "y") if k not in data.files]
             if missing:
                 have = ", ".join(data.files) or "none"
                 raise SparsecraftError(f"--data {file} lacks array(s) {', '.join(missing)}; it has: {have}")
-            return np.asarray(data["A"]), np.asarray(data["y"])
+            A, y = np.asarray(data["A"]), np.asarray(data["y"])
     except SparsecraftError:
         raise
-    except (OSError, ValueError) as err:
-        raise SparsecraftError(f"--data {file} is not a readable .npz file ({err})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120] or type(err).__name__
+        raise SparsecraftError(f"--data {file} is not a readable .npz file ({reason}); it is corrupt, "
+                               "truncated or of another format") from None
+    _check_problem(file, A, y)
+    return A, y
+
+
+def _check_problem(file: Path, A: np.ndarray, y: np.ndarray) -> None:
+    """One-line errors for arrays that do not make a real problem y ~= A x."""
+    for name, arr in (("A", A), ("y", y)):
+        if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise SparsecraftError(f"--data {file}: {name} has dtype {arr.dtype}; give real numbers")
+    if A.ndim != 2 or 0 in A.shape:
+        raise SparsecraftError(f"--data {file}: A must be a non-empty 2-D array (n, d), got shape {A.shape}")
+    if y.ndim not in (1, 2) or len(y) != A.shape[0]:
+        raise SparsecraftError(f"--data {file}: y must have shape ({A.shape[0]},) or ({A.shape[0]}, t) to match "
+                               f"A {A.shape}, got {y.shape}")
 
 
 def _solve(method: str, A: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> np.ndarray:

@@ -12,7 +12,7 @@ import time
 import torch
 
 from ..allocation import ALLOCATORS
-from ..errors import SparsecraftError, check_positive_int, check_sparsity
+from ..errors import SparsecraftError, check_learning_rate, check_positive_int, check_sparsity
 from ..io import check_output
 from ..options import Option, collect, union
 from ..patterns import pattern_specs
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     epochs = check_positive_int(args.epochs, "--epochs")
     check_positive_int(args.finetune_epochs, "--finetune-epochs", minimum=0)
     check_positive_int(args.batch_size, "--batch-size")
-    if not args.lr > 0:
-        raise SparsecraftError(f"--lr must be > 0, got {args.lr}")
+    check_learning_rate(args.lr, "--lr")
     if args.model not in ("mlp", "cnn"):
         raise SparsecraftError(f"--model must be mlp or cnn for training, got {args.model!r}")
     if args.sparsity is not None:

@@ -13,6 +13,8 @@ All functions assume already-validated float64 inputs.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .penalties import PENALTIES, keep_largest
@@ -275,6 +277,36 @@ def iht(
     return X, it
 
 
+def _dependent(Gss: np.ndarray, best: np.ndarray, y2: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Signals whose newest atom (last of ``Gss``) adds nothing: the residual is orthogonal to every
+    remaining atom, or the atom lies in the span of those already selected (as scikit-learn stops).
+
+    Parameters
+    ----------
+    Gss : ndarray of shape (t, s+1, s+1)
+        Gram blocks of the selected atoms, the newest last.
+    best : ndarray of shape (t,)
+        ``|a_new^T r|`` of each signal.
+    y2 : ndarray of shape (t,)
+        Squared norm of each signal.
+    rows : ndarray of bool, shape (t,)
+        The signals to look at (the others are reported False).
+
+    Returns
+    -------
+    ndarray of bool, shape (t,)
+    """
+    out = np.zeros(len(best), dtype=bool)
+    G, g, gkk = Gss[rows, :-1, :-1], Gss[rows, :-1, -1], Gss[rows, -1, -1]
+    projected = (g * np.linalg.solve(G, g[..., None])[..., 0]).sum(axis=1) if G.shape[1] else 0.0
+    scale = np.sqrt(np.maximum(gkk, 0.0) * y2[rows])
+    out[rows] = (gkk - projected <= _DEPENDENCE_RTOL * gkk) | (best[rows] <= _DEPENDENCE_RTOL * scale)
+    return out
+
+
+_DEPENDENCE_RTOL = 1e-10
+
+
 def omp(
     A: np.ndarray,
     Y: np.ndarray,
@@ -285,7 +317,10 @@ def omp(
     """Orthogonal matching pursuit for every column of ``Y``.
 
     Selects ``argmax_j |a_j^T r|`` (columns are not renormalized, as in scikit-learn) and refits by
-    least squares on the selected set. Signals are processed in lock step, ``chunk`` at a time.
+    least squares on the selected set. Signals are processed in lock step, ``chunk`` at a time. Like
+    scikit-learn, a signal stops early, with a ``RuntimeWarning``, when the next atom is linearly
+    dependent on those selected (duplicate or all-zero columns) or its residual is already orthogonal
+    to every atom.
 
     Parameters
     ----------
@@ -308,6 +343,7 @@ def omp(
     k_max = min(n, d) if k is None else k
     G = A.T @ A
     X = np.zeros((d, t))
+    premature = False
     for lo in range(0, t, chunk):
         Yc = Y[:, lo:lo + chunk]
         tc = Yc.shape[1]
@@ -328,10 +364,12 @@ def omp(
             idx[:, s] = np.argmax(score, axis=1)
             S = idx[:, : s + 1]
             Gss = G[S[:, :, None], S[:, None, :]]  # (tc, s+1, s+1)
+            dependent = active & _dependent(Gss, score[rows, idx[:, s]], y2, active)
+            premature |= bool(dependent.any())
+            active &= ~dependent
             rhs = np.take_along_axis(alpha, S, axis=1)
-            new_coef = np.linalg.solve(Gss, rhs[..., None])[..., 0]
             coef = np.concatenate([coef, np.zeros((tc, 1))], axis=1)
-            coef[active] = new_coef[active]
+            coef[active] = np.linalg.solve(Gss[active], rhs[active][..., None])[..., 0]
             n_sel[active] = s + 1
             corr = alpha - np.einsum("tsd,ts->td", G[S], coef)
             if tol is not None:
@@ -339,4 +377,7 @@ def omp(
                 active &= res2 > tol
         for j in range(tc):
             X[idx[j, : n_sel[j]], lo + j] = coef[j, : n_sel[j]]
+    if premature:
+        warnings.warn("Orthogonal matching pursuit ended prematurely due to linear dependence in the dictionary. "
+                      "The requested precision might not have been met.", RuntimeWarning, stacklevel=3)
     return X

@@ -119,8 +119,9 @@ class SparseLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features) if x.dim() != 2 else x
         if (x2.dtype != torch.float32 or x2.requires_grad or not kernels_available()
                 or self.path_for(x2.shape[0]) == "dense"):
-            y = F.linear(x2, self.packed.dense_cached().to(x2.dtype),
-                         None if self.bias is None else self.bias.to(x2.dtype))
+            dtype = x2.dtype if x2.is_floating_point() else None  # int input: torch raises as nn.Linear does
+            y = F.linear(x2, self.packed.dense_cached().to(dtype),
+                         None if self.bias is None else self.bias.to(dtype))
         else:
             y = self.packed._native_linear(x2, self.bias)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)

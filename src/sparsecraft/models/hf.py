@@ -65,12 +65,18 @@ def load_pretrained(source: str) -> tuple[nn.Module, Any]:
         float32, eval mode.
     tokenizer : the model's tokenizer
     """
+    from safetensors import SafetensorError
+
+    from ..io import verify_manifest
+
     tf = transformers_offline()
     path = model_path(source)
+    verify_manifest(path)
     try:
         model = tf.AutoModel.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise SparsecraftError(f"cannot load a transformers model from {path}: {_first_line(err)}") from None
+    except (OSError, ValueError, SafetensorError) as err:
+        raise SparsecraftError(f"cannot load a transformers model from {path}: {_first_line(err)}; its files are "
+                               "corrupt, truncated or missing") from None
     return model.float().eval(), load_tokenizer(source)
 
 
@@ -112,12 +118,15 @@ def from_hf_spec(spec: dict[str, Any]) -> nn.Module:
 def export_pretrained(model: nn.Module, tokenizer: Any, out: str | os.PathLike, force: bool = False) -> Path:
     """Write ``model`` (exact zeros included) and ``tokenizer`` as a transformers directory, atomically.
 
-    ``transformers.AutoModel.from_pretrained(out)`` loads it as usual.
+    ``transformers.AutoModel.from_pretrained(out)`` loads it as usual; a manifest of SHA-256
+    checksums (``sparsecraft-manifest.json``) lets :func:`load_pretrained` and ``sparsecraft
+    report`` detect a damaged file.
     """
-    from ..io import atomic_path
+    from ..io import atomic_path, write_manifest
 
-    with atomic_path(out, force) as tmp:
+    with atomic_path(out, force, directory=True) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        write_manifest(tmp)
     return Path(out)

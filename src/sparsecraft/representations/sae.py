@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SparsecraftError, check_positive_int
+from ..errors import SparsecraftError, check_learning_rate, check_positive_int
 from ..registry import Registry
 from .activations import topk_mask
 
@@ -265,8 +265,7 @@ def train_sae(
     batch_size = check_positive_int(batch_size, "batch_size")
     if len(data) < batch_size:
         raise SparsecraftError(f"need at least batch_size={batch_size} rows of data, got {len(data)}")
-    if not lr > 0:
-        raise SparsecraftError(f"lr must be > 0, got {lr!r}")
+    check_learning_rate(lr)
     with torch.no_grad():
         sae.b_dec.copy_(data.mean(0))
     opt = torch.optim.Adam(sae.parameters(), lr=lr)

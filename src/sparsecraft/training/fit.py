@@ -8,6 +8,7 @@ model in eval mode.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from ..errors import SparsecraftError, check_positive_int
+from ..errors import SparsecraftError, check_learning_rate, check_positive_int
 from ..losses import token_cross_entropy
 from . import distributed as dist_util
 
@@ -85,9 +86,8 @@ def training_pairs(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def default_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """``AdamW(model.parameters(), lr, weight_decay)``; one-line error unless ``lr > 0``."""
-    if not lr > 0:
-        raise SparsecraftError(f"lr must be > 0, got {lr!r}")
+    """``AdamW(model.parameters(), lr, weight_decay)``; one-line error unless ``lr`` is finite and > 0."""
+    check_learning_rate(lr)
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
@@ -220,6 +220,12 @@ def fit(model: nn.Module, data: Any, updater: "Updater | None" = None, epochs: i
                     t0 = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(model(x[local]), y[local])
+                    value = dist_util.mean_over_ranks(float(loss.detach()))  # every rank sees a NaN
+                    if not math.isfinite(value):
+                        raise SparsecraftError(
+                            f"training diverged: non-finite loss at step {result.steps + 1} ({value}); "
+                            "the model keeps the weights of the last good step: lower the learning rate "
+                            "or check the data for NaN/inf")
                     loss.backward()
                     if updater is not None:
                         updater.before_step()
@@ -229,7 +235,6 @@ def fit(model: nn.Module, data: Any, updater: "Updater | None" = None, epochs: i
                     if updater is not None:
                         updater.after_step()
                     result.step_seconds.append(time.perf_counter() - t0)
-                    value = dist_util.mean_over_ranks(float(loss.detach()))
                     result.losses.append(value)
                     result.steps += 1
                     epoch_total += value * len(idx)

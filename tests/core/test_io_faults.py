@@ -1,0 +1,78 @@
+"""Issue 20 items 3 and 4: output paths checked before any work, one-line write errors, atomic
+directory replacement, and temporaries of killed writers swept."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from sparsecraft import io
+from sparsecraft.errors import SparsecraftError
+
+
+def test_parent_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SparsecraftError, match=r"directory .*f is a file, not a directory"):
+        io.check_output(tmp_path / "f" / "out.safetensors")
+
+
+def test_empty_path_is_refused():
+    with pytest.raises(SparsecraftError, match="the output path is empty"):
+        io.check_output("")
+
+
+def test_directory_where_a_file_is_written_and_file_where_a_directory_is(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SparsecraftError, match="is a directory; give a file path"):
+        io.check_output(tmp_path / "d", force=True)
+    with pytest.raises(SparsecraftError, match="is a file; give a directory path"):
+        io.check_output(tmp_path / "f", force=True, directory=True)
+
+
+def test_unwritable_directory_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(io.os, "access", lambda path, mode: False)  # the tests may run as root
+    with pytest.raises(SparsecraftError, match="is not writable"):
+        io.check_output(tmp_path / "out.safetensors")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS])
+def test_os_errors_while_writing_are_one_line_and_leave_nothing(tmp_path, code):
+    out = tmp_path / "out.bin"
+    with pytest.raises(SparsecraftError, match=f"cannot write {out} \\({os.strerror(code)}\\)") as err:
+        with io.atomic_path(out) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(code, os.strerror(code))
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directory_is_replaced_by_renaming_the_old_one_aside_first(tmp_path, monkeypatch):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.bin").write_text("old")
+
+    def killed_while_deleting(path, *args, **kwargs):  # a SIGKILL during the first delete
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.shutil, "rmtree", killed_while_deleting)
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_path(out, force=True, directory=True) as tmp:
+            tmp.mkdir()
+            (tmp / "new.bin").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.bin"]  # the complete new output is in place
+    (left,) = [p for p in tmp_path.iterdir() if p.name != "model"]  # the old one, aside, for the next sweep
+    assert left.name.startswith(f".model.{os.getpid()}.") and (left / ".replaced" / "old.bin").read_text() == "old"
+
+
+def test_stale_temporaries_are_swept_and_live_ones_kept(tmp_path):
+    out = tmp_path / "out.bin"
+    dead, live = tmp_path / f".out.bin.{2**40}.abc", tmp_path / f".out.bin.{os.getpid()}.xyz"
+    for d in (dead, live):
+        d.mkdir()
+        (d / "out.bin").write_bytes(b"x" * 100)
+    (tmp_path / ".other.bin.1.abc").mkdir()  # another output's temporary is not ours to touch
+    with io.atomic_path(out) as tmp:
+        tmp.write_bytes(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.bin.1.abc", live.name, "out.bin"])
