@@ -203,10 +203,64 @@ def verify_manifest(directory: str | os.PathLike) -> bool:
 
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_for_reading(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def open_for_reading(path: Path) -> contextlib.AbstractContextManager:
+    """``path.open("rb")``, an OS error being one line that names the file and its reason.
+
+    Parameters
+    ----------
+    path : Path
+
+    Returns
+    -------
+    The open binary file, a context manager.
+
+    Raises
+    ------
+    SparsecraftError
+        ``"<path> cannot be read (Permission denied); check its permissions"`` and the like.
+    """
+    try:
+        return path.open("rb")
+    except OSError as err:
+        hint = "; check its permissions" if isinstance(err, PermissionError) else ""
+        raise SparsecraftError(f"{path} cannot be read ({err.strerror or err}){hint}") from None
+
+
+def check_readable(path: str | os.PathLike, kind: str = "file") -> Path:
+    """Raise one line unless ``path`` is a regular file that this process can open.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kind : str
+        What the file should be, for the message (``".safetensors file"``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    SparsecraftError
+        Missing, a directory, not a regular file (a FIFO, a device) or unreadable (permissions):
+        a different message each, never "corrupt".
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SparsecraftError(f"{p} does not exist; check the path")
+    if p.is_dir():
+        raise SparsecraftError(f"{p} is a directory, not a file; give the path of a {kind}")
+    if not p.is_file():
+        raise SparsecraftError(f"{p} is not a regular file; give the path of a {kind}")
+    with open_for_reading(p):
+        return p
 
 
 def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], bool]] = None,
@@ -231,22 +285,18 @@ def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], b
     Raises
     ------
     SparsecraftError
-        One line when the file is missing, is a directory, or is not a complete safetensors file
-        (another format, corrupt or truncated).
+        One line when the file is missing, a directory, unreadable (permissions), or not a complete
+        safetensors file (another format, corrupt or truncated), each said apart.
     """
     from safetensors import SafetensorError, safe_open
 
-    p = Path(path)
-    if not p.exists():
-        raise SparsecraftError(f"{p} does not exist; check the path")
-    if not p.is_file():
-        raise SparsecraftError(f"{p} is not a file; give the path of a .safetensors file")
+    p = check_readable(path, ".safetensors file")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in sorted(f.keys()) if select is None or select(k)}
-    except OSError as err:
-        raise SparsecraftError(f"{p} cannot be read ({err.strerror or err}); check its permissions") from None
+    except OSError as err:  # safetensors says "No such file" for any failed open: ours passed, so a race
+        raise SparsecraftError(f"{p} cannot be read ({err.strerror or err}); check the file") from None
     except SafetensorError as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise SparsecraftError(f"{p} is not a readable safetensors file ({reason}); it is corrupt or truncated, "
