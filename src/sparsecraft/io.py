@@ -48,6 +48,7 @@ def check_output(path: str | os.PathLike, force: bool = False, directory: bool =
         raise SparsecraftError(f"directory {out.parent} {what}")
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise SparsecraftError(f"directory {out.parent} is not writable; choose another output path")
+    sweep_stale_temps(out)  # first: an old output a killed writer left aside is restored, then protected
     if out.exists() and not force:
         raise SparsecraftError(f"{out} already exists; choose another path or pass --force to overwrite")
     if out.is_dir() and not directory:
@@ -65,7 +66,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False, directory: bool = 
     in, and only then the old one deleted, so ``path`` is at every moment the old or the new
     output. On any exception the temporary output is removed and ``path`` is left untouched; OS
     and disk errors while writing (no space, no permission) become one line. Temporary outputs of
-    the same name left by killed processes are swept first.
+    the same name left by killed processes are swept first (by :func:`check_output`).
 
     Parameters
     ----------
@@ -84,7 +85,6 @@ def atomic_path(path: str | os.PathLike, force: bool = False, directory: bool = 
     from safetensors import SafetensorError
 
     out = check_output(path, force, directory)
-    sweep_stale_temps(out)
     try:
         work = Path(tempfile.mkdtemp(prefix=_temp_prefix(out) + f"{os.getpid()}.", dir=out.parent))
     except OSError as err:
@@ -115,6 +115,9 @@ def _write_error(out: Path, err: Exception) -> SparsecraftError:
 def sweep_stale_temps(out: Path) -> list[Path]:
     """Remove temporary outputs of ``out`` left by processes that no longer run (killed mid-write).
 
+    A writer killed between the two renames of a directory replacement left no ``out`` and the
+    old output aside in its temporary: that old output is renamed back to ``out`` first.
+
     Parameters
     ----------
     out : Path
@@ -127,9 +130,11 @@ def sweep_stale_temps(out: Path) -> list[Path]:
     """
     prefix = _temp_prefix(out)
     removed = []
-    for cand in out.parent.glob(glob.escape(prefix) + "*"):
+    for cand in sorted(out.parent.glob(glob.escape(prefix) + "*")):
         pid = cand.name[len(prefix):].split(".", 1)[0]
         if cand.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            if (cand / ".replaced").is_dir() and not os.path.lexists(out):
+                os.replace(cand / ".replaced", out)
             shutil.rmtree(cand, ignore_errors=True)
             removed.append(cand)
     return removed

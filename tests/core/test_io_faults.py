@@ -78,6 +78,40 @@ def test_stale_temporaries_are_swept_and_live_ones_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.bin.1.abc", live.name, "out.bin"])
 
 
+def _killed_between_the_renames(tmp_path):
+    """What a SIGKILL between the two renames of a directory replacement leaves: no output, the old
+    one aside in the dead writer's temporary, the complete new one beside it."""
+    out = tmp_path / "model"
+    work = tmp_path / f".model.{2**40}.abc"
+    (work / ".replaced").mkdir(parents=True)
+    (work / ".replaced" / "old.bin").write_text("old")
+    (work / "model").mkdir()
+    (work / "model" / "new.bin").write_text("new")
+    return out
+
+
+def test_sweep_restores_the_old_output_when_a_kill_came_between_the_renames(tmp_path):
+    out = _killed_between_the_renames(tmp_path)
+    assert io.sweep_stale_temps(out) == [tmp_path / f".model.{2**40}.abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (out / "old.bin").read_text() == "old"
+
+
+def test_a_restored_output_is_not_overwritten_without_force(tmp_path):
+    out = _killed_between_the_renames(tmp_path)
+    with pytest.raises(SparsecraftError, match="already exists.*--force"):
+        io.check_output(out, directory=True)
+    assert (out / "old.bin").read_text() == "old"
+
+
+def test_sweep_keeps_the_output_there_is(tmp_path):
+    out = _killed_between_the_renames(tmp_path)
+    out.mkdir()
+    (out / "newer.bin").write_text("newer")
+    io.sweep_stale_temps(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and [p.name for p in out.iterdir()] == ["newer.bin"]
+
+
 def _deny_reading(monkeypatch, suffix: str = "") -> None:
     """Opening files (whose name ends in ``suffix``) fails with EACCES, as for a chmod 000 file
     when the tests do not run as root."""
