@@ -1,18 +1,15 @@
 """The k lowest scores chosen in chunks: the same choice as a stable sort, in bounded memory (issue 20 item 9)."""
-import copy
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-import torch.nn.utils.prune as tprune
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-import sparsecraft
 from sparsecraft import selection
+from sparsecraft.oneshot import plan_masks
 from sparsecraft.selection import lowest, lowest_counts
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30, 3e38, float("inf"), float("-inf"), float("nan")]
@@ -58,13 +55,16 @@ def test_dtypes_are_ranked_as_float32():
     assert lowest(scores.reshape(2, 3), 2).tolist() == [[True, False, True], [False, True, True]]
 
 
-def test_global_magnitude_still_equals_torch_over_many_chunks(cnn):
-    theirs = copy.deepcopy(cnn)
-    sp = sparsecraft.prune(cnn, sparsity=0.61, allocation="global")
-    params = [(m, "weight") for m in theirs.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=0.61)
-    for (name, mask), (module, _) in zip(sp.masks.items(), params):
-        assert torch.equal(mask, module.weight_mask.bool()), name
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.61, 0.99])
+def test_global_plan_is_one_topk_over_the_concatenation(sparsity):
+    # what global allocation did before: topk over every layer's scores concatenated (no ties here)
+    g = torch.Generator().manual_seed(0)
+    scores = {f"l{i}": torch.rand(shape, generator=g) for i, shape in enumerate([(7, 5), (3, 3, 2, 2), (40,)])}
+    flat = torch.cat([s.reshape(-1) for s in scores.values()])
+    expected = torch.ones_like(flat, dtype=torch.bool)
+    expected[torch.topk(flat, round(sparsity * flat.numel()), largest=False).indices] = False
+    masks = plan_masks(sparsity, "unstructured", scores, "global")
+    assert torch.equal(torch.cat([m.reshape(-1) for m in masks.values()]), expected)
 
 
 PEAK = textwrap.dedent("""
