@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from .registry import Registry
+from .selection import lowest_counts
 
 ALLOCATORS: Registry[Callable[[dict, float], dict[str, int]]] = Registry("allocation")
 
@@ -84,7 +85,9 @@ def global_(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
     When every group has the same size (unstructured, one block shape) this drops the
     ``round(sparsity * total groups)`` lowest group scores: with unstructured groups and magnitude
     scores exactly the weights that ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)``
-    prunes (same concatenation order, same ``topk``).
+    prunes (wherever ``topk`` has a choice to make among tied scores, the earlier are dropped). The
+    scores are neither concatenated nor sorted (:func:`sparsecraft.selection.lowest_counts`), so
+    the memory this takes is a few chunks, whatever the model's size.
 
     When group sizes differ between layers (channels or heads of layers with different fan-in),
     groups are ranked by their mean score per weight, so a long row is not favoured just for being
@@ -104,24 +107,26 @@ def global_(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
         Groups to drop per layer, each in [0, n_groups].
     """
     names = list(layers)
-    sizes = {layers[n].group_size for n in names}
-    if len(sizes) <= 1:
-        flat = torch.cat([layers[n].group_scores.reshape(-1).float() for n in names])
-        dropped = torch.zeros(flat.numel(), dtype=torch.bool)
-        n_prune = round(sparsity * flat.numel())
-        if n_prune:
-            dropped[torch.topk(flat, n_prune, largest=False).indices] = True
-    else:
-        flat = torch.cat([layers[n].group_scores.reshape(-1).float() / layers[n].group_size for n in names])
-        weights = torch.cat([torch.full((layers[n].n_groups,), layers[n].group_size) for n in names])
-        order = torch.sort(flat, stable=True).indices
-        cum = torch.cumsum(weights[order], 0)
-        target = round(sparsity * int(cum[-1]))
-        k = int(torch.searchsorted(cum, target, right=True))  # groups whose running total <= target
-        if k < cum.numel() and int(cum[k]) - target < target - (int(cum[k - 1]) if k else 0):
-            k += 1  # one more group lands closer to the budget
-        dropped = torch.zeros(flat.numel(), dtype=torch.bool)
-        dropped[order[:k]] = True
+    if len({layers[n].group_size for n in names}) > 1:
+        return _global_by_mean(layers, sparsity)
+    scores = [layers[n].group_scores for n in names]
+    return dict(zip(names, lowest_counts(scores, round(sparsity * sum(s.numel() for s in scores)))))
+
+
+def _global_by_mean(layers: dict[str, LayerInfo], sparsity: float) -> dict[str, int]:
+    """:func:`global_` for groups of different sizes: lowest mean score per weight first, to the
+    dropped-weight count closest to ``round(sparsity * total weights)``."""
+    names = list(layers)
+    flat = torch.cat([layers[n].group_scores.reshape(-1).float() / layers[n].group_size for n in names])
+    weights = torch.cat([torch.full((layers[n].n_groups,), layers[n].group_size) for n in names])
+    order = torch.sort(flat, stable=True).indices
+    cum = torch.cumsum(weights[order], 0)
+    target = round(sparsity * int(cum[-1]))
+    k = int(torch.searchsorted(cum, target, right=True))  # groups whose running total <= target
+    if k < cum.numel() and int(cum[k]) - target < target - (int(cum[k - 1]) if k else 0):
+        k += 1  # one more group lands closer to the budget
+    dropped = torch.zeros(flat.numel(), dtype=torch.bool)
+    dropped[order[:k]] = True
     counts, start = {}, 0
     for n in names:
         g = layers[n].n_groups

@@ -162,13 +162,13 @@ def wanda_scores(weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
     lookup count; a Conv filter by the norms of the input channels of its group.
     """
     norm = stats.sq_norms.sqrt().float()
-    w = weight.detach().abs().float()
+    w = weight.detach().to(torch.float32, copy=True).abs_()  # scaled in place: one weight-sized tensor
     if stats.kind == "embedding":
-        return w * norm[:, None]
+        return w.mul_(norm[:, None])
     if stats.kind == "linear":
-        return w * norm[None, :]
+        return w.mul_(norm[None, :])
     per_out = norm.reshape(stats.groups, -1).repeat_interleave(w.shape[0] // stats.groups, dim=0)
-    return w * per_out.reshape(*per_out.shape, *([1] * (w.dim() - 2)))
+    return w.mul_(per_out.reshape(*per_out.shape, *([1] * (w.dim() - 2))))
 
 
 def relative_error(weight: torch.Tensor, pruned: torch.Tensor, gram: torch.Tensor) -> float:

@@ -155,12 +155,16 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     Raises
     ------
     SparsecraftError
-        Missing, truncated or corrupt file, foreign metadata, checksum mismatch, a mask that breaks
-        its pattern, or a non-zero weight where its mask is False: one line each.
+        Missing, directory, unreadable, truncated or corrupt file, foreign metadata, checksum
+        mismatch, a mask that breaks its pattern, or a non-zero weight where its mask is False: one
+        line each.
     """
     path = Path(path)
-    if not path.is_file() and not path.is_dir():
+    if not path.exists():
         raise SparsecraftError(f"checkpoint {path} not found; check the path")
+    if path.is_dir():
+        raise SparsecraftError(f"checkpoint {path} is a directory, not a file; give the path of a .safetensors "
+                               "checkpoint")
     tensors, header = read_safetensors(path)
     meta = _metadata(path, header)
     for k, v in tensors.items():

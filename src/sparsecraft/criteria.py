@@ -4,7 +4,8 @@ Every criterion has one signature::
 
     criterion(model, targets, calib=None, loss_fn=None) -> {target.name: scores}
 
-``scores`` has the parameter's shape. Patterns sum element scores over a group, so with the
+``scores`` has the parameter's shape and is a float32 tensor of its own (one-shot pruning changes
+it in place rather than copying it). Patterns sum element scores over a group, so with the
 ``channel`` pattern ``magnitude`` ranks filters by L1 norm. ``calib`` is a calibration batch:
 ``x`` or ``(x, y)`` (or a list of them). Each registered :class:`Criterion` declares whether it
 needs data and labels, so callers (the CLI, the training updaters) supply what it needs without
@@ -102,7 +103,7 @@ def _weight_times_grad(model: nn.Module, targets: Sequence[Target], calib: Calib
 @criterion("magnitude")
 def magnitude(model: nn.Module, targets: Sequence[Target], calib: Calib = None, loss_fn=None) -> Scores:
     """|w|. With the channel pattern: the L1 norm of each filter (Li et al. 2017)."""
-    return {t.name: t.param.detach().abs().float() for t in targets}
+    return {t.name: t.param.detach().to(torch.float32, copy=True).abs_() for t in targets}
 
 
 @criterion("random")

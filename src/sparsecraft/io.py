@@ -48,6 +48,7 @@ def check_output(path: str | os.PathLike, force: bool = False, directory: bool =
         raise SparsecraftError(f"directory {out.parent} {what}")
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise SparsecraftError(f"directory {out.parent} is not writable; choose another output path")
+    sweep_stale_temps(out)  # first: an old output a killed writer left aside is restored, then protected
     if out.exists() and not force:
         raise SparsecraftError(f"{out} already exists; choose another path or pass --force to overwrite")
     if out.is_dir() and not directory:
@@ -65,7 +66,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False, directory: bool = 
     in, and only then the old one deleted, so ``path`` is at every moment the old or the new
     output. On any exception the temporary output is removed and ``path`` is left untouched; OS
     and disk errors while writing (no space, no permission) become one line. Temporary outputs of
-    the same name left by killed processes are swept first.
+    the same name left by killed processes are swept first (by :func:`check_output`).
 
     Parameters
     ----------
@@ -84,7 +85,6 @@ def atomic_path(path: str | os.PathLike, force: bool = False, directory: bool = 
     from safetensors import SafetensorError
 
     out = check_output(path, force, directory)
-    sweep_stale_temps(out)
     try:
         work = Path(tempfile.mkdtemp(prefix=_temp_prefix(out) + f"{os.getpid()}.", dir=out.parent))
     except OSError as err:
@@ -115,6 +115,9 @@ def _write_error(out: Path, err: Exception) -> SparsecraftError:
 def sweep_stale_temps(out: Path) -> list[Path]:
     """Remove temporary outputs of ``out`` left by processes that no longer run (killed mid-write).
 
+    A writer killed between the two renames of a directory replacement left no ``out`` and the
+    old output aside in its temporary: that old output is renamed back to ``out`` first.
+
     Parameters
     ----------
     out : Path
@@ -127,9 +130,11 @@ def sweep_stale_temps(out: Path) -> list[Path]:
     """
     prefix = _temp_prefix(out)
     removed = []
-    for cand in out.parent.glob(glob.escape(prefix) + "*"):
+    for cand in sorted(out.parent.glob(glob.escape(prefix) + "*")):
         pid = cand.name[len(prefix):].split(".", 1)[0]
         if cand.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            if (cand / ".replaced").is_dir() and not os.path.lexists(out):
+                os.replace(cand / ".replaced", out)
             shutil.rmtree(cand, ignore_errors=True)
             removed.append(cand)
     return removed
@@ -203,10 +208,64 @@ def verify_manifest(directory: str | os.PathLike) -> bool:
 
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_for_reading(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def open_for_reading(path: Path) -> contextlib.AbstractContextManager:
+    """``path.open("rb")``, an OS error being one line that names the file and its reason.
+
+    Parameters
+    ----------
+    path : Path
+
+    Returns
+    -------
+    The open binary file, a context manager.
+
+    Raises
+    ------
+    SparsecraftError
+        ``"<path> cannot be read (Permission denied); check its permissions"`` and the like.
+    """
+    try:
+        return path.open("rb")
+    except OSError as err:
+        hint = "; check its permissions" if isinstance(err, PermissionError) else ""
+        raise SparsecraftError(f"{path} cannot be read ({err.strerror or err}){hint}") from None
+
+
+def check_readable(path: str | os.PathLike, kind: str = "file") -> Path:
+    """Raise one line unless ``path`` is a regular file that this process can open.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kind : str
+        What the file should be, for the message (``".safetensors file"``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    SparsecraftError
+        Missing, a directory, not a regular file (a FIFO, a device) or unreadable (permissions):
+        a different message each, never "corrupt".
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SparsecraftError(f"{p} does not exist; check the path")
+    if p.is_dir():
+        raise SparsecraftError(f"{p} is a directory, not a file; give the path of a {kind}")
+    if not p.is_file():
+        raise SparsecraftError(f"{p} is not a regular file; give the path of a {kind}")
+    with open_for_reading(p):
+        return p
 
 
 def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], bool]] = None,
@@ -231,22 +290,18 @@ def read_safetensors(path: str | os.PathLike, select: Optional[Callable[[str], b
     Raises
     ------
     SparsecraftError
-        One line when the file is missing, is a directory, or is not a complete safetensors file
-        (another format, corrupt or truncated).
+        One line when the file is missing, a directory, unreadable (permissions), or not a complete
+        safetensors file (another format, corrupt or truncated), each said apart.
     """
     from safetensors import SafetensorError, safe_open
 
-    p = Path(path)
-    if not p.exists():
-        raise SparsecraftError(f"{p} does not exist; check the path")
-    if not p.is_file():
-        raise SparsecraftError(f"{p} is not a file; give the path of a .safetensors file")
+    p = check_readable(path, ".safetensors file")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in sorted(f.keys()) if select is None or select(k)}
-    except OSError as err:
-        raise SparsecraftError(f"{p} cannot be read ({err.strerror or err}); check its permissions") from None
+    except OSError as err:  # safetensors says "No such file" for any failed open: ours passed, so a race
+        raise SparsecraftError(f"{p} cannot be read ({err.strerror or err}); check the file") from None
     except SafetensorError as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise SparsecraftError(f"{p} is not a readable safetensors file ({reason}); it is corrupt or truncated, "

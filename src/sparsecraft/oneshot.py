@@ -9,7 +9,8 @@ from torch import nn
 from .allocation import ALLOCATORS, LayerInfo, allocate
 from .criteria import Calib, compute_scores
 from .errors import SparsecraftError, check_sparsity
-from .patterns import Pattern, get_pattern, lowest
+from .patterns import Pattern, get_pattern
+from .selection import CHUNK, lowest
 from .sparsifier import Sparsifier
 from .target import Target, find_targets
 
@@ -116,8 +117,9 @@ def prune(
     previous = {t.name: Sparsifier.mask(t) for t in targets if hasattr(t.module, f"{t.param_name}_mask")}
     scores = compute_scores(criterion, model, targets, calib=calib, loss_fn=loss_fn)
     for name, old in previous.items():  # already pruned weights go first, whatever their score
-        scores[name] = scores[name].float().masked_fill(~old, float("-inf"))
+        scores[name] = scores[name].float().masked_fill_(~old, float("-inf"))
     masks = plan_masks(sparsity, pat, scores, allocation)
+    del scores  # as large as the weights: freed before the Sparsifier copies the masks
     if not masks:
         raise SparsecraftError("nothing to prune")
     masks = {name: _within(pat, m, previous[name]) if name in previous else m for name, m in masks.items()}
@@ -133,9 +135,11 @@ def _within(pattern: Pattern, mask: torch.Tensor, previous: torch.Tensor) -> tor
 
 
 def _check_finite(targets: Iterable[Target]) -> None:
-    """One-line error naming the first target whose weights hold NaN or inf (no score ranks them)."""
+    """One-line error naming the first target whose weights hold NaN or inf (no score ranks them).
+
+    Read in chunks: ``isfinite`` of a whole float weight takes its size twice over."""
     for t in targets:
-        bad = int((~torch.isfinite(t.param.detach())).sum())
+        bad = sum(int((~torch.isfinite(part)).sum()) for part in t.param.detach().reshape(-1).split(CHUNK))
         if bad:
             raise SparsecraftError(f"layer {t.name} has {bad} non-finite weights (NaN or inf); "
                                    "fix or retrain the model before pruning it")

@@ -29,6 +29,7 @@ import torch
 
 from .errors import SparsecraftError
 from .registry import Registry
+from .selection import lowest
 
 PATTERNS: Registry[type["Pattern"]] = Registry("pattern")
 
@@ -38,14 +39,6 @@ def as_matrix(t: torch.Tensor) -> torch.Tensor:
     if t.dim() == 0:
         raise SparsecraftError("cannot sparsify a scalar parameter; select weight matrices only")
     return t.reshape(1, -1) if t.dim() == 1 else t.reshape(t.shape[0], -1)
-
-
-def lowest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
-    """Bool mask over the 1-D ``scores`` keeping all but the ``n_prune`` smallest."""
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    if n_prune > 0:
-        keep[torch.topk(scores, n_prune, largest=False).indices] = False
-    return keep
 
 
 class Pattern:

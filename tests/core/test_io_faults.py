@@ -76,3 +76,109 @@ def test_stale_temporaries_are_swept_and_live_ones_kept(tmp_path):
     with io.atomic_path(out) as tmp:
         tmp.write_bytes(b"done")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.bin.1.abc", live.name, "out.bin"])
+
+
+def _killed_between_the_renames(tmp_path):
+    """What a SIGKILL between the two renames of a directory replacement leaves: no output, the old
+    one aside in the dead writer's temporary, the complete new one beside it."""
+    out = tmp_path / "model"
+    work = tmp_path / f".model.{2**40}.abc"
+    (work / ".replaced").mkdir(parents=True)
+    (work / ".replaced" / "old.bin").write_text("old")
+    (work / "model").mkdir()
+    (work / "model" / "new.bin").write_text("new")
+    return out
+
+
+def test_sweep_restores_the_old_output_when_a_kill_came_between_the_renames(tmp_path):
+    out = _killed_between_the_renames(tmp_path)
+    assert io.sweep_stale_temps(out) == [tmp_path / f".model.{2**40}.abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (out / "old.bin").read_text() == "old"
+
+
+def test_a_restored_output_is_not_overwritten_without_force(tmp_path):
+    out = _killed_between_the_renames(tmp_path)
+    with pytest.raises(SparsecraftError, match="already exists.*--force"):
+        io.check_output(out, directory=True)
+    assert (out / "old.bin").read_text() == "old"
+
+
+def test_sweep_keeps_the_output_there_is(tmp_path):
+    out = _killed_between_the_renames(tmp_path)
+    out.mkdir()
+    (out / "newer.bin").write_text("newer")
+    io.sweep_stale_temps(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and [p.name for p in out.iterdir()] == ["newer.bin"]
+
+
+def _deny_reading(monkeypatch, suffix: str = "") -> None:
+    """Opening files (whose name ends in ``suffix``) fails with EACCES, as for a chmod 000 file
+    when the tests do not run as root."""
+    real_open = io.Path.open
+
+    def deny(self, *args, **kwargs):
+        if self.name.endswith(suffix):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(io.Path, "open", deny)
+
+
+def _saved_checkpoint(path):
+    import torch
+    from torch import nn
+
+    import sparsecraft
+
+    torch.manual_seed(0)
+    sparsecraft.prune(nn.Sequential(nn.Linear(4, 4)), 0.5).save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("reader", ["read_safetensors", "read_checkpoint"])
+def test_unreadable_file_is_unreadable_not_corrupt(tmp_path, monkeypatch, reader):
+    from sparsecraft import checkpoint
+
+    path = _saved_checkpoint(tmp_path / "ck.safetensors")
+    _deny_reading(monkeypatch)
+    read = getattr(io, reader, None) or getattr(checkpoint, reader)
+    with pytest.raises(SparsecraftError, match=f"^{path} cannot be read \\(Permission denied\\); "
+                                               "check its permissions$"):
+        read(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads a chmod 000 file")
+def test_chmod_000_file_is_unreadable_not_missing(tmp_path):
+    path = _saved_checkpoint(tmp_path / "ck.safetensors")
+    path.chmod(0)
+    with pytest.raises(SparsecraftError, match="cannot be read \\(Permission denied\\)"):
+        io.read_safetensors(path)
+
+
+def test_directory_given_for_a_checkpoint_is_a_directory_not_missing(tmp_path):
+    from sparsecraft.checkpoint import read_checkpoint
+
+    with pytest.raises(SparsecraftError, match=f"^checkpoint {tmp_path} is a directory, not a file; give the "
+                                               "path of a .safetensors checkpoint$"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(SparsecraftError, match=f"^{tmp_path} is a directory, not a file; give the path of a "
+                                               ".safetensors file$"):
+        io.read_safetensors(tmp_path)
+
+
+def test_unreadable_file_of_a_model_directory_is_unreadable_not_corrupt(monkeypatch):
+    from sparsecraft.models.hf import load_pretrained
+
+    _deny_reading(monkeypatch, "model.safetensors")
+    with pytest.raises(SparsecraftError, match="model.safetensors cannot be read \\(Permission denied\\); "
+                                               "check its permissions$"):
+        load_pretrained("minilm")
+
+
+def test_unreadable_file_listed_in_a_manifest_is_unreadable_not_corrupt(tmp_path, monkeypatch):
+    (tmp_path / "weights.bin").write_bytes(b"w")
+    io.write_manifest(tmp_path)
+    _deny_reading(monkeypatch, ".bin")
+    with pytest.raises(SparsecraftError, match="weights.bin cannot be read \\(Permission denied\\)"):
+        io.verify_manifest(tmp_path)

@@ -120,7 +120,7 @@ def _tiny_model_dir(tmp_path, tokenizer, hidden: int):
     (["--pattern", "2:4", "--sparsity", "0.5"], "--sparsity does not apply to pattern 2:4"),
     (["--method", "wanda", "--blocksize", "64"], "--blocksize does not apply to method wanda"),
     (["--method", "sparsegpt", "--owl-m", "3"], "--owl-m does not apply to method sparsegpt"),
-    (["--blocksize", "0"], "blocksize must be >= 1"),
+    (["--blocksize", "0"], "--blocksize must be an integer >= 1, got 0"),
     (["--layers", "pooler"], "matches no prunable layer"),
     (["BAD_DIR"], "does not exist"),
 ])

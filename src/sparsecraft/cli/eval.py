@@ -54,15 +54,42 @@ def load_sparse(args: argparse.Namespace):
     return model.eval(), load_tokenizer(dense), dense
 
 
+def check_k(k: int, n_texts: int, eval_samples: int, available: int) -> None:
+    """One line unless each of the ``n_texts`` eval texts has ``k`` others to be its neighbours.
+
+    Parameters
+    ----------
+    k : int
+        ``-k``.
+    n_texts : int
+        Eval texts that ``--eval-samples`` gives.
+    eval_samples : int
+        ``--eval-samples`` (0 = all).
+    available : int
+        Eval texts there are.
+    """
+    from ..errors import SparsecraftError
+
+    if k < 1:
+        raise SparsecraftError(f"-k must be an integer >= 1, got {k}")
+    if k >= n_texts:
+        fixes = [f"--eval-samples {k + 1} or more (0 = all {available})"] if k < available else []
+        fixes += [f"-k {n_texts - 1} or less"] if n_texts > 1 else []
+        raise SparsecraftError(f"-k {k} needs {k + 1} eval texts (each is compared with its {k} nearest others), "
+                               f"but --eval-samples {eval_samples} gives {n_texts}: use {' or '.join(fixes)}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Compare the sparse model with its dense original on the eval paragraphs."""
     from ..models.hf import load_pretrained
     from ..posttrain.hf import encode, eval_texts
     from ..posttrain.metrics import layer_errors, sentence_embeddings, summarize
 
+    texts = eval_texts(args.eval_samples, args.seed)
+    check_k(args.k, len(texts), args.eval_samples, len(eval_texts(0, args.seed)))
     sparse, tokenizer, dense_source = load_sparse(args)
     dense, _ = load_pretrained(dense_source)
-    batches = encode(tokenizer, eval_texts(args.eval_samples, args.seed), args.seq_len)
+    batches = encode(tokenizer, texts, args.seq_len)
     errors = layer_errors(dense, sparse, batches)
     modules = dict(sparse.named_modules())
     zeros = sum(int((modules[n].weight == 0).sum()) for n in errors)

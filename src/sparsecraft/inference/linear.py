@@ -69,7 +69,16 @@ class SparseLinear(nn.Module):
         self._mode = value
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "SparseLinear":
-        """After .to() / .float() / ... replaced the buffers, rebuild the packed view over them."""
+        """After .to() / .float() / ... replaced the buffers, rebuild the packed view over them.
+
+        A dtype change (``.half()``, ``.to(torch.bfloat16)``) is refused, this layer unchanged: the
+        packed values and the kernels are float32 only.
+        """
+        dtype = fn(torch.zeros(0)).dtype
+        if dtype != torch.float32:
+            raise SparsecraftError(f"SparseLinear keeps its packed values float32 and cannot become {dtype}; "
+                                   f"leave the converted model float32 (it takes {dtype} inputs and returns "
+                                   f"{dtype}) or use the pruned dense model in {dtype}")
         out = super()._apply(fn, *args, **kwargs)
         self._sync_packed()
         return out

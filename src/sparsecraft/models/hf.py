@@ -67,10 +67,13 @@ def load_pretrained(source: str) -> tuple[nn.Module, Any]:
     """
     from safetensors import SafetensorError
 
-    from ..io import verify_manifest
+    from ..io import check_readable, verify_manifest
 
     tf = transformers_offline()
     path = model_path(source)
+    for f in sorted(path.iterdir()):  # transformers would call an unreadable file missing or corrupt
+        if f.is_file():
+            check_readable(f)
     verify_manifest(path)
     try:
         model = tf.AutoModel.from_pretrained(path)

@@ -185,12 +185,14 @@ def sparsegpt(
 
 
 SPARSEGPT_OPTIONS = (
-    Option("blocksize", int, 128, "SparseGPT column block size (lazy batch updates)"),
-    Option("percdamp", float, 0.01, "SparseGPT dampening, fraction of the mean Hessian diagonal"),
+    Option("blocksize", int, 128, "SparseGPT column block size (lazy batch updates)", bounds="[1, inf)"),
+    Option("percdamp", float, 0.01, "SparseGPT dampening, fraction of the mean Hessian diagonal",
+           bounds="(0, inf)"),
 )
 OWL_OPTIONS = (
-    Option("owl_m", float, 5.0, "OWL outlier threshold, in multiples of the mean Wanda score"),
-    Option("owl_lambda", float, 0.08, "OWL largest deviation of a block's sparsity from the target"),
+    Option("owl_m", float, 5.0, "OWL outlier threshold, in multiples of the mean Wanda score", bounds="(0, inf)"),
+    Option("owl_lambda", float, 0.08, "OWL largest deviation of a block's sparsity from the target",
+           bounds="[0, 1)"),
 )
 OWL_OPTION_NAMES = tuple(o.name for o in OWL_OPTIONS)
 

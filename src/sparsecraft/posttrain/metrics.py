@@ -61,7 +61,8 @@ def neighbours(emb: torch.Tensor, k: int) -> torch.Tensor:
 def knn_agreement(dense: torch.Tensor, sparse: torch.Tensor, k: int = 10) -> float:
     """Mean ``|top-k_dense(i) ∩ top-k_sparse(i)| / k`` over all rows ``i`` used as queries."""
     if not 1 <= k < len(dense):
-        raise SparsecraftError(f"k must be between 1 and {len(dense) - 1} for {len(dense)} texts, got {k}")
+        raise SparsecraftError(f"k={k} nearest neighbours need k >= 1 and more than k texts, got {len(dense)} texts; "
+                               "give more texts or a smaller k")
     a, b = neighbours(dense, k), neighbours(sparse, k)
     hits = (a.unsqueeze(2) == b.unsqueeze(1)).any(2).sum(1)
     return float(hits.float().mean() / k)

@@ -272,10 +272,7 @@ def check_request(method: str | Method, sparsity: float, pattern: str | Pattern,
     if unknown:
         allowed = ", ".join(sorted(valid)) or "none"
         raise SparsecraftError(f"option {unknown[0]!r} does not apply to method {spec.name}; its options: {allowed}")
-    opts = {o.name: o.default for o in spec.options} | collect(spec.options, given)
-    if opts.get("blocksize", 1) < 1 or opts.get("percdamp", 1.0) <= 0:
-        raise SparsecraftError("blocksize must be >= 1 and percdamp > 0, "
-                               f"got {opts['blocksize']} and {opts['percdamp']}")
+    opts = {o.name: o.default for o in spec.options} | collect(spec.options, given)  # types and bounds checked
     return spec, target, pat, opts
 
 

@@ -435,13 +435,14 @@ def make_updater(method: str, config: SparsityConfig | None = None, total_steps:
     Raises
     ------
     SparsecraftError
-        One line for an unknown method, or an option the method does not declare (listing its
-        valid options).
+        One line for an unknown method, an option the method does not declare (listing its
+        valid options), or a value of the wrong type or outside the option's bounds.
     """
     cls = UPDATERS.get(method)
-    valid = [o.name for o in cls.options]
+    declared = {o.name: o for o in cls.options}
     for name in options:
-        if name not in valid:
-            allowed = f"its options are: {', '.join(valid)}" if valid else "it takes no options"
+        if name not in declared:
+            allowed = f"its options are: {', '.join(declared)}" if declared else "it takes no options"
             raise SparsecraftError(f"training method {method!r} has no option {name!r}; {allowed}")
-    return cls(config, total_steps=total_steps, seed=seed, **options)
+    checked = {name: declared[name].check(value) for name, value in options.items()}  # types and bounds
+    return cls(config, total_steps=total_steps, seed=seed, **checked)

@@ -40,10 +40,12 @@ class DropGrow(Updater):
     """Shared drop-by-magnitude / grow-by-``grow_scores`` machinery for SET and RigL."""
 
     options = (
-        Option("update_every", int, None, "steps between drop/grow updates (default: 1/20 of training)"),
-        Option("drop_fraction", float, 0.3, "fraction of each layer's active weights replaced per update"),
+        Option("update_every", int, None, "steps between drop/grow updates (default: 1/20 of training)",
+               bounds="[1, inf)"),
+        Option("drop_fraction", float, 0.3, "fraction of each layer's active weights replaced per update",
+               bounds="(0, 1)"),
         Option("end_fraction", float, 0.75, "fraction of training after which updates stop (default 0.75, "
-               "as RigL; the SET paper rewires until the end: 1.0)"),
+               "as RigL; the SET paper rewires until the end: 1.0)", bounds="(0, 1]"),
         Option("decay", str, None, "drop-fraction schedule (default: constant for set, cosine for rigl)",
                choices=("constant", "cosine")),
     )

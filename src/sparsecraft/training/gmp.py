@@ -68,10 +68,11 @@ class GMP(Updater):
 
     name = "gmp"
     options = (
-        Option("initial_sparsity", float, 0.0, "sparsity at the start step"),
-        Option("start", int, 0, "step of the first pruning event"),
-        Option("end", int, None, "step reaching the final sparsity (default: 3/4 of training)"),
-        Option("frequency", int, None, "steps between pruning events (default: about 20 events)"),
+        Option("initial_sparsity", float, 0.0, "sparsity at the start step", bounds="[0, 1)"),
+        Option("start", int, 0, "step of the first pruning event", bounds="[0, inf)"),
+        Option("end", int, None, "step reaching the final sparsity (default: 3/4 of training)", bounds="[1, inf)"),
+        Option("frequency", int, None, "steps between pruning events (default: about 20 events)",
+               bounds="[1, inf)"),
     )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,

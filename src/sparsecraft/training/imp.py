@@ -37,8 +37,9 @@ class IMP(Updater):
     name = "imp"
     default_allocation = "global"
     options = (
-        Option("rounds", int, 3, "prune rounds (geometric sparsity schedule)"),
-        Option("rewind_step", int, 0, "step whose weights, optimizer and LR state each round rewinds to"),
+        Option("rounds", int, 3, "prune rounds (geometric sparsity schedule)", bounds="[1, inf)"),
+        Option("rewind_step", int, 0, "step whose weights, optimizer and LR state each round rewinds to",
+               bounds="[0, inf)"),
         Option("round_sparsities", float_list, None, "sparsity after each round, comma-separated "
                "(overrides rounds)"),
     )

@@ -98,7 +98,7 @@ def _transposed_nm(pattern: NM, w: torch.Tensor) -> torch.Tensor:
 class NMTraining(Updater):
     """Base of the dense-weight N:M trainers: masks recomputed from ``|W|`` every ``mask_every`` steps."""
 
-    options = (Option("mask_every", int, 1, "steps between recomputing the N:M masks from |W|"),)
+    options = (Option("mask_every", int, 1, "steps between recomputing the N:M masks from |W|", bounds="[1, inf)"),)
     default_sparsity = 0.5
     default_pattern = "2:4"
 
@@ -187,7 +187,7 @@ class SRSTE(NMTraining):
 
     name = "srste"
     options = NMTraining.options + (
-        Option("lambda_w", float, 2e-4, "decay of the pruned weights added to their gradient"),)
+        Option("lambda_w", float, 2e-4, "decay of the pruned weights added to their gradient", bounds="[0, inf)"),)
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  mask_every: int = 1, lambda_w: float = 2e-4) -> None:
@@ -215,8 +215,8 @@ class GradientFlow(NMTraining):
     name = "gradflow"
     options = NMTraining.options + (
         Option("schedule", str, "linear", "decay of the pruned weights' scale beta", choices=("linear", "exp")),
-        Option("decay_end", float, 0.75, "fraction of training at which beta reaches 0"),
-        Option("interval", int, None, "steps beta stays constant (default: 1/10 of the decay)"),
+        Option("decay_end", float, 0.75, "fraction of training at which beta reaches 0", bounds="(0, 1]"),
+        Option("interval", int, None, "steps beta stays constant (default: 1/10 of the decay)", bounds="[1, inf)"),
         Option("backward", str, "ste", "gradient of the pruned weights: ste passes it straight through (the "
                "paper's code); scaled multiplies it by beta (none once beta is 0)", choices=("ste", "scaled")),
     )

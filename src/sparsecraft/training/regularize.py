@@ -30,8 +30,9 @@ class MaskSparsity(Updater):
 
     name = "masksparsity"
     options = (
-        Option("penalty", float, 1e-3, "L1 strength on the selected channels"),
-        Option("select_fraction", float, 0.25, "fraction of training before the channels are selected"),
+        Option("penalty", float, 1e-3, "L1 strength on the selected channels", bounds="[0, inf)"),
+        Option("select_fraction", float, 0.25, "fraction of training before the channels are selected",
+               bounds="[0, 1)"),
     )
     default_sparsity = 0.5
     default_allocation = "uniform"

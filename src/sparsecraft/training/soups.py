@@ -196,13 +196,15 @@ class SoupUpdater(Updater):
 
     name = "soup"
     options = (
-        Option("rounds", int, 3, "prune-retrain phases (geometric sparsity schedule)"),
+        Option("rounds", int, 3, "prune-retrain phases (geometric sparsity schedule)", bounds="[1, inf)"),
         Option("round_sparsities", float_list, None, "sparsity after each phase, comma-separated "
                "(overrides rounds)"),
-        Option("ingredients", int, 3, "models retrained and averaged per phase"),
+        Option("ingredients", int, 3, "models retrained and averaged per phase", bounds="[1, inf)"),
         Option("soup", str, "uniform", "how ingredients are averaged", choices=("uniform", "greedy")),
-        Option("holdout", float, 0.1, "fraction of the training set held out to score ingredients"),
-        Option("retrain_epochs", int, None, "epochs per ingredient (default: half the epochs, at least 1)"),
+        Option("holdout", float, 0.1, "fraction of the training set held out to score ingredients",
+               bounds="(0, 1)"),
+        Option("retrain_epochs", int, None, "epochs per ingredient (default: half the epochs, at least 1)",
+               bounds="[1, inf)"),
     )
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
