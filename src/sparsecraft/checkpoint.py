@@ -198,17 +198,26 @@ def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
         raise SparsecraftError(f"{path} has no sparsecraft metadata; it was not written by sparsecraft, "
                                "or its header is corrupt")
     text = header[META_KEY]
-    if header.get(META_DIGEST_KEY) != hashlib.sha256(text.encode()).hexdigest():
+    legacy = META_DIGEST_KEY not in header and _is_format_1(text)
+    if not legacy and header.get(META_DIGEST_KEY) != hashlib.sha256(text.encode()).hexdigest():
         raise SparsecraftError(f"{path}: metadata checksum mismatch; the file is corrupt or was edited by hand, "
                                "save it again")
     try:
         meta = json.loads(text)
     except ValueError:
         raise SparsecraftError(f"{path}: its sparsecraft metadata is not JSON; the file is corrupt") from None
-    problem = _schema_problem(meta)
+    problem = _schema_problem({**meta, "format": FORMAT} if legacy else meta)
     if problem:
         raise SparsecraftError(f"{path}: its sparsecraft metadata is incomplete ({problem}); the file is corrupt")
     return meta
+
+
+def _is_format_1(text: str) -> bool:
+    """Format 1 (before the metadata had its own checksum): still readable; its tensors are checksummed."""
+    try:
+        return json.loads(text).get("format") == 1
+    except (ValueError, AttributeError):
+        return False
 
 
 def _schema_problem(meta: Any) -> str | None:

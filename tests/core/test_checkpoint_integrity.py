@@ -80,3 +80,26 @@ def test_model_kwargs_that_do_not_build_are_one_line(tmp_path, kwargs):
     with pytest.raises(SparsecraftError, match="cannot rebuild its model") as err:
         ckpt.build_model()
     assert str(ckpt.path) in str(err.value)
+
+
+def test_format_1_checkpoints_still_load(tmp_path) -> None:
+    """Checkpoints written before the metadata checksum (format 1) load; their tensors are still verified."""
+    from safetensors import safe_open
+
+    from sparsecraft.checkpoint import META_DIGEST_KEY, META_KEY
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    path = tmp_path / "new.safetensors"
+    sparsecraft.prune(model, 0.5).save(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        header, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    meta = json.loads(header[META_KEY])
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={META_KEY: json.dumps({**meta, "format": 1})})
+    ckpt = sparsecraft.read_checkpoint(old)
+    assert torch.equal(ckpt.masks["0.weight"], sparsecraft.read_checkpoint(path).masks["0.weight"])
+    tensors["0.bias"] = tensors["0.bias"] + 1
+    save_file(tensors, str(old), metadata={META_KEY: json.dumps({**meta, "format": 1})})
+    with pytest.raises(sparsecraft.SparsecraftError, match="checksum mismatch for 0.bias"):
+        sparsecraft.read_checkpoint(old)
+    assert META_DIGEST_KEY in header
