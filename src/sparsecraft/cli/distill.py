@@ -14,34 +14,28 @@ import argparse
 import sys
 
 from ..options import union
+from ..posttrain.saliency import SALIENCIES
 from ._common import add_option_flags, csv_list, print_rows, reject_inapplicable
 
 COLUMNS = ("step", "sparsity", "loss", "lr", "cosine", "knn10")
-
-
-def _criteria():
-    from ..posttrain.saliency import SALIENCIES
-
-    return SALIENCIES
+EXAMPLE = """example: sparsecraft distill --model minilm --sparsity 0.8 --pattern block4x1 --criterion magnitude \\
+             --steps 2000 --out minilm-b41-80.safetensors
+then: sparsecraft eval --checkpoint minilm-b41-80.safetensors
+      sparsecraft convert --checkpoint minilm-b41-80.safetensors --out minilm-b41-80.sparse.safetensors"""
+CRITERION_OPTIONS = union(c.options for _, c in SALIENCIES.items())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    criteria = _criteria()
-    p = subparsers.add_parser(
-        "distill", help="gradual pruning during distillation of a pretrained transformer (long runs, --resume)",
-        description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: sparsecraft distill --model minilm --sparsity 0.8 --pattern block4x1 --criterion magnitude "
-               "--steps 2000 --out minilm-b41-80.safetensors\n"
-               "then: sparsecraft eval --checkpoint minilm-b41-80.safetensors; sparsecraft convert --checkpoint "
-               "minilm-b41-80.safetensors --out minilm-b41-80.sparse.safetensors",
-    )
+    help_line = "gradual pruning during distillation of a pretrained transformer (long runs, --resume)"
+    p = subparsers.add_parser("distill", help=help_line, description=__doc__.split("\n", 1)[1], epilog=EXAMPLE,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm",
                    help="'minilm' (offline all-MiniLM-L6-v2) or a transformers model directory")
     p.add_argument("--sparsity", type=float, default=None,
                    help="final fraction of zeros in [0, 1) (default 0.8; not with N:M, whose density is N/M)")
     p.add_argument("--pattern", default="unstructured", help="unstructured (default), N:M such as 2:4, or block4x1")
     p.add_argument("--criterion", default="magnitude",
-                   help=f"one of: {', '.join(criteria.names())} (default magnitude)")
+                   help=f"one of: {', '.join(SALIENCIES.names())} (default magnitude)")
     p.add_argument("--allocation", default="global", choices=("global", "uniform"),
                    help="one threshold over all layers (global, default) or the same sparsity per layer")
     p.add_argument("--steps", type=int, default=2000, help="total optimizer steps (default 2000)")
@@ -70,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, metavar="PNG", help="also plot cosine/knn10 and sparsity against steps")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --state, exactly")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order, dropout and paragraph split")
-    add_option_flags(p, union(c.options for _, c in criteria.items()), "criterion options")
+    add_option_flags(p, CRITERION_OPTIONS, "criterion options")
     p.add_argument("--out", required=True, help="output sparsecraft checkpoint (.safetensors)")
     p.add_argument("--export-hf", default=None, metavar="DIR", help="also write a transformers model directory")
     p.add_argument("--force", action="store_true", help="overwrite --out / --export-hf / an old run state")
@@ -84,10 +78,8 @@ def _config(args: argparse.Namespace):
     from ..patterns import get_pattern
     from ..posttrain.gradual import GradualConfig
 
-    criteria = _criteria()
-    chosen = criteria.get(args.criterion)
-    every_option = union(c.options for _, c in criteria.items())
-    reject_inapplicable(args, every_option, [o.name for o in chosen.options], f"criterion {args.criterion}")
+    chosen = SALIENCIES.get(args.criterion)
+    reject_inapplicable(args, CRITERION_OPTIONS, [o.name for o in chosen.options], f"criterion {args.criterion}")
     if args.sparsity is not None:
         check_sparsity(args.sparsity, "--sparsity")
         if get_pattern(args.pattern).fixed_density is not None:

@@ -123,3 +123,29 @@ class EmbeddingAgreement:
     def __call__(self, model: nn.Module) -> dict[str, float]:
         emb = sentence_embeddings(model, self.batches)
         return {"cosine": mean_cosine(self.dense, emb), f"knn{self.k}": knn_agreement(self.dense, emb, self.k)}
+
+
+@torch.no_grad()
+def speed_vs_dense(dense: nn.Module, sparse: nn.Module, sample: Batch, rounds: int = 9,
+                   warmup: int = 1) -> dict[str, float]:
+    """Time ``sparse`` converted to the CPU kernels (:func:`sparsecraft.inference.convert`) against ``dense``.
+
+    Both run ``sample`` in turn, round after round (:func:`sparsecraft.timing.compare`, median).
+
+    Returns
+    -------
+    dict
+        ``dense_ms``, ``sparse_ms``, ``speedup`` (dense / converted) and ``bytes`` (weight bytes of
+        the converted Linears / their dense bytes).
+    """
+    import copy
+
+    from ..inference import convert
+    from ..timing import compare
+
+    converted, layers = convert(copy.deepcopy(sparse))
+    times = compare({"dense": lambda: dense(**sample), "sparse": lambda: converted(**sample)}, rounds=rounds,
+                    warmup=warmup, stat="median")
+    return {"dense_ms": 1000 * times["dense"], "sparse_ms": 1000 * times["sparse"],
+            "speedup": times["dense"] / times["sparse"],
+            "bytes": sum(c.nbytes for c in layers) / max(1, sum(c.dense_nbytes for c in layers))}
