@@ -119,10 +119,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _progress(enabled: bool) -> Any:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), disable=not enabled, transient=True)
+                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=True)
 
 
 def run_to_end(distiller: GradualDistiller, *, state_path: str | Path | None = None, save_every: int = 0,
