@@ -49,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     p.add_argument("--loss", default="squarehead", choices=("squarehead", "output"),
                    help="squarehead: per-layer hidden states + output (default); output: output only")
+    p.add_argument("--dropout", action="store_true",
+                   help="train the student with its dropout on (default off: it imitates the deterministic teacher)")
     p.add_argument("--batch-size", type=int, default=16, help="paragraphs per step (default 16)")
     p.add_argument("--seq-len", type=int, default=128, help="max tokens per paragraph (default 128)")
     p.add_argument("--text", default=None, metavar="FILE",
@@ -93,7 +95,7 @@ def _config(args: argparse.Namespace):
         sparsity=0.8 if args.sparsity is None else args.sparsity, pattern=args.pattern, criterion=args.criterion,
         allocation=args.allocation, steps=args.steps, initial_sparsity=args.initial_sparsity,
         prune_start=args.prune_start, prune_end=args.prune_end, prune_every=args.prune_every, lr=args.lr,
-        warmup=args.warmup, weight_decay=args.weight_decay, loss=args.loss, seed=args.seed,
+        warmup=args.warmup, weight_decay=args.weight_decay, loss=args.loss, seed=args.seed, dropout=args.dropout,
         criterion_options=options)
     return config.resolved()
 

@@ -84,6 +84,9 @@ class GradualConfig:
         ``squarehead`` (per-block hidden states + output) or ``output`` (output only).
     seed : int
         Batch order and dropout.
+    dropout : bool
+        Train the student with its dropout on (off by default: the student imitates the deterministic
+        teacher, and in a short run the dropout noise costs more than its regularisation gives).
     criterion_options : dict
         Options of the criterion (e.g. ``{"fisher_grads": 8}`` for obert).
     """
@@ -102,6 +105,7 @@ class GradualConfig:
     weight_decay: float = 0.0
     loss: str = "squarehead"
     seed: int = 0
+    dropout: bool = False
     criterion_options: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> "GradualConfig":
@@ -323,7 +327,7 @@ class GradualDistiller:
         c = self.config
         if self.step >= c.steps:
             raise SparsecraftError(f"the run is complete ({c.steps} steps)")
-        self.student.train()
+        self.student.train(c.dropout)
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng)
             if self.is_prune_step(self.step):
