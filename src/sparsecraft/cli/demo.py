@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
             "converted to sparse kernels")
         transformer_rows = transformer_speedup(args, say)
         if not args.json:
-            print_rows(transformer_rows, ("method", "pattern", "sparsity", "cosine", "knn10", "speedup", "bytes"),
+            print_rows(transformer_rows, ("method", "pattern", "sparsity", "cosine", "knn10", "speedup"),
                        title="all-MiniLM-L6-v2, sequence length 128, batch 1")
             say("   cosine/knn10: agreement of sentence embeddings with the dense model on held-out text "
-                "(1 = identical); speedup: dense ms / converted ms; bytes: sparse / dense Linear weights. "
+                "(1 = identical); speedup: dense ms / converted ms (--json also gives the weight bytes). "
                 "One-shot pruning loses quality at the sparsities that run faster; pruning gradually while "
                 "distilling keeps it (longer runs: `sparsecraft distill`, docs/distill.md).")
     if args.json:
@@ -175,7 +175,7 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
         measure("magnitude", pattern, sparsity, model)
         say(f"   gradual pruning to {pattern} {sparsity:.0%} while distilling from the dense model, "
             f"{args.distill_steps} steps")
-        measure(f"gradual+distill ({args.distill_steps} steps)", pattern, sparsity,
+        measure(f"gradual {args.distill_steps} steps", pattern, sparsity,
                 gradual_model(dense, tokenizer, args))
     return rows
 
