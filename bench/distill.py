@@ -47,7 +47,7 @@ RUNS: dict[str, tuple[str, float, str, str]] = {
 #: the issue's targets: run -> (metric, at least)
 TARGETS = {"u80": [("cosine", 0.95), ("knn10", 0.80)], "u90": [("cosine", 0.90)], "nm24": [("cosine", 0.97)],
            "b41-80": [("cosine", 0.93)]}
-FULL_STEPS, FULL_SEQ = 1500, 128
+FULL_STEPS, FULL_SEQ, FULL_LR = 1500, 128, 1e-3
 COLUMNS = ("run", "method", "pattern", "sparsity", "steps", "cosine", "knn10", "speedup", "bytes")
 
 
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help=f"steps per gradual run (default {FULL_STEPS})")
     parser.add_argument("--seq-len", type=int, default=None, help=f"training tokens per paragraph ({FULL_SEQ})")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=FULL_LR)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 on a shared 2-core machine: 2 threads spin against other jobs)")
     parser.add_argument("--fresh", action="store_true", help="redo runs already finished in the parts directory")
@@ -194,7 +194,7 @@ def main() -> None:
         parser.error(f"unknown run {unknown[0]!r}; runs: {', '.join(RUNS)}")
     steps = args.steps or (30 if args.quick else FULL_STEPS)
     seq_len = args.seq_len or (64 if args.quick else FULL_SEQ)
-    full = not args.quick and steps == FULL_STEPS and seq_len == FULL_SEQ and args.lr == 2e-4
+    full = not args.quick and steps == FULL_STEPS and seq_len == FULL_SEQ and args.lr == FULL_LR
     stem = "distill" if full else f"distill_{'quick' if args.quick else 'reduced'}"
     parts = RESULTS / "distill_parts" / f"{stem}-s{steps}-t{seq_len}"
     parts.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,8 @@
    held fixed, and compare accuracy and sparsity;
 3. train sparse from scratch at 90% (static random ERK, SET, RigL) and compare with pruning;
 4. prune a real pretrained transformer (all-MiniLM-L6-v2, shipped offline) one-shot with Wanda and
-   with magnitude, and gradually during a short distillation from the dense model (4x1 blocks, the
-   pattern the kernels run fastest); measure how close its sentence embeddings stay to the dense
+   with magnitude, and gradually during a short distillation from the dense model (70%, where the
+   kernels already beat dense); measure how close its sentence embeddings stay to the dense
    model's, convert it to the CPU sparse kernels and measure the speedup over dense torch at
    sequence length 128.
 """
@@ -23,7 +23,8 @@ from ..timing import Stopwatch
 from ._common import console, print_rows
 
 #: stage 4: the gradual operating point (pattern, sparsity) and its distillation steps (training sequence length 64)
-DISTILL_POINT, DISTILL_STEPS, DISTILL_LR = ("block4x1", 0.8), 240, 3e-4
+#: (measured at load ~5 on 2 cores: cosine 0.85 after 200 steps vs 0.58 for one-shot Wanda at 70%)
+DISTILL_POINT, DISTILL_STEPS, DISTILL_LR = ("unstructured", 0.7), 200, 1e-3
 
 #: (label, sparsity, pattern, criterion, allocation, keep_dense)
 RECIPES = [
@@ -142,12 +143,10 @@ def sparse_training(data, args: argparse.Namespace) -> list[dict]:
 
 
 def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
-    """MiniLM one-shot (Wanda 50/70%, magnitude 90% and at the gradual point) and gradual + distillation
-    at :data:`DISTILL_POINT`: embeddings vs dense, and the converted model timed against dense."""
-    import sparsecraft
-
+    """MiniLM one-shot (Wanda 50/70%, magnitude 90%) and gradual + distillation at :data:`DISTILL_POINT`:
+    embeddings vs dense, and the converted model timed against dense."""
     from ..models.hf import load_pretrained
-    from ..posttrain import block_targets, prune_model
+    from ..posttrain import prune_model
     from ..posttrain.hf import calibration_texts, encode, eval_texts
     from ..posttrain.metrics import EmbeddingAgreement, speed_vs_dense
 
@@ -169,14 +168,9 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
         measure(method, "unstructured", sparsity, model)
     if args.distill_steps:
         pattern, sparsity = DISTILL_POINT
-        model = copy.deepcopy(dense)
-        names = [t.module_name for group in block_targets(model) for t in group]
-        sparsecraft.prune(model, sparsity, pattern, "magnitude", "global", layers=names).finalize()
-        measure("magnitude", pattern, sparsity, model)
         say(f"   gradual pruning to {pattern} {sparsity:.0%} while distilling from the dense model, "
-            f"{args.distill_steps} steps")
-        measure(f"gradual {args.distill_steps} steps", pattern, sparsity,
-                gradual_model(dense, tokenizer, args))
+            f"{args.distill_steps} steps (compare one-shot wanda at the same sparsity)")
+        measure(f"gradual {args.distill_steps} steps", pattern, sparsity, gradual_model(dense, tokenizer, args))
     return rows
 
 

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prune-end", type=int, default=None,
                    help="step reaching the final sparsity (default 2/3 of --steps); then masks are fixed")
     p.add_argument("--prune-every", type=int, default=None, help="steps between pruning events (default: 25 events)")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate (default 2e-4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 5%% of --steps)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     p.add_argument("--loss", default="squarehead", choices=("squarehead", "output"),

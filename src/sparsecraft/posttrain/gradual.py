@@ -100,7 +100,7 @@ class GradualConfig:
     prune_start: int = 0
     prune_end: int | None = None
     prune_every: int | None = None
-    lr: float = 1e-4
+    lr: float = 1e-3
     warmup: int | None = None
     weight_decay: float = 0.0
     loss: str = "squarehead"
