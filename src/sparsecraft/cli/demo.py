@@ -101,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     transformer_rows: list[dict] = []
     torch.set_num_threads(threads)
     if not args.skip_transformer:
-        say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned after training, "
-            "converted to sparse kernels")
+        say("[bold]4. a pretrained transformer[/]: all-MiniLM-L6-v2, pruned, converted to sparse kernels")
         transformer_rows = transformer_speedup(args, say)
         if not args.json:
             print_rows(transformer_rows, ("method", "pattern", "sparsity", "cosine", "knn10", "speedup"),
@@ -164,12 +163,12 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
 
     for method, sparsity in (("wanda", 0.5), ("wanda", 0.7), ("magnitude", 0.9)):
         model = copy.deepcopy(dense)
-        prune_model(model, calib, method, sparsity, "unstructured", progress=not args.json)[0].finalize()
+        bar = not args.json and console.is_terminal  # a finished bar leaves a blank line when piped
+        prune_model(model, calib, method, sparsity, "unstructured", progress=bar)[0].finalize()
         measure(method, "unstructured", sparsity, model)
     if args.distill_steps:
         pattern, sparsity = DISTILL_POINT
-        say(f"   gradual pruning to {pattern} {sparsity:.0%} while distilling from the dense model, "
-            f"{args.distill_steps} steps (compare one-shot wanda at the same sparsity)")
+        say(f"   gradual pruning to {pattern} {sparsity:.0%} while distilling from the dense model")
         measure(f"gradual {args.distill_steps} steps", pattern, sparsity, gradual_model(dense, tokenizer, args))
     return rows
 
