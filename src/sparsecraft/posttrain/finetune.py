@@ -49,7 +49,7 @@ def output_loss(teacher: list[torch.Tensor], student: list[torch.Tensor], mask: 
     return normalized_mse(teacher[-1], student[-1], mask)
 
 
-def _features(model: nn.Module, batch: Batch) -> list[torch.Tensor]:
+def features(model: nn.Module, batch: Batch) -> list[torch.Tensor]:
     """Every block's output hidden states, then the model's own output."""
     outs: list[torch.Tensor] = []
     handles = [b.register_forward_hook(lambda _m, _i, o: outs.append(block_output(o))) for b in find_blocks(model)]
@@ -117,8 +117,8 @@ def distill(
             batch = batches[order.pop()]
             mask = batch.get("attention_mask")
             with torch.no_grad():
-                target = _features(teacher, batch)
-            value = loss_fn(target, _features(student, batch), mask.bool() if mask is not None else None)
+                target = features(teacher, batch)
+            value = loss_fn(target, features(student, batch), mask.bool() if mask is not None else None)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()

@@ -48,3 +48,23 @@ def eval_texts(n: int = 0, seed: int = 0) -> list[str]:
     if not 0 <= n <= len(available):
         raise SparsecraftError(f"--eval-samples must be between 0 (all) and {len(available)}, got {n}")
     return available[: n or len(available)]
+
+
+def text_file_paragraphs(path: str, exclude: Sequence[str] = ()) -> list[str]:
+    """A user's training text: one paragraph per non-empty line of a UTF-8 file.
+
+    Lines equal to one of ``exclude`` (the held-out paragraphs, flattened to one line) are dropped,
+    so training never sees evaluation text.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SparsecraftError(f"cannot read text file {p}: {getattr(err, 'strerror', None) or err}") from None
+    held_out = {" ".join(t.split()) for t in exclude}
+    texts = [line.strip() for line in lines if line.strip() and " ".join(line.split()) not in held_out]
+    if not texts:
+        raise SparsecraftError(f"{p} holds no paragraphs (one per line) outside the held-out text")
+    return texts

@@ -32,16 +32,21 @@ def hidden_states(output: Any) -> torch.Tensor:
     return output[0]
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``hidden`` ``(B, T, d)`` over the real tokens (``attention_mask`` ``(B, T)``; all if None)."""
+    if attention_mask is None:
+        return hidden.mean(1)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
 @torch.no_grad()
 def sentence_embeddings(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
     """Mean-pooled, L2-normalised embeddings ``(N, d)`` of tokenized ``batches`` (in order)."""
     model.eval()
     out = []
     for batch in batches:
-        h = hidden_states(model(**batch))
-        mask = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-        pooled = (h * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-        out.append(F.normalize(pooled, dim=-1))
+        out.append(F.normalize(mean_pool(hidden_states(model(**batch)), batch["attention_mask"]), dim=-1))
     return torch.cat(out)
 
 
@@ -103,3 +108,45 @@ def summarize(dense_emb: torch.Tensor, sparse_emb: torch.Tensor, errors: Mapping
         "mean_layer_error": sum(errs) / len(errs) if errs else 0.0,
         "max_layer_error": max(errs) if errs else 0.0,
     }
+
+
+class EmbeddingAgreement:
+    """How close a model's sentence embeddings stay to a dense model's on fixed batches.
+
+    ``EmbeddingAgreement(dense, batches)(model)`` gives ``{"cosine": ..., "knn10": ...}`` (see
+    :func:`mean_cosine`, :func:`knn_agreement`); the dense embeddings are computed once.
+    """
+
+    def __init__(self, dense: nn.Module, batches: Sequence[Batch], k: int = 10) -> None:
+        self.batches, self.k = batches, k
+        self.dense = sentence_embeddings(dense, batches)
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        emb = sentence_embeddings(model, self.batches)
+        return {"cosine": mean_cosine(self.dense, emb), f"knn{self.k}": knn_agreement(self.dense, emb, self.k)}
+
+
+@torch.no_grad()
+def speed_vs_dense(dense: nn.Module, sparse: nn.Module, sample: Batch, rounds: int = 9,
+                   warmup: int = 1) -> dict[str, float]:
+    """Time ``sparse`` converted to the CPU kernels (:func:`sparsecraft.inference.convert`) against ``dense``.
+
+    Both run ``sample`` in turn, round after round (:func:`sparsecraft.timing.compare`, median).
+
+    Returns
+    -------
+    dict
+        ``dense_ms``, ``sparse_ms``, ``speedup`` (dense / converted) and ``bytes`` (weight bytes of
+        the converted Linears / their dense bytes).
+    """
+    import copy
+
+    from ..inference import convert
+    from ..timing import compare
+
+    converted, layers = convert(copy.deepcopy(sparse))
+    times = compare({"dense": lambda: dense(**sample), "sparse": lambda: converted(**sample)}, rounds=rounds,
+                    warmup=warmup, stat="median")
+    return {"dense_ms": 1000 * times["dense"], "sparse_ms": 1000 * times["sparse"],
+            "speedup": times["dense"] / times["sparse"],
+            "bytes": sum(c.nbytes for c in layers) / max(1, sum(c.dense_nbytes for c in layers))}
