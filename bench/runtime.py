@@ -1,0 +1,151 @@
+"""all-MiniLM-L6-v2 end to end: sparsecraft's fused BERT path vs torch dense eager, in one run.
+
+``python -m bench.runtime [--quick] [--threads 2]`` writes ``bench/results/runtime.{json,md,png}``.
+
+Variants: every encoder Linear pruned by magnitude (uniform) to 0/50/70/90% unstructured, 2:4,
+and 4x1 blocks at 90%. Random ids, sequence 128, batch 1 and 16 (no padding), plus real pydoc
+paragraphs (batch 16, mixed lengths, padded to the longest for torch; the fused path skips the
+padding), reported as tokens/s. For each row the dense masked model (torch eager) and the
+converted model are timed in blocks of consecutive calls with a short pause between blocks,
+rotating over the candidates round after round (so one runtime's spinning thread pool cannot
+steal the next one's cores), via :func:`sparsecraft.timing.compare`; the best block is kept.
+Outputs are checked against the dense masked model at the real tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+from typing import Any, Callable
+
+from bench.common import RESULTS, machine_info, markdown_table, pyplot, write_results
+
+VARIANTS = [("dense", 0.0, None), ("unstructured", 0.5, "unstructured"), ("unstructured", 0.7, "unstructured"),
+            ("unstructured", 0.9, "unstructured"), ("2:4", 0.5, "2:4"), ("4x1", 0.9, "block4x1")]
+TARGETS = {("dense", 0.0): 1.3, ("unstructured", 0.5): 1.5, ("unstructured", 0.7): 2.0,
+           ("unstructured", 0.9): 3.0, ("2:4", 0.5): 1.6, ("4x1", 0.9): 4.0}
+SEQ, BLOCK_PAUSE_S = 128, 0.05
+
+
+def blocks(fns: dict[str, Callable[[], Any]], calls: int, rounds: int) -> dict[str, float]:
+    """Seconds per call of each callable: best of ``rounds`` rotating blocks of ``calls`` consecutive calls."""
+    from sparsecraft.timing import compare
+
+    def block(f: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(calls):
+                f()
+        return run
+
+    t = compare({k: block(f) for k, f in fns.items()}, rounds=rounds, warmup=1,
+                before=lambda: time.sleep(BLOCK_PAUSE_S))
+    return {k: v / calls for k, v in t.items()}
+
+
+def paragraphs(tokenizer: Any, n: int) -> dict[str, Any]:
+    """``n`` real pydoc paragraphs, tokenized and padded to the longest (at most SEQ tokens)."""
+    from sparsecraft.data.text import paragraphs as pydoc_paragraphs
+
+    paras = pydoc_paragraphs()[:n]
+    return dict(tokenizer(paras, padding=True, truncation=True, max_length=SEQ, return_tensors="pt"))
+
+
+def run(quick: bool) -> tuple[list[dict[str, Any]], float]:
+    """Time every variant; the rows and the load average seen while running."""
+    import torch
+    from torch import nn
+
+    import sparsecraft
+    from sparsecraft.inference import convert, weight_bytes
+    from sparsecraft.models.hf import load_pretrained
+
+    base, tokenizer = load_pretrained("minilm")
+    linears = [t.module_name for t in sparsecraft.find_targets(base, types=(nn.Linear,), within="encoder")]
+    real = paragraphs(tokenizer, 16)
+    calls, rounds = (3, 3) if quick else (10, 7)
+    rows, loads = [], []
+    for label, sp, pattern in VARIANTS[:4:3] + VARIANTS[-1:] if quick else VARIANTS:
+        model = copy.deepcopy(base)
+        if pattern:
+            sparsecraft.prune(model, sparsity=sp, pattern=pattern, allocation="uniform", layers=linears).finalize()
+        dense = copy.deepcopy(model)
+        fast, _ = convert(model)
+        stored, total = weight_bytes(fast)
+        inputs = [(b, "random", {"input_ids": torch.randint(1000, 28000, (b, SEQ),
+                                                           generator=torch.Generator().manual_seed(b)),
+                                 "attention_mask": torch.ones(b, SEQ, dtype=torch.long)}) for b in (1, 16)]
+        inputs.append((16, "pydoc", real))
+        for batch, kind, feed in inputs:
+            with torch.no_grad():
+                ref = dense(**feed).last_hidden_state
+                got = fast(**feed).last_hidden_state  # dispatch measures here
+                keep = feed["attention_mask"].bool()
+                err = float((ref - got)[keep].abs().max())
+                t = blocks({"dense": lambda: dense(**feed), "sparsecraft": lambda: fast(**feed)}, calls, rounds)
+            loads.append(os.getloadavg()[0])
+            tokens = int(feed["attention_mask"].sum())
+            rows.append({"pattern": label, "sparsity": sp, "batch": batch, "input": kind,
+                         "padded_tokens": int(feed["attention_mask"].numel()), "real_tokens": tokens,
+                         "dense_ms": t["dense"] * 1e3, "sparsecraft_ms": t["sparsecraft"] * 1e3,
+                         "speedup": t["dense"] / t["sparsecraft"],
+                         "sparsecraft_tokens_per_s": tokens / t["sparsecraft"],
+                         "dense_tokens_per_s": tokens / t["dense"], "linear_bytes_vs_dense": stored / total,
+                         "max_abs_diff": err, "target": TARGETS.get((label, sp)) if kind == "random" else 2.0})
+            print(f"{label} {sp} b{batch} {kind}: {rows[-1]['speedup']:.2f}x (diff {err:.1e})", flush=True)
+    return rows, max(loads)
+
+
+def plot(rows: list[dict[str, Any]]) -> None:
+    """Speedup vs torch dense eager per variant, one bar group per input."""
+    plt = pyplot()
+    keys = sorted({(r["batch"], r["input"]) for r in rows})
+    labels = list(dict.fromkeys(f"{r['pattern']} {r['sparsity']:g}" for r in rows))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(keys)
+    for i, (b, kind) in enumerate(keys):
+        vals = {f"{r['pattern']} {r['sparsity']:g}": r["speedup"]
+                for r in rows if (r["batch"], r["input"]) == (b, kind)}
+        ax.bar([j + i * width for j in range(len(labels))], [vals.get(lab, 0) for lab in labels], width,
+               label=f"batch {b}, {kind}")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels)
+    ax.set_ylabel("speedup vs torch dense eager")
+    ax.set_title("all-MiniLM-L6-v2, fused sparse path (seq 128)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "runtime.png", dpi=110)
+
+
+def main() -> None:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="dense, 90%% and 4x1 only, fewer rounds")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    rows, load_peak = run(args.quick)
+    minutes = (time.perf_counter() - start) / 60
+    load_after = os.getloadavg()[0]
+    info = machine_info()
+    cols = ["pattern", "sparsity", "batch", "input", "real_tokens", "dense_ms", "sparsecraft_ms", "speedup", "target",
+            "sparsecraft_tokens_per_s", "linear_bytes_vs_dense", "max_abs_diff"]
+    md = (f"# all-MiniLM-L6-v2 end to end: fused sparse path vs torch dense eager (runtime)\n\n"
+          f"Machine: {info['cpu']}, {info['cores']} cores, flags {', '.join(info['flags'])}, torch {info['torch']} "
+          f"({args.threads} threads), commit {info['commit']}, {info['date']}. Runtime {minutes:.1f} min.\n"
+          f"Load average (1 min): {load_before:.1f} before, {load_peak:.1f} peak, {load_after:.1f} after, on "
+          f"{info['cores']} cores. If it exceeds the thread count the machine was shared and these ratios must be "
+          "re-measured on a quiet machine.\n\n"
+          "`speedup` = torch dense eager time / sparsecraft time (the converted model: `inference.convert`'s "
+          "fused BERT path), same inputs, same run, best of rotating blocks of consecutive calls. `pydoc`: 16 real "
+          "paragraphs padded to the longest for torch; the fused path skips the padding (target >= 2x at 0%).\n\n"
+          + markdown_table(rows, cols) + "\n")
+    write_results("runtime", rows, md, {"threads": args.threads, "load_before": load_before, "load_peak": load_peak,
+                                        "load_after": load_after, "minutes": minutes})
+    plot(rows)
+
+
+if __name__ == "__main__":
+    main()
