@@ -1,6 +1,8 @@
 """all-MiniLM-L6-v2 end to end: sparsecraft's fused BERT path vs torch dense eager, in one run.
 
-``python -m bench.runtime [--quick] [--threads 2]`` writes ``bench/results/runtime.{json,md,png}``.
+``python -m bench.runtime [--quick] [--threads 2] [--peers]`` writes ``bench/results/runtime.{json,md,png}``.
+``--peers`` (run with the peers venv's python, see ``bench/peers_venv.sh``) adds ONNX Runtime and
+DeepSparse 1.8.0 on the same pruned weights, exported to ONNX (:mod:`bench.runtime_peers`).
 
 Variants: every encoder Linear pruned by magnitude (uniform) to 0/50/70/90% unstructured, 2:4,
 and 4x1 blocks at 90%. Random ids, sequence 128, batch 1 and 16 (no padding), plus real pydoc
@@ -51,8 +53,11 @@ def paragraphs(tokenizer: Any, n: int) -> dict[str, Any]:
     return dict(tokenizer(paras, padding=True, truncation=True, max_length=SEQ, return_tensors="pt"))
 
 
-def run(quick: bool) -> tuple[list[dict[str, Any]], float]:
-    """Time every variant; the rows and the load average seen while running."""
+def run(quick: bool, peers: bool, threads: int) -> tuple[list[dict[str, Any]], float]:
+    """Time every variant; the rows and the highest load average seen while running."""
+    import tempfile
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -63,7 +68,7 @@ def run(quick: bool) -> tuple[list[dict[str, Any]], float]:
     base, tokenizer = load_pretrained("minilm")
     linears = [t.module_name for t in sparsecraft.find_targets(base, types=(nn.Linear,), within="encoder")]
     real = paragraphs(tokenizer, 16)
-    calls, rounds = (3, 3) if quick else (10, 7)
+    rounds = 3 if quick else 5
     rows, loads = [], []
     for label, sp, pattern in VARIANTS[:4:3] + VARIANTS[-1:] if quick else VARIANTS:
         model = copy.deepcopy(base)
@@ -77,22 +82,34 @@ def run(quick: bool) -> tuple[list[dict[str, Any]], float]:
                                  "attention_mask": torch.ones(b, SEQ, dtype=torch.long)}) for b in (1, 16)]
         inputs.append((16, "pydoc", real))
         for batch, kind, feed in inputs:
+            fns = {"dense": lambda: dense(**feed), "sparsecraft": lambda: fast(**feed)}
+            peer_fns = {}
+            if peers:
+                from bench import runtime_peers
+
+                onnx = runtime_peers.export(dense, feed, Path(tempfile.mkdtemp()) / "model.onnx")
+                peer_fns = runtime_peers.runners(onnx, feed, threads)
             with torch.no_grad():
                 ref = dense(**feed).last_hidden_state
-                got = fast(**feed).last_hidden_state  # dispatch measures here
+                got = {"sparsecraft": fast(**feed).last_hidden_state,  # dispatch measures here
+                       **(runtime_peers.outputs(peer_fns) if peers else {})}
                 keep = feed["attention_mask"].bool()
-                err = float((ref - got)[keep].abs().max())
-                t = blocks({"dense": lambda: dense(**feed), "sparsecraft": lambda: fast(**feed)}, calls, rounds)
+                errs = {k: float((ref - v)[keep].abs().max()) for k, v in got.items()}
+                err = errs["sparsecraft"]
+                t = blocks({**fns, **peer_fns}, (4 if quick else 10) if batch == 1 else 2, rounds)
             loads.append(os.getloadavg()[0])
             tokens = int(feed["attention_mask"].sum())
-            rows.append({"pattern": label, "sparsity": sp, "batch": batch, "input": kind,
+            peer_cols = {f"{k}_speedup": t["dense"] / t[k] for k in peer_fns}
+            peer_cols.update({f"{k}_max_abs_diff": errs[k] for k in peer_fns})
+            rows.append({**peer_cols, "pattern": label, "sparsity": sp, "batch": batch, "input": kind,
                          "padded_tokens": int(feed["attention_mask"].numel()), "real_tokens": tokens,
                          "dense_ms": t["dense"] * 1e3, "sparsecraft_ms": t["sparsecraft"] * 1e3,
                          "speedup": t["dense"] / t["sparsecraft"],
                          "sparsecraft_tokens_per_s": tokens / t["sparsecraft"],
                          "dense_tokens_per_s": tokens / t["dense"], "linear_bytes_vs_dense": stored / total,
                          "max_abs_diff": err, "target": TARGETS.get((label, sp)) if kind == "random" else 2.0})
-            print(f"{label} {sp} b{batch} {kind}: {rows[-1]['speedup']:.2f}x (diff {err:.1e})", flush=True)
+            print(f"{label} {sp} b{batch} {kind}: {rows[-1]['speedup']:.2f}x (diff {err:.1e}) "
+                  + " ".join(f"{k} {t['dense'] / t[k]:.2f}x" for k in peer_fns), flush=True)
     return rows, max(loads)
 
 
@@ -123,15 +140,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="dense, 90%% and 4x1 only, fewer rounds")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--peers", action="store_true", help="also ONNX Runtime and DeepSparse (in the peers venv)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
-    rows, load_peak = run(args.quick)
+    rows, load_peak = run(args.quick, args.peers, args.threads)
     minutes = (time.perf_counter() - start) / 60
     load_after = os.getloadavg()[0]
     info = machine_info()
     cols = ["pattern", "sparsity", "batch", "input", "real_tokens", "dense_ms", "sparsecraft_ms", "speedup", "target",
             "sparsecraft_tokens_per_s", "linear_bytes_vs_dense", "max_abs_diff"]
+    cols += ["deepsparse_speedup", "onnxruntime_speedup"] if args.peers else []
     md = (f"# all-MiniLM-L6-v2 end to end: fused sparse path vs torch dense eager (runtime)\n\n"
           f"Machine: {info['cpu']}, {info['cores']} cores, flags {', '.join(info['flags'])}, torch {info['torch']} "
           f"({args.threads} threads), commit {info['commit']}, {info['date']}. Runtime {minutes:.1f} min.\n"
