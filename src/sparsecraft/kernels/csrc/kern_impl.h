@@ -452,7 +452,7 @@ constexpr int kTile = 64;
 template <int R, int CT, int NV>
 inline void t_chunk(const BlockArgs& a, int64_t br, const float* xp, float* tile) {
   const int C = CT > 0 ? CT : a.C;
-  const int64_t ld = a.PW;
+  constexpr int64_t ld = NV * kW;  // == a.PW (block_t_r picks NV = PW / kW): row offsets become shifts
   TW acc[R][NV];
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < NV; ++q) acc[r][q] = VW::zero();
