@@ -134,35 +134,61 @@ def plot(rows: list[dict[str, Any]]) -> None:
     fig.savefig(RESULTS / "runtime.png", dpi=110)
 
 
+def render(payload: dict[str, Any]) -> str:
+    """The markdown of a run: machine, load, the targets against what was measured, every row."""
+    info, rows = payload["machine"], payload["rows"]
+    peers = any("deepsparse_speedup" in r for r in rows)
+    targets = []
+    for r in rows:
+        met = r["speedup"] >= r["target"]
+        want = f">= {r['target']}" + (" (tokens/s vs torch with padding)" if r["input"] == "pydoc" else "")
+        if r["input"] == "pydoc" and r["sparsity"] != 0.0:
+            continue
+        if peers and r["input"] == "random" and "deepsparse_speedup" in r:
+            want += f", and >= DeepSparse {r['deepsparse_speedup']:.2f}"
+            met = met and r["speedup"] >= r["deepsparse_speedup"]
+        targets.append({"target": f"{r['pattern']} {r['sparsity']:g} batch {r['batch']} {r['input']}", "want": want,
+                        "measured": r["speedup"], "met": "yes" if met else "NO"})
+    cols = ["pattern", "sparsity", "batch", "input", "real_tokens", "padded_tokens", "dense_ms", "sparsecraft_ms",
+            "speedup", "target", "sparsecraft_tokens_per_s", "linear_bytes_vs_dense", "max_abs_diff"]
+    cols += ["deepsparse_speedup", "onnxruntime_speedup", "deepsparse_max_abs_diff"] if peers else []
+    return (f"# all-MiniLM-L6-v2 end to end: fused sparse path vs torch dense eager (runtime)\n\n"
+            f"Machine: {info['cpu']}, {info['cores']} cores, flags {', '.join(info['flags'])}, torch {info['torch']} "
+            f"({payload['threads']} threads), commit {info['commit']}, {info['date']}. "
+            f"Runtime {payload['minutes']:.1f} min.\n"
+            f"Load average (1 min): {payload['load_before']:.1f} before, {payload['load_peak']:.1f} peak, "
+            f"{payload['load_after']:.1f} after, on {info['cores']} cores. When it exceeds the thread count the "
+            "machine was shared and these ratios must be re-measured on a quiet machine.\n\n"
+            "`speedup` = torch dense eager time / sparsecraft time (the model `inference.convert` returns: the fused "
+            "BERT path), same inputs, same run, best of rotating blocks of consecutive calls with a pause between "
+            "blocks; peers (`--peers`) run the same pruned weights exported to ONNX in the same blocks. `pydoc`: 16 "
+            "real paragraphs padded to the longest for torch (and the peers); the fused path skips the padding.\n\n"
+            "## Targets\n\n" + markdown_table(targets, ["target", "want", "measured", "met"]) + "\n\n"
+            "## All rows\n\n" + markdown_table(rows, cols) + "\n")
+
+
 def main() -> None:
+    import json
+
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="dense, 90%% and 4x1 only, fewer rounds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peers", action="store_true", help="also ONNX Runtime and DeepSparse (in the peers venv)")
+    p.add_argument("--render", action="store_true", help="only rewrite runtime.md and the plot from runtime.json")
     args = p.parse_args()
+    if args.render:
+        payload = json.loads((RESULTS / "runtime.json").read_text())
+        (RESULTS / "runtime.md").write_text(render(payload))
+        plot(payload["rows"])
+        return
     torch.set_num_threads(args.threads)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     rows, load_peak = run(args.quick, args.peers, args.threads)
-    minutes = (time.perf_counter() - start) / 60
-    load_after = os.getloadavg()[0]
-    info = machine_info()
-    cols = ["pattern", "sparsity", "batch", "input", "real_tokens", "dense_ms", "sparsecraft_ms", "speedup", "target",
-            "sparsecraft_tokens_per_s", "linear_bytes_vs_dense", "max_abs_diff"]
-    cols += ["deepsparse_speedup", "onnxruntime_speedup"] if args.peers else []
-    md = (f"# all-MiniLM-L6-v2 end to end: fused sparse path vs torch dense eager (runtime)\n\n"
-          f"Machine: {info['cpu']}, {info['cores']} cores, flags {', '.join(info['flags'])}, torch {info['torch']} "
-          f"({args.threads} threads), commit {info['commit']}, {info['date']}. Runtime {minutes:.1f} min.\n"
-          f"Load average (1 min): {load_before:.1f} before, {load_peak:.1f} peak, {load_after:.1f} after, on "
-          f"{info['cores']} cores. If it exceeds the thread count the machine was shared and these ratios must be "
-          "re-measured on a quiet machine.\n\n"
-          "`speedup` = torch dense eager time / sparsecraft time (the converted model: `inference.convert`'s "
-          "fused BERT path), same inputs, same run, best of rotating blocks of consecutive calls. `pydoc`: 16 real "
-          "paragraphs padded to the longest for torch; the fused path skips the padding (target >= 2x at 0%).\n\n"
-          + markdown_table(rows, cols) + "\n")
-    write_results("runtime", rows, md, {"threads": args.threads, "load_before": load_before, "load_peak": load_peak,
-                                        "load_after": load_after, "minutes": minutes})
+    extra = {"threads": args.threads, "load_before": load_before, "load_peak": load_peak,
+             "load_after": os.getloadavg()[0], "minutes": (time.perf_counter() - start) / 60}
+    write_results("runtime", rows, render({"machine": machine_info(), "rows": rows, **extra}), extra)
     plot(rows)
 
 
