@@ -98,7 +98,7 @@ def minilm_rows(quick: bool, rounds: int, compile_: bool) -> list[dict[str, Any]
         sparsecraft.prune(model, sparsity=sp, pattern=pattern, allocation="uniform", layers=linears).finalize()
         dense = copy.deepcopy(model)  # the dense masked model: same weights, torch's dense kernels
         with torch.no_grad():
-            convert(model)
+            model, _ = convert(model, fuse="never")  # per-layer kernels; bench.runtime times the fused path
         stored, total = weight_bytes(model)
         for b in batches:
             ids = torch.randint(1000, 28000, (b, 128), generator=torch.Generator().manual_seed(0))

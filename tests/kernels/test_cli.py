@@ -52,3 +52,29 @@ def test_convert_checkpoint_roundtrip(tmp_path, capsys):
     assert main(["convert", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["convert", "--hf", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_convert_hf_bert_dir_writes_the_fused_path(tmp_path, capsys):
+    import transformers
+
+    import sparsecraft
+    from sparsecraft.inference import FusedBert
+    from sparsecraft.models.hf import load_tokenizer
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_attention_heads=2, num_hidden_layers=2,
+                                  intermediate_size=64, max_position_embeddings=32)
+    model = transformers.BertModel(cfg).eval()
+    sparsecraft.prune(model, sparsity=0.9, allocation="uniform", layers=["encoder.layer.*"]).finalize()
+    src, out = tmp_path / "bert", tmp_path / "bert.sparse.safetensors"
+    model.save_pretrained(src)
+    load_tokenizer("minilm").save_pretrained(src)
+    assert main(["convert", "--hf", str(src), "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {r["layer"] for r in doc["rows"]} >= {"layers.0.qkv", "layers.1.ffn_out"}
+    loaded = load_converted(out)
+    assert isinstance(loaded, FusedBert)
+    ids = torch.randint(1, 30000, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state,
+                                   rtol=1e-4, atol=1e-4)

@@ -119,3 +119,60 @@ def test_custom_op_under_torch_compile():
     x = torch.randn(5, 32)
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), f(x))
+
+
+FORMATS_FOR_EPILOGUE = st.sampled_from([("csr16", {}), ("bitmask", {}), ("block", {"R": 4, "C": 1}),
+                                        ("block", {"R": 16, "C": 1}), ("block", {"R": 3, "C": 2}),
+                                        ("nm", {"N": 2, "M": 4})])
+
+
+def _pruned(fmt: str, params: dict, out: int, inp: int, sparsity: float, seed: int) -> torch.Tensor:
+    w = torch.randn(out, inp, generator=torch.Generator().manual_seed(seed))
+    if fmt == "nm":
+        return nm_prune(w, params["N"], params["M"])
+    if fmt == "block":
+        return block_prune(w, sparsity, params["R"], params["C"])
+    return magnitude_prune(w, sparsity)
+
+
+@SETTINGS
+@given(fmt=FORMATS_FOR_EPILOGUE, out=st.sampled_from([1, 7, 16, 33, 100]), groups=st.sampled_from([1, 5, 24, 96]),
+       rows=st.sampled_from([1, 3, 4, 5, 16, 23, 64, 130]), sparsity=st.sampled_from([0.0, 0.5, 0.9]),
+       bias=st.booleans(), residual=st.booleans(), gelu=st.booleans(), seed=st.integers(0, 2**16))
+def test_fused_epilogues_match_dense(isa, fmt, out, groups, rows, sparsity, bias, residual, gelu, seed):
+    """bias, bias + residual, bias + GELU fused into every kernel equal the dense masked computation."""
+    fmt, params = fmt
+    inp = groups * 4
+    w = _pruned(fmt, params, out, inp, sparsity, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(rows, inp, generator=g) * 2
+    b = torch.randn(out, generator=g) if bias else None
+    res = torch.randn(rows, out, generator=g) if residual else None
+    y = pack(w, fmt, **params).linear(x, b, residual=res, gelu=gelu)
+    ref = torch.nn.functional.linear(x.double(), w.double(), None if b is None else b.double())
+    ref = ref if res is None else ref + res.double()
+    ref = torch.nn.functional.gelu(ref) if gelu else ref
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * (1 + float(ref.abs().max())))
+
+
+@pytest.mark.parametrize("rows", [16, 128, 300])
+@pytest.mark.parametrize("shape", [(384, 384), (1536, 384), (384, 1536)])
+def test_token_panels_of_minilm_layers(isa, shape, rows):
+    """MiniLM's layer shapes at 90%, token panels of 16-300 rows, with the FFN epilogues."""
+    out, inp = shape
+    g = torch.Generator().manual_seed(rows)
+    w = magnitude_prune(torch.randn(out, inp, generator=g), 0.9)
+    x, b, res = torch.randn(rows, inp, generator=g), torch.randn(out, generator=g), torch.randn(rows, out, generator=g)
+    packed = pack(w, "csr16")
+    ref = torch.nn.functional.linear(x.double(), w.double(), b.double())
+    tol = {"rtol": 1e-5, "atol": 1e-5 * (1 + float(ref.abs().max()))}  # fp32 accumulation of ~150 products
+    torch.testing.assert_close(packed.linear(x, b, gelu=True).double(), torch.nn.functional.gelu(ref), **tol)
+    torch.testing.assert_close(packed.linear(x, b, residual=res).double(), ref + res.double(), **tol)
+
+
+def test_epilogue_shape_errors():
+    from sparsecraft.errors import SparsecraftError
+
+    packed = pack(magnitude_prune(torch.randn(8, 16), 0.5), "csr16")
+    with pytest.raises(SparsecraftError, match="residual"):
+        packed.linear(torch.zeros(3, 16), residual=torch.zeros(3, 7))

@@ -89,8 +89,10 @@ class PackedWeight(ABC):
         """The dense float32 weight (out_features, in_features)."""
 
     @abstractmethod
-    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """``x @ W.T + bias`` with the native op; x (batch, in_features) float32 CPU, unchecked."""
+    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
+                       act: int = 0) -> torch.Tensor:
+        """``act(x @ W.T + bias + residual)`` with the native op (act 0: none, 1: GELU); x (batch,
+        in_features) float32 CPU, residual contiguous float32 (batch, out_features), unchecked."""
 
     @property
     def stored_values(self) -> int:
@@ -113,8 +115,9 @@ class PackedWeight(ABC):
             self._dense = self.to_dense()
         return self._dense
 
-    def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``y = x @ W.T + bias`` with the native kernel.
+    def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+               gelu: bool = False) -> torch.Tensor:
+        """``y = x @ W.T + bias (+ residual)``, then GELU if asked, with the native kernel (epilogue fused).
 
         Parameters
         ----------
@@ -123,6 +126,10 @@ class PackedWeight(ABC):
             native kernels, run torch's dense matmul on the unpacked weight.
         bias : torch.Tensor, optional
             (out_features,).
+        residual : torch.Tensor, optional
+            (batch, out_features), added after the bias (the residual add before a LayerNorm).
+        gelu : bool
+            Apply the exact (erf) GELU last (the kernel's is within 2e-6 of torch's).
 
         Returns
         -------
@@ -133,9 +140,15 @@ class PackedWeight(ABC):
             raise SparsecraftError(
                 f"x must have shape (batch, {self.shape[1]}), got {tuple(x.shape)}; reshape the input"
             )
+        if residual is not None and tuple(residual.shape) != (x.shape[0], self.shape[0]):
+            raise SparsecraftError(f"residual must have shape ({x.shape[0]}, {self.shape[0]}), "
+                                   f"got {tuple(residual.shape)}")
         if x.dtype != torch.float32 or not available():
-            return F.linear(x.float(), self.dense_cached(), None if bias is None else bias.float()).to(x.dtype)
-        return self._native_linear(x, bias)
+            y = F.linear(x.float(), self.dense_cached(), None if bias is None else bias.float())
+            y = y if residual is None else y + residual.float()
+            return (F.gelu(y) if gelu else y).to(x.dtype)
+        res = None if residual is None else residual.to(torch.float32).contiguous()
+        return self._native_linear(x, bias, res, int(gelu))
 
     def describe(self) -> str:
         """One line: ``<format>{params as JSON} <out>x<in>``, e.g. ``block{"C": 1, "R": 4} 64x128``."""

@@ -98,5 +98,6 @@ class Bitmask(PackedWeight):
         dense[bits] = self.vals
         return dense[:, :inp].contiguous()
 
-    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        return torch.ops.sparsecraft.bitmask_linear(x, self.rowptr, self.masks, self.vals, bias)
+    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
+                       act: int = 0) -> torch.Tensor:
+        return torch.ops.sparsecraft.bitmask_linear(x, self.rowptr, self.masks, self.vals, bias, residual, act)

@@ -122,9 +122,10 @@ class BlockCSR(PackedWeight):
         blocks[br, _from_u16_bits(self.cols)] = self.vals
         return blocks.permute(0, 3, 1, 2).reshape(nbr * R, nbc * C)[:out, :inp].contiguous()
 
-    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
+                       act: int = 0) -> torch.Tensor:
         return torch.ops.sparsecraft.block_linear(x, self.rowptr, self.cols, self.vals, bias, self.shape[0],
-                                                  self.R, self.C)
+                                                  self.R, self.C, residual, act)
 
 
 @FORMATS.register("csr16")

@@ -92,5 +92,6 @@ class PackedNM(PackedWeight):
         groups.scatter_(-1, self.idx.view(out, -1, self.N).to(torch.int64), self.vals.view(out, -1, self.N))
         return groups.view(out, inp)
 
-    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        return torch.ops.sparsecraft.nm_linear(x, self.vals, self.idx, bias, self.N, self.M)
+    def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
+                       act: int = 0) -> torch.Tensor:
+        return torch.ops.sparsecraft.nm_linear(x, self.vals, self.idx, bias, self.N, self.M, residual, act)

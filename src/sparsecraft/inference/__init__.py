@@ -6,14 +6,17 @@
     >>> model2 = load_converted("model.sparse.safetensors", build_dense_architecture())
 
 Layers: :mod:`.linear` (SparseLinear), :mod:`.dispatch` (measured dense/sparse choice),
-:mod:`.convert`, :mod:`.serialize`, and :mod:`.bench` (the layer benchmarks behind
-``sparsecraft bench-kernels`` and ``bench/kernels``). Built on :mod:`sparsecraft.formats` and
+:mod:`.convert`, :mod:`.bert` (the fused path of BERT-family encoders, which ``convert`` returns for
+them), :mod:`.serialize`, and :mod:`.bench` (the layer benchmarks behind ``sparsecraft bench-kernels``
+and ``bench/kernels``). Built on :mod:`sparsecraft.formats` and
 :mod:`sparsecraft.kernels`.
 """
+from .bert import FusedBert, fuse_bert, why_not_bert
 from .convert import ConvertedLayer, convert, detect_format, set_mode, sparse_layers, weight_bytes
 from .dispatch import Dispatcher, batch_bucket, default_dispatcher
 from .linear import SparseLinear
 from .serialize import load_converted, save_converted
 
-__all__ = ["ConvertedLayer", "Dispatcher", "SparseLinear", "batch_bucket", "convert", "default_dispatcher",
-           "detect_format", "load_converted", "save_converted", "set_mode", "sparse_layers", "weight_bytes"]
+__all__ = ["ConvertedLayer", "Dispatcher", "FusedBert", "SparseLinear", "batch_bucket", "convert",
+           "default_dispatcher", "detect_format", "fuse_bert", "load_converted", "save_converted", "set_mode",
+           "sparse_layers", "weight_bytes", "why_not_bert"]

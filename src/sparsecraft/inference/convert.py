@@ -1,6 +1,7 @@
 """Replace pruned nn.Linear layers of a model by SparseLinear, choosing each layer's format."""
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional
 
@@ -15,6 +16,7 @@ from .dispatch import Dispatcher
 from .linear import MODES, SparseLinear
 
 FORMAT_CHOICES = ("auto", "csr16", "bitmask", "block", "nm")
+FUSE_CHOICES = ("auto", "never")
 
 
 @dataclass
@@ -74,15 +76,23 @@ def _pack_layer(w: torch.Tensor, fmt: str, params: dict[str, int]) -> PackedWeig
 
 def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_dense: Iterable[str] = (),
             format: str = "auto", format_params: Optional[dict[str, int]] = None, min_sparsity: float = 0.3,
-            mode: str = "auto", dispatcher: Optional[Dispatcher] = None) -> tuple[nn.Module, list[ConvertedLayer]]:
+            mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
+            fuse: str = "auto") -> tuple[nn.Module, list[ConvertedLayer]]:
     """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear.
+
+    A BERT-family encoder (transformers' BertLayer layout: BERT, RoBERTa, MiniLM) is first rebuilt
+    on the fused path (:class:`~sparsecraft.inference.bert.FusedBert`: unpadded tokens, one Q/K/V
+    matmul, SDPA attention, bias/residual/GELU fused into the kernels) and that model is returned;
+    any other model is converted layer by layer in place, after one line on stderr saying why it
+    has no fused path.
 
     Parameters
     ----------
     model : nn.Module
-        Changed in place (pruned, or holding a Sparsifier's ``weight_mask`` buffers).
+        Pruned, or holding a Sparsifier's ``weight_mask`` buffers; changed in place unless fused.
     layers, keep_dense : module names, globs or parent modules
-        Which Linears to consider, as in :func:`sparsecraft.find_targets` (default: all).
+        Which Linears to consider, as in :func:`sparsecraft.find_targets` (default: all), named as
+        in ``model``; a fused Q/K/V Linear is converted when all three parts are selected.
     format : str
         'auto' picks N:M, R x 1 blocks or csr16 per layer from the zeros it finds; or one of
         :data:`FORMAT_CHOICES`, with ``format_params``.
@@ -90,23 +100,45 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
         Layers with fewer zeros stay dense.
     mode, dispatcher
         Kernel or dense execution per call: see :class:`SparseLinear`.
+    fuse : {'auto', 'never'}
+        'never' skips the fused path (and its fallback line).
 
     Returns
     -------
     model : nn.Module
-        The same object; outputs equal the dense masked model's (fp32, to rounding).
+        The same object, or the FusedBert; outputs equal the dense masked model's (fp32, to rounding;
+        FusedBert's are zero at padded tokens).
     report : list of ConvertedLayer
-        One row per considered Linear, in module order.
+        One row per considered Linear, in module order (fused names such as ``layers.0.qkv``).
     """
     if format not in FORMAT_CHOICES:
         raise SparsecraftError(f"unknown format {format!r}; choose one of: {', '.join(FORMAT_CHOICES)}")
     if mode not in MODES:
         raise SparsecraftError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     check_sparsity(min_sparsity, "min_sparsity")
-    params = dict(format_params or {})
-    report: list[ConvertedLayer] = []
+    if fuse not in FUSE_CHOICES:
+        raise SparsecraftError(f"fuse must be one of {', '.join(FUSE_CHOICES)}, got {fuse!r}")
+    if fuse == "auto":
+        from .bert import fuse_bert, fused_names, why_not_bert
+
+        reason = why_not_bert(model)
+        if reason is None:
+            selected = {t.module_name for t in find_targets(model, layers, keep_dense, types=(nn.Linear,))}
+            fused = fuse_bert(model)
+            names = set(fused_names(model, selected))
+            targets = [t for t in find_targets(fused, types=(nn.Linear,)) if t.module_name in names]
+            return fused, _convert_layers(fused, targets, format, format_params, min_sparsity, mode, dispatcher)
+        print(f"sparsecraft: converting layer by layer (no fused path: {reason})", file=sys.stderr)
     # exact type: subclasses (MultiheadAttention's out_proj) are read directly by their owners
     targets = [t for t in find_targets(model, layers, keep_dense, types=(nn.Linear,)) if type(t.module) is nn.Linear]
+    return model, _convert_layers(model, targets, format, format_params, min_sparsity, mode, dispatcher)
+
+
+def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_params: Optional[dict[str, int]],
+                    min_sparsity: float, mode: str, dispatcher: Optional[Dispatcher]) -> list[ConvertedLayer]:
+    """Swap the targets (``sparsecraft.Target`` of nn.Linear) for SparseLinear in place; the report rows."""
+    params = dict(format_params or {})
+    report: list[ConvertedLayer] = []
     for t in targets:
         name, module = t.module_name, t.module
         w = masked_weight(module)
@@ -125,7 +157,7 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
         _set_submodule(model, name, SparseLinear(packed, bias, mode=mode, dispatcher=dispatcher))
         report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
                                      dense_bytes))
-    return model, report
+    return report
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

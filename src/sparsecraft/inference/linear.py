@@ -117,22 +117,27 @@ class SparseLinear(nn.Module):
             self.choices[bucket] = choice
         return choice
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None, gelu: bool = False) -> torch.Tensor:
         """``x W^T + b`` for x (..., in_features); returns (..., out_features) in x's dtype.
 
         Runs the kernel for float32 inputs that do not require grad when the path is 'sparse',
-        else torch's dense matmul on the unpacked weight.
+        else torch's dense matmul on the unpacked weight. ``residual`` (x's leading shape,
+        out_features) is added after the bias and ``gelu`` applies the exact GELU last; the kernel
+        fuses both into its output pass.
         """
         if x.shape[-1] != self.in_features:
             raise SparsecraftError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         x2 = x.reshape(-1, self.in_features) if x.dim() != 2 else x
+        r2 = None if residual is None else residual.reshape(-1, self.out_features)
         if (x2.dtype != torch.float32 or x2.requires_grad or not kernels_available()
                 or self.path_for(x2.shape[0]) == "dense"):
             dtype = x2.dtype if x2.is_floating_point() else None  # int input: torch raises as nn.Linear does
             y = F.linear(x2, self.packed.dense_cached().to(dtype),
                          None if self.bias is None else self.bias.to(dtype))
+            y = y if r2 is None else y + r2
+            y = F.gelu(y) if gelu else y
         else:
-            y = self.packed._native_linear(x2, self.bias)
+            y = self.packed._native_linear(x2, self.bias, None if r2 is None else r2.contiguous(), int(gelu))
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     @property

@@ -69,6 +69,16 @@ def build_source(source: Any, path: str | os.PathLike) -> nn.Module:
     raise SparsecraftError(f"{path} does not record its architecture; pass the dense model to load_converted")
 
 
+def _fuse(model: nn.Module, kind: str, path: str | os.PathLike) -> nn.Module:
+    """The fused-path model of kind ``kind`` built from the dense architecture ``model``."""
+    from .bert import FUSED_KIND, fuse_bert, why_not_bert
+
+    reason = why_not_bert(model) if kind == FUSED_KIND else f"unknown fused kind {kind!r}"
+    if reason is not None:
+        raise SparsecraftError(f"{path} holds a fused {kind} model but {reason}; wrong architecture?")
+    return fuse_bert(model)
+
+
 def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = False,
                    source: Optional[dict[str, Any]] = None) -> Path:
     """Write a converted model's state and layer metadata to one safetensors file, atomically.
@@ -106,6 +116,9 @@ def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = Fals
         elif ptr != -1:
             seen[ptr] = k
     meta = {"sparsecraft_version": VERSION, "sparsecraft_layers": json.dumps(layers)}
+    fused = getattr(model, "fused_kind", None)
+    if fused:
+        meta["sparsecraft_fused"] = fused
     src = source if source is not None else model_source(model)
     if src is not None:
         meta["sparsecraft_source"] = json.dumps(src, default=str)
@@ -122,7 +135,8 @@ def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -
     path : str or os.PathLike
         The safetensors file.
     model : nn.Module, optional
-        The dense architecture to load into (changed in place); None builds the one the file records.
+        The dense architecture to load into (changed in place; a fused file is loaded into its
+        fused-path model); None builds the one the file records.
 
     Returns
     -------
@@ -139,6 +153,9 @@ def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -
         except json.JSONDecodeError:
             raise SparsecraftError(f"{path}: architecture metadata is corrupt") from None
         model = build_source(source, path)
+    fused = meta.get("sparsecraft_fused")
+    if fused is not None and getattr(model, "fused_kind", None) != fused:
+        model = _fuse(model, fused, path)
     try:
         layers = json.loads(meta["sparsecraft_layers"])
         assert isinstance(layers, dict)

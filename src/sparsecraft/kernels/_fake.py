@@ -1,5 +1,6 @@
 """Fake (meta) implementations of the three native ops (block_linear, nm_linear, bitmask_linear):
-output shape and dtype only, so converted models trace under torch.compile."""
+output shape and dtype only, so converted models trace under torch.compile. ``residual`` and ``act``
+are the fused epilogue (``y = act(x W^T + bias + residual)``, act 0: none, 1: GELU)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -9,17 +10,19 @@ import torch
 
 @torch.library.register_fake("sparsecraft::block_linear")
 def _block_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
-                       bias: Optional[torch.Tensor], out_features: int, R: int, C: int) -> torch.Tensor:
+                       bias: Optional[torch.Tensor], out_features: int, R: int, C: int,
+                       residual: Optional[torch.Tensor] = None, act: int = 0) -> torch.Tensor:
     return x.new_empty((x.shape[0], out_features))
 
 
 @torch.library.register_fake("sparsecraft::nm_linear")
 def _nm_linear_fake(x: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, bias: Optional[torch.Tensor],
-                    N: int, M: int) -> torch.Tensor:
+                    N: int, M: int, residual: Optional[torch.Tensor] = None, act: int = 0) -> torch.Tensor:
     return x.new_empty((x.shape[0], vals.shape[0]))
 
 
 @torch.library.register_fake("sparsecraft::bitmask_linear")
 def _bitmask_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, masks: torch.Tensor, vals: torch.Tensor,
-                         bias: Optional[torch.Tensor]) -> torch.Tensor:
+                         bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
+                         act: int = 0) -> torch.Tensor:
     return x.new_empty((x.shape[0], masks.shape[0]))

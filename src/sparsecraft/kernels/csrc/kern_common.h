@@ -25,6 +25,8 @@ struct BlockArgs {
   const float* vals;       // (nblocks, C, R)
   const float* bias;       // (out) or nullptr
   float* y;                // (B, out) row-major
+  const float* res;        // epilogue: (B, out) added after the bias, or nullptr
+  int act;                 // epilogue: then kActGelu or kActNone
   int64_t B, Bp, in, out;  // in: row stride of x (small path) or rows of xT (a multiple of C)
   int64_t PW;              // transposed path: xT is stored as Bp/PW panels of (in, PW), PW | Bp
   int R, C;
@@ -37,6 +39,8 @@ struct NMArgs {
   const uint8_t* idx;      // (out, in/M*N), each in [0, M)
   const float* bias;       // (out) or nullptr
   float* y;                // (B, out)
+  const float* res;        // epilogue, as in BlockArgs
+  int act;
   int64_t B, Bp, in, out, xs;
   int64_t PW;
   int N, M;
@@ -52,9 +56,20 @@ struct BitArgs {
   const float* vals_end;
   const float* bias;
   float* y;
+  const float* res;        // epilogue, as in BlockArgs
+  int act;
   int64_t B, Bp, in, out, xs, ng;
   int64_t PW;
 };
+
+// Epilogues fused into the kernels: y = act(x W^T + b [+ res]).
+constexpr int kActNone = 0;
+constexpr int kActGelu = 1;  // exact (erf) GELU, to ~1e-6
+
+// x (B, in) row-major -> PW-wide panels of xT, dst[p] (rows, PW) with dst[p][c][j] = x[p*PW + j][c]
+// (zero past B or in), for the x-columns [c0, c1).
+using PackFn = void (*)(const float* x, int64_t B, int64_t in, int64_t rows, int64_t PW, int64_t Bp, float* dst,
+                        int64_t c0, int64_t c1);
 
 using BlockFn = void (*)(const BlockArgs&, int64_t, int64_t);
 using BitFn = void (*)(const BitArgs&, int64_t, int64_t);
@@ -71,6 +86,7 @@ struct KernelTable {
   NMFn nm_t;
   BitFn bit_small;
   BitFn bit_t;
+  PackFn pack_panels;
 };
 
 extern const KernelTable kPortable;

@@ -15,6 +15,55 @@ namespace SC_NS {
 namespace {
 
 // ------------------------------------------------------------------------------------------------
+// Epilogue and x packing, generic versions.
+// ------------------------------------------------------------------------------------------------
+
+// erf by the rational approximation on [-4, 4] used by Eigen and XLA (|error| < 2e-7 here); the
+// vector versions below evaluate the same expression, so every ISA path rounds alike.
+constexpr float kErfA[7] = {-1.60960333262415e-02f, -2.95459980854025e-03f, -7.34990630326855e-04f,
+                            -5.69250639462346e-05f, -2.10102402082508e-06f, 2.77068142495902e-08f,
+                            -2.72614225801306e-10f};
+constexpr float kErfB[5] = {-1.42647390514189e-02f, -7.37332916720468e-03f, -1.68282697438203e-03f,
+                            -2.13374055278905e-04f, -1.45660718464996e-05f};
+constexpr float kRsqrt2 = 0.70710678118654752f;
+
+inline float gelu1(float v) {
+  float x = v * kRsqrt2;
+  x = x < 4.f ? (x > -4.f ? x : -4.f) : 4.f;
+  const float x2 = x * x;
+  float p = kErfA[6];
+  for (int i = 5; i >= 0; --i) p = p * x2 + kErfA[i];
+  float q = kErfB[4];
+  for (int i = 3; i >= 0; --i) q = q * x2 + kErfB[i];
+  return 0.5f * v * (1.f + x * p / q);
+}
+
+// y[b, o] = act(y[b, o] + res[b, o]) for b < B, o in [o0, o1): the epilogue after a kernel that wrote
+// x W^T + b itself (small batch, scalar paths).
+[[maybe_unused]] void epilogue(float* y, int64_t ld, int64_t B, int64_t o0, int64_t o1, const float* res, int act) {
+  if (!res && act == kActNone) return;
+  for (int64_t b = 0; b < B; ++b) {
+    float* yr = y + b * ld;
+    if (res)
+      for (int64_t o = o0; o < o1; ++o) yr[o] += res[b * ld + o];
+    if (act == kActGelu)
+      for (int64_t o = o0; o < o1; ++o) yr[o] = gelu1(yr[o]);
+  }
+}
+
+inline void pack_one(const float* x, int64_t B, int64_t in, int64_t PW, float* dp, int64_t p, int64_t c, int64_t j) {
+  const int64_t b = p * PW + j;
+  dp[c * PW + j] = (b < B && c < in) ? x[b * in + c] : 0.f;
+}
+
+[[maybe_unused]] void pack_panels_scalar(const float* x, int64_t B, int64_t in, int64_t rows, int64_t PW, int64_t Bp,
+                                         float* dst, int64_t c0, int64_t c1) {
+  for (int64_t p = 0; p < Bp / PW; ++p)
+    for (int64_t j = 0; j < PW; ++j)
+      for (int64_t c = c0; c < c1; ++c) pack_one(x, B, in, PW, dst + p * rows * PW, p, c, j);
+}
+
+// ------------------------------------------------------------------------------------------------
 // Generic scalar versions: used by the portable build and for shapes without a vector path.
 // ------------------------------------------------------------------------------------------------
 
@@ -217,6 +266,66 @@ inline float hsum(TW v) {
 #endif
 }
 
+
+// ---------------------------- 8 x 8 transposes: packing x, writing y ----------------------------
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// gelu1 on 8 lanes (the same operations in the same order).
+inline __m256 gelu8(__m256 v) {
+  __m256 x = _mm256_mul_ps(v, _mm256_set1_ps(kRsqrt2));
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-4.f)), _mm256_set1_ps(4.f));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(kErfA[6]);
+  for (int i = 5; i >= 0; --i) p = _mm256_add_ps(_mm256_mul_ps(p, x2), _mm256_set1_ps(kErfA[i]));
+  __m256 q = _mm256_set1_ps(kErfB[4]);
+  for (int i = 3; i >= 0; --i) q = _mm256_add_ps(_mm256_mul_ps(q, x2), _mm256_set1_ps(kErfB[i]));
+  const __m256 erf = _mm256_div_ps(_mm256_mul_ps(x, p), q);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(_mm256_set1_ps(1.f), erf));
+}
+
+// pack_panels_scalar with 8 x 8 register transposes where 8 batch rows and 8 columns are in range.
+void pack_panels_vec(const float* x, int64_t B, int64_t in, int64_t rows, int64_t PW, int64_t Bp, float* dst,
+                     int64_t c0, int64_t c1) {
+  for (int64_t p = 0; p < Bp / PW; ++p) {
+    float* dp = dst + p * rows * PW;
+    for (int64_t j0 = 0; j0 < PW; j0 += 8) {
+      const int64_t b0 = p * PW + j0, j1 = (j0 + 8) < PW ? j0 + 8 : PW;
+      int64_t c = c0;
+      if (b0 + 8 <= B && j1 - j0 == 8) {
+        for (; c + 8 <= c1 && c + 8 <= in; c += 8) {
+          __m256 r[8];
+          for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(x + (b0 + k) * in + c);
+          transpose8(r);
+          for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dp + (c + k) * PW + j0, r[k]);
+        }
+      }
+      for (; c < c1; ++c)
+        for (int64_t j = j0; j < j1; ++j) pack_one(x, B, in, PW, dp, p, c, j);
+    }
+  }
+}
+
 // ---------------------------------- CSR, small batch (gather) ----------------------------------
 template <int NB>
 void csr_small(const BlockArgs& a, int64_t r0, int64_t r1) {
@@ -343,7 +452,7 @@ constexpr int kTile = 64;
 template <int R, int CT, int NV>
 inline void t_chunk(const BlockArgs& a, int64_t br, const float* xp, float* tile) {
   const int C = CT > 0 ? CT : a.C;
-  const int64_t ld = a.PW;
+  constexpr int64_t ld = NV * kW;  // == a.PW (block_t_r picks NV = PW / kW): row offsets become shifts
   TW acc[R][NV];
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < NV; ++q) acc[r][q] = VW::zero();
@@ -386,13 +495,43 @@ inline void t_chunk(const BlockArgs& a, int64_t br, const float* xp, float* tile
     for (int q = 0; q < NV; ++q) VW::store(tile + r * kTile + q * kW, acc[r][q]);
 }
 
-// y[b0 + j, o0 + i] = tile[i, j] + bias for i < rows, j < nb: contiguous stores along outputs.
-inline void write_tile(const float* tile, const float* bias, float* y, int64_t out, int64_t o0, int64_t rows,
-                       int64_t b0, int64_t nb) {
-  for (int64_t j = 0; j < nb; ++j) {
-    float* yr = y + (b0 + j) * out + o0;
-    for (int64_t i = 0; i < rows; ++i) yr[i] = tile[i * kTile + j] + (bias ? bias[o0 + i] : 0.f);
+// The epilogue: y[b, o] = act(v + bias[o] + res[b, o]) (absent terms skipped).
+struct Epi {
+  const float* bias;
+  const float* res;
+  int act;
+  float* y;
+  int64_t out;
+  inline void put(int64_t b, int64_t o, float v) const {
+    v += bias ? bias[o] : 0.f;
+    if (res) v += res[b * out + o];
+    y[b * out + o] = act == kActGelu ? gelu1(v) : v;
   }
+  inline void put8(int64_t b, int64_t o, __m256 v, __m256 bv) const {
+    v = _mm256_add_ps(v, bv);
+    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + b * out + o));
+    _mm256_storeu_ps(y + b * out + o, act == kActGelu ? gelu8(v) : v);
+  }
+};
+
+// y[b0 + j, o0 + i] = epilogue(tile[i, j]) for i < rows, j < nb: 8 x 8 register transposes, so
+// the stores run contiguously along the outputs.
+inline void write_tile(const float* tile, const Epi& e, int64_t o0, int64_t rows, int64_t b0, int64_t nb) {
+  int64_t j0 = 0;
+  for (; j0 + 8 <= nb; j0 += 8) {
+    int64_t i0 = 0;
+    for (; i0 + 8 <= rows; i0 += 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(tile + (i0 + k) * kTile + j0);
+      transpose8(r);
+      const __m256 bv = e.bias ? _mm256_loadu_ps(e.bias + o0 + i0) : _mm256_setzero_ps();
+      for (int k = 0; k < 8; ++k) e.put8(b0 + j0 + k, o0 + i0, r[k], bv);
+    }
+    for (int64_t j = j0; j < j0 + 8; ++j)
+      for (int64_t i = i0; i < rows; ++i) e.put(b0 + j, o0 + i, tile[i * kTile + j]);
+  }
+  for (int64_t j = j0; j < nb; ++j)
+    for (int64_t i = 0; i < rows; ++i) e.put(b0 + j, o0 + i, tile[i * kTile + j]);
 }
 
 // Output rows are processed 16 at a time (16/R block rows) so the results can be written to y
@@ -410,7 +549,7 @@ void block_t_vec(const BlockArgs& a, int64_t r0, int64_t r1) {
       const int64_t o0 = g0 * R;
       const int64_t o1 = (g1 * R) < a.out ? g1 * R : a.out;
       for (int64_t br = g0; br < g1; ++br) t_chunk<R, CT, NV>(a, br, xp, tile + (br - g0) * R * kTile);
-      write_tile(tile, a.bias, a.y, a.out, o0, o1 - o0, b0, nb);
+      write_tile(tile, Epi{a.bias, a.res, a.act, a.y, a.out}, o0, o1 - o0, b0, nb);
     }
   }
 }
@@ -571,7 +710,7 @@ void nm_t_vec(const NMArgs& a, int64_t r0, int64_t r1) {
     for (int64_t o0 = r0; o0 < r1; o0 += 16) {
       const int64_t o1 = (o0 + 16) < r1 ? o0 + 16 : r1;
       for (int64_t o = o0; o < o1; ++o) nm_t_chunk<NV>(a, o, xp, tile + (o - o0) * kTile);
-      write_tile(tile, a.bias, a.y, a.out, o0, o1 - o0, b0, nb);
+      write_tile(tile, Epi{a.bias, a.res, a.act, a.y, a.out}, o0, o1 - o0, b0, nb);
     }
   }
 }
@@ -711,7 +850,7 @@ void bit_t_vec(const BitArgs& a, int64_t r0, int64_t r1) {
     for (int64_t o0 = r0; o0 < r1; o0 += 16) {
       const int64_t o1 = (o0 + 16) < r1 ? o0 + 16 : r1;
       for (int64_t o = o0; o < o1; ++o) bit_t_chunk<NV>(a, o, xp, tile + (o - o0) * kTile);
-      write_tile(tile, a.bias, a.y, a.out, o0, o1 - o0, b0, nb);
+      write_tile(tile, Epi{a.bias, a.res, a.act, a.y, a.out}, o0, o1 - o0, b0, nb);
     }
   }
 }
@@ -744,7 +883,7 @@ template <int NB> struct BitSmall { static void run(const BitArgs& a, int64_t r0
 template <int NB> struct NMSmall { static void run(const NMArgs& a, int64_t r0, int64_t r1) { nm_small_vec<NB>(a, r0, r1); } };
 #endif
 
-void block_small(const BlockArgs& a, int64_t r0, int64_t r1) {
+void block_small_body(const BlockArgs& a, int64_t r0, int64_t r1) {
 #if SC_ISA >= 1
   if (a.R == 1 && a.C == 1) return by_batch<CsrSmall>(a, r0, r1);
   if (a.R == 4) return block_small_r<4>(a, r0, r1);
@@ -752,6 +891,14 @@ void block_small(const BlockArgs& a, int64_t r0, int64_t r1) {
   if (a.R == 16) return block_small_r<16>(a, r0, r1);
 #endif
   block_small_scalar(a, r0, r1);
+}
+
+// Output rows [r0 * R, r1 * R) clipped to out: where a block-row range ends among the outputs.
+inline int64_t out_end(int64_t r1, int64_t R, int64_t out) { return r1 * R < out ? r1 * R : out; }
+
+void block_small(const BlockArgs& a, int64_t r0, int64_t r1) {
+  block_small_body(a, r0, r1);
+  epilogue(a.y, a.out, a.B, r0 * a.R, out_end(r1, a.R, a.out), a.res, a.act);
 }
 
 void block_t(const BlockArgs& a, int64_t r0, int64_t r1) {
@@ -774,21 +921,26 @@ void block_t(const BlockArgs& a, int64_t r0, int64_t r1) {
   }
 #endif
   block_t_scalar(a, r0, r1);
+  epilogue(a.y, a.out, a.B, r0 * a.R, out_end(r1, a.R, a.out), a.res, a.act);
 }
 
 void nm_small(const NMArgs& a, int64_t r0, int64_t r1) {
 #if SC_ISA >= 1
-  if ((2 * kW) % a.M == 0) return by_batch<NMSmall>(a, r0, r1);
+  if ((2 * kW) % a.M == 0)
+    by_batch<NMSmall>(a, r0, r1);
+  else
 #endif
-  nm_small_scalar(a, r0, r1);
+    nm_small_scalar(a, r0, r1);
+  epilogue(a.y, a.out, a.B, r0, r1, a.res, a.act);
 }
 
 void bit_small(const BitArgs& a, int64_t r0, int64_t r1) {
 #if SC_ISA >= 1
-  return by_batch<BitSmall>(a, r0, r1);
+  by_batch<BitSmall>(a, r0, r1);
 #else
   bit_small_scalar(a, r0, r1);
 #endif
+  epilogue(a.y, a.out, a.B, r0, r1, a.res, a.act);
 }
 
 void bit_t(const BitArgs& a, int64_t r0, int64_t r1) {
@@ -799,6 +951,7 @@ void bit_t(const BitArgs& a, int64_t r0, int64_t r1) {
   return bit_t_vec<1>(a, r0, r1);
 #else
   bit_t_scalar(a, r0, r1);
+  epilogue(a.y, a.out, a.B, r0, r1, a.res, a.act);
 #endif
 }
 
@@ -810,6 +963,7 @@ void nm_t(const NMArgs& a, int64_t r0, int64_t r1) {
   return nm_t_vec<1>(a, r0, r1);
 #else
   nm_t_scalar(a, r0, r1);
+  epilogue(a.y, a.out, a.B, r0, r1, a.res, a.act);
 #endif
 }
 
@@ -821,6 +975,13 @@ namespace SC_NS {
 namespace {
 int max_nv(int) { return 0; }
 constexpr int kW = 1;
+const PackFn pack_panels = &pack_panels_scalar;
+}  // namespace
+}  // namespace SC_NS
+#else
+namespace SC_NS {
+namespace {
+const PackFn pack_panels = &pack_panels_vec;
 }  // namespace
 }  // namespace SC_NS
 #endif
@@ -834,6 +995,6 @@ extern const KernelTable SC_TABLE = {
     "portable",
 #endif
     SC_NS::kW, &SC_NS::max_nv, &SC_NS::block_small, &SC_NS::block_t, &SC_NS::nm_small, &SC_NS::nm_t,
-    &SC_NS::bit_small, &SC_NS::bit_t};
+    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels};
 
 }  // namespace sc

@@ -78,13 +78,14 @@ torch::Tensor pad_cols(const torch::Tensor& x, int64_t cols) {
 
 // Panel width for the transposed path: a multiple of the vector width with at most max_nv(R)
 // registers. Small weights (re-read cheaply from L2 for each panel) get the widest panel whose
-// x slice (rows x PW floats) fits in the L1 budget (SPARSECRAFT_PANEL_KB, default 48 KiB); large
+// x slice (rows x PW floats) fits the budget (SPARSECRAFT_PANEL_KB, default 512 KiB: L2, measured
+// faster than L1-sized panels for 16-2048 rows of 384x384, 384x1536, 1536x384); large
 // weights get the widest panel so they stream from memory once per PW batch columns.
 int64_t panel_width(const sc::KernelTable& tab, int R, int64_t rows, int64_t weight_bytes, int64_t batch) {
   static const int64_t budget = [] {
     const char* env = std::getenv("SPARSECRAFT_PANEL_KB");
     const long kb = env ? std::atol(env) : 0;
-    return (int64_t)(kb > 0 ? kb : 48) * 1024;
+    return (int64_t)(kb > 0 ? kb : 512) * 1024;
   }();
   const int nvmax = tab.max_nv(R);
   if (nvmax <= 0 || tab.width <= 1) return 64;
@@ -98,33 +99,20 @@ int64_t panel_width(const sc::KernelTable& tab, int R, int64_t rows, int64_t wei
 }
 
 // x (B, in) -> Bp/PW panels of xT, each (rows, PW) row-major, zero padding (Bp = B rounded up to
-// PW; rows >= in). Tiles of 16 x-columns keep both sides in cache.
-torch::Tensor transpose_panels(const torch::Tensor& x, int64_t rows, int64_t PW, int64_t Bp) {
-  const int64_t B = x.size(0), in = x.size(1), np = Bp / PW;
-  auto xt = torch::empty({np, rows, PW}, x.options());
+// PW; rows >= in), packed by the ISA's kernel in slices of 64 x-columns split over the threads.
+torch::Tensor transpose_panels(const sc::KernelTable& tab, const torch::Tensor& x, int64_t rows, int64_t PW,
+                               int64_t Bp) {
+  const int64_t B = x.size(0), in = x.size(1);
+  auto xt = torch::empty({Bp / PW, rows, PW}, x.options());
   const float* src = x.data_ptr<float>();
   float* dst = xt.data_ptr<float>();
-  const int64_t nbc = (rows + 15) / 16;
+  constexpr int64_t kSlice = 64;
+  const int64_t nslices = (rows + kSlice - 1) / kSlice;
   int nt = at::get_num_threads();
   if (rows * Bp < ((int64_t)1 << 16)) nt = 1;
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t cb = 0; cb < nbc; ++cb) {
-    const int64_t c0 = cb * 16, c1 = std::min(c0 + 16, rows), cin = std::min(c1, in);
-    for (int64_t p = 0; p < np; ++p) {
-      float* dp = dst + p * rows * PW;
-      for (int64_t c = cin; c < c1; ++c)
-        for (int64_t j = 0; j < PW; ++j) dp[c * PW + j] = 0.f;
-      for (int64_t j = 0; j < PW; ++j) {
-        const int64_t b = p * PW + j;
-        if (b < B) {
-          const float* sr = src + b * in;
-          for (int64_t c = c0; c < cin; ++c) dp[c * PW + j] = sr[c];
-        } else {
-          for (int64_t c = c0; c < cin; ++c) dp[c * PW + j] = 0.f;
-        }
-      }
-    }
-  }
+  for (int64_t sl = 0; sl < nslices; ++sl)
+    tab.pack_panels(src, B, in, rows, PW, Bp, dst, sl * kSlice, std::min((sl + 1) * kSlice, rows));
   return xt;
 }
 
@@ -141,9 +129,22 @@ const float* bias_ptr(const c10::optional<torch::Tensor>& bias, int64_t out) {
   return bias->data_ptr<float>();
 }
 
+// The epilogue operands: a residual of y's shape (B, out) and the activation code.
+void set_epilogue(const c10::optional<torch::Tensor>& residual, int64_t act, int64_t B, int64_t out,
+                  const float** res, int* act_out) {
+  TORCH_CHECK(act == sc::kActNone || act == sc::kActGelu, "act must be 0 (none) or 1 (gelu), got ", act);
+  *act_out = (int)act;
+  *res = nullptr;
+  if (!residual.has_value() || !residual->defined()) return;
+  TORCH_CHECK(residual->scalar_type() == torch::kFloat && residual->is_contiguous() && residual->dim() == 2 &&
+                  residual->size(0) == B && residual->size(1) == out,
+              "residual must be a contiguous float32 tensor of shape (", B, ", ", out, ")");
+  *res = residual->data_ptr<float>();
+}
+
 torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, const torch::Tensor& cols,
                            const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias, int64_t out,
-                           int64_t R, int64_t C) {
+                           int64_t R, int64_t C, const c10::optional<torch::Tensor>& residual, int64_t act) {
   check_x(x);
   TORCH_CHECK(R >= 1 && R <= 16 && C >= 1 && C <= 16, "block shape must lie in 1..16, got ", R, "x", C);
   TORCH_CHECK(rowptr.scalar_type() == torch::kInt && rowptr.is_contiguous(), "rowptr must be contiguous int32");
@@ -158,7 +159,8 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, 
   const int64_t in_pad = (in + C - 1) / C * C;
   auto y = torch::empty({B, out}, x.options());
   if (B == 0 || out == 0) return y;
-  sc::BlockArgs a;
+  sc::BlockArgs a{};
+  set_epilogue(residual, act, B, out, &a.res, &a.act);
   a.rowptr = rowptr.data_ptr<int32_t>();
   a.cols = reinterpret_cast<const uint16_t*>(cols.data_ptr<int16_t>());
   a.vals = vals.data_ptr<float>();
@@ -180,7 +182,7 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, 
   } else {
     const int64_t PW = panel_width(tab, (int)R, in_pad, vals.numel() * 4 + nblocks * 2, B);
     const int64_t Bp = (B + PW - 1) / PW * PW;
-    xs = transpose_panels(xc, in_pad, PW, Bp);
+    xs = transpose_panels(tab, xc, in_pad, PW, Bp);
     a.x = xs.data_ptr<float>();
     a.in = in_pad;
     a.Bp = Bp;
@@ -191,7 +193,8 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& rowptr, 
 }
 
 torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const torch::Tensor& idx,
-                        const c10::optional<torch::Tensor>& bias, int64_t N, int64_t M) {
+                        const c10::optional<torch::Tensor>& bias, int64_t N, int64_t M,
+                        const c10::optional<torch::Tensor>& residual, int64_t act) {
   check_x(x);
   TORCH_CHECK(M >= 1 && M <= 255 && N >= 1 && N <= M, "N:M must satisfy 1 <= N <= M <= 255, got ", N, ":", M);
   TORCH_CHECK(vals.dim() == 2 && vals.scalar_type() == torch::kFloat && vals.is_contiguous(),
@@ -204,7 +207,8 @@ torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const
   TORCH_CHECK(vals.size(1) == in / M * N, "vals has ", vals.size(1), " columns, expected ", in / M * N);
   auto y = torch::empty({B, out}, x.options());
   if (B == 0 || out == 0) return y;
-  sc::NMArgs a;
+  sc::NMArgs a{};
+  set_epilogue(residual, act, B, out, &a.res, &a.act);
   a.vals = vals.data_ptr<float>();
   a.idx = idx.data_ptr<uint8_t>();
   a.bias = bias_ptr(bias, out);
@@ -228,7 +232,7 @@ torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const
   } else {
     const int64_t PW = panel_width(tab, 1, in, vals.numel() * 5, B);
     const int64_t Bp = (B + PW - 1) / PW * PW;
-    xs = transpose_panels(xc, in, PW, Bp);
+    xs = transpose_panels(tab, xc, in, PW, Bp);
     a.x = xs.data_ptr<float>();
     a.xs = Bp;
     a.Bp = Bp;
@@ -239,7 +243,8 @@ torch::Tensor nm_linear(const torch::Tensor& x, const torch::Tensor& vals, const
 }
 
 torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr, const torch::Tensor& masks,
-                             const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias) {
+                             const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias,
+                             const c10::optional<torch::Tensor>& residual, int64_t act) {
   check_x(x);
   TORCH_CHECK(rowptr.scalar_type() == torch::kInt && rowptr.is_contiguous(), "rowptr must be contiguous int32");
   TORCH_CHECK(masks.dim() == 2 && masks.scalar_type() == torch::kShort && masks.is_contiguous(),
@@ -251,7 +256,8 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr
   TORCH_CHECK(rowptr.numel() == out + 1, "rowptr has ", rowptr.numel(), " entries, expected ", out + 1);
   auto y = torch::empty({B, out}, x.options());
   if (B == 0 || out == 0) return y;
-  sc::BitArgs a;
+  sc::BitArgs a{};
+  set_epilogue(residual, act, B, out, &a.res, &a.act);
   a.rowptr = rowptr.data_ptr<int32_t>();
   a.masks = reinterpret_cast<const uint16_t*>(masks.data_ptr<int16_t>());
   a.vals = vals.data_ptr<float>();
@@ -276,7 +282,7 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr
   } else {
     const int64_t PW = panel_width(tab, 1, rows, vals.numel() * 4 + masks.numel() * 2, B);
     const int64_t Bp = (B + PW - 1) / PW * PW;
-    xs = transpose_panels(xc, rows, PW, Bp);
+    xs = transpose_panels(tab, xc, rows, PW, Bp);
     a.x = xs.data_ptr<float>();
     a.xs = Bp;
     a.in = rows;
@@ -297,9 +303,12 @@ int64_t set_isa(int64_t isa) {
 }  // namespace
 
 TORCH_LIBRARY(sparsecraft, m) {
-  m.def("block_linear(Tensor x, Tensor rowptr, Tensor cols, Tensor vals, Tensor? bias, int out_features, int R, int C) -> Tensor");
-  m.def("nm_linear(Tensor x, Tensor vals, Tensor idx, Tensor? bias, int N, int M) -> Tensor");
-  m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias) -> Tensor");
+  m.def("block_linear(Tensor x, Tensor rowptr, Tensor cols, Tensor vals, Tensor? bias, int out_features, int R, int C, "
+        "Tensor? residual=None, int act=0) -> Tensor");
+  m.def("nm_linear(Tensor x, Tensor vals, Tensor idx, Tensor? bias, int N, int M, Tensor? residual=None, int act=0) "
+        "-> Tensor");
+  m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias, Tensor? residual=None, "
+        "int act=0) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparsecraft, CPU, m) {
