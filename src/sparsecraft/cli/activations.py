@@ -54,18 +54,7 @@ def _quality(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``sparsecraft activations``.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options.
-
-    Returns
-    -------
-    int
-        Exit code 0 (user errors raise ``SparsecraftError``, which the CLI turns into exit code 2).
-    """
+    """Run ``sparsecraft activations`` (exit codes: see :mod:`sparsecraft.cli`)."""
     from ..representations import measure_activation_sparsity, sparsify_activations
 
     if not args.eps >= 0:

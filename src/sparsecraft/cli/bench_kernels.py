@@ -52,18 +52,7 @@ def _check_fits_memory(out: int, inp: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Time every shape x pattern x sparsity x batch with :func:`sparsecraft.inference.bench.bench_layer`.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options.
-
-    Returns
-    -------
-    int
-        0; bad options raise a one-line SparsecraftError (exit 2).
-    """
+    """Time every shape x pattern x sparsity x batch with :func:`sparsecraft.inference.bench.bench_layer`."""
     from .. import kernels
     from ..inference.bench import PATTERNS, CacheFlusher, LayerWorkload, bench_layer, parse_shape
 

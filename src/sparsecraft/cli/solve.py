@@ -107,18 +107,7 @@ def _solve(method: str, A: np.ndarray, y: np.ndarray, args: argparse.Namespace) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``sparsecraft solve``.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options.
-
-    Returns
-    -------
-    int
-        Exit code 0 (user errors raise ``SparsecraftError``, which the CLI turns into exit code 2).
-    """
+    """Run ``sparsecraft solve`` (exit codes: see :mod:`sparsecraft.cli`)."""
     if args.out:
         check_output(args.out, args.force)
     A, y = _load(args.data)
