@@ -232,6 +232,8 @@ def main() -> None:
         "`dense_plus_ft`: the dense model fine-tuned for the same epochs (the fair reference).", "",
         f"## From scratch at equal parameters (unstructured sparsity {sparsity:.3f} on the same layers)", "",
         markdown_table(scratch_rows, ["model", "params", "acc_mean", "acc_std"]), "",
+        "For the unstructured rows `params` counts kept weights (every dense parameter plus the nonzeros of the "
+        "sparsified layers), equal to Monarch's.", "",
         "## Forward speed, MonarchLinear vs nn.Linear (batch 256, thread CPU time, min of interleaved rounds)", "",
         markdown_table(speed, ["shape", "nblocks", "weight_fraction", "dense_ms", "monarch_ms", "speedup"]), "",
         "Scale: a 2-layer d_model-64 transformer on 1437 digits images; the paper fine-tunes BERT on GLUE "
