@@ -6,6 +6,8 @@ Every query keeps only its ``k`` highest-scoring keys; the softmax runs over tho
 ``r`` "label" channels per head chosen offline on calibration data: the channels with the largest
 mean ``|q_c| * |k_c|`` (the outlier channels that dominate ``q . k``). Token sparsity plus channel
 sparsity means a decoder reads ``r / head_dim`` of every key and ``k / T`` of the full keys/values.
+This module computes the top-k mask for whole sequences (every query at once); the decode-time path
+with a label KV cache is :mod:`.double_sparsity`.
 
 Sparsifiner (Wei et al. 2023) learns an instance-dependent connectivity predictor for the same
 top-k mask; here the predictor is the calibrated channel subset (training-free).
@@ -19,6 +21,26 @@ from torch import nn
 
 from ..errors import SparsecraftError, check_positive_int
 from ..models.transformer import SelfAttention
+
+
+def check_label_channels(channels: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
+    """Validate label channel ids for a layer of ``num_heads`` heads of ``head_dim`` channels.
+
+    Parameters
+    ----------
+    channels : array-like of shape (num_heads, r)
+    num_heads, head_dim : int
+
+    Returns
+    -------
+    torch.Tensor of shape (num_heads, r), int64
+    """
+    channels = torch.as_tensor(channels, dtype=torch.int64)
+    if channels.dim() != 2 or channels.shape[0] != num_heads:
+        raise SparsecraftError(f"label_channels must be (num_heads={num_heads}, r), got {tuple(channels.shape)}")
+    if bool(((channels < 0) | (channels >= head_dim)).any()):
+        raise SparsecraftError(f"label_channels must lie in [0, head_dim={head_dim})")
+    return channels
 
 
 class TopKSelfAttention(SelfAttention):
@@ -63,13 +85,7 @@ class TopKSelfAttention(SelfAttention):
             setattr(sparse, name, getattr(attn, name))
         sparse.k = check_positive_int(k, "k")
         if label_channels is not None:
-            label_channels = torch.as_tensor(label_channels, dtype=torch.int64)
-            if label_channels.dim() != 2 or label_channels.shape[0] != attn.num_heads:
-                raise SparsecraftError(
-                    f"label_channels must be (num_heads={attn.num_heads}, r), got {tuple(label_channels.shape)}"
-                )
-            if bool(((label_channels < 0) | (label_channels >= attn.head_dim)).any()):
-                raise SparsecraftError(f"label_channels must lie in [0, head_dim={attn.head_dim})")
+            label_channels = check_label_channels(label_channels, attn.num_heads, attn.head_dim)
         # a non-persistent buffer: moves with .to(), stays out of the state dict (dense-compatible)
         sparse.register_buffer("label_channels", label_channels, persistent=False)
         return sparse
