@@ -3,9 +3,13 @@
 * :mod:`.activations`: measure near-zero activations per layer; ``TopKActivation`` and
   ``sparsify_activations`` enforce k active MLP units per token (Lazy Neuron Phenomenon).
 * :mod:`.sae`: ``SparseAutoencoder`` with TopK / feature-choice / mutual-choice rules (``SAE_RULES``).
-* :mod:`.moe`: ``MoEFeedForward`` top-k router with a Switch-style load-balancing loss.
+* :mod:`.moe`: ``MoEFeedForward`` (experts + a router from ``ROUTERS``, chunk-sparse inference).
+* :mod:`.routers`: ``ROUTERS``: ``topk`` (Switch balance loss), ``blockffn`` (ReLU + RMSNorm,
+  chunk-level sparsity objectives), ``comet`` (tree gate, permutation local search); TLS / CLS.
 * :mod:`.attention`: ``TopKSelfAttention`` (k keys per query, optionally ranked by Double Sparsity
   label channels) and ``sparsify_attention`` for ``TinyTransformer``.
+* :mod:`.double_sparsity`: Double Sparsity at decode time: ``LabelKVCache`` (label channels kept
+  contiguous apart from the full K/V), ``sparse_decode_attention``, ``DoubleSparseDecoder``.
 """
 from __future__ import annotations
 
@@ -18,8 +22,32 @@ from .activations import (
     sparsify_activations,
     topk_mask,
 )
-from .attention import TopKSelfAttention, calibrate_label_channels, sparsify_attention
-from .moe import MoEFeedForward, Routing, load_balancing_loss, moe_aux_loss, use_moe
+from .attention import TopKSelfAttention, calibrate_label_channels, check_label_channels, sparsify_attention
+from .double_sparsity import (
+    DoubleSparseDecoder,
+    LabelKVCache,
+    decode_quality,
+    dense_decode_attention,
+    random_label_channels,
+    select_tokens,
+    sparse_decode_attention,
+)
+from .moe import MoEFeedForward, PackedExperts, moe_aux_loss, routing_masks, use_moe
+from .routers import (
+    ROUTERS,
+    BlockFFNRouter,
+    COMETRouter,
+    Router,
+    Routing,
+    TopKRouter,
+    activation_locality_loss,
+    build_router,
+    chunk_level_sparsity,
+    chunk_sparsification_loss,
+    load_balancing_loss,
+    smooth_step,
+    token_level_sparsity,
+)
 from .sae import (
     SAE_RULES,
     SAEHistory,
@@ -32,10 +60,25 @@ from .sae import (
 )
 
 __all__ = [
+    "ROUTERS",
+    "BlockFFNRouter",
+    "COMETRouter",
+    "Router",
+    "TopKRouter",
+    "activation_locality_loss",
+    "build_router",
+    "chunk_level_sparsity",
+    "chunk_sparsification_loss",
+    "routing_masks",
+    "smooth_step",
+    "token_level_sparsity",
     "SAE_RULES",
     "ActivationMonitor",
+    "DoubleSparseDecoder",
+    "LabelKVCache",
     "LayerActivationSparsity",
     "MoEFeedForward",
+    "PackedExperts",
     "Routing",
     "SAEHistory",
     "SparseAutoencoder",
@@ -43,12 +86,18 @@ __all__ = [
     "TopKSelfAttention",
     "activation_sparsity",
     "calibrate_label_channels",
+    "check_label_channels",
+    "decode_quality",
+    "dense_decode_attention",
     "dictionary_recovery",
     "feature_choice_m",
     "load_balancing_loss",
     "measure_activation_sparsity",
     "moe_aux_loss",
+    "random_label_channels",
     "reconstruction_mse",
+    "select_tokens",
+    "sparse_decode_attention",
     "sparse_dictionary_data",
     "sparsify_activations",
     "sparsify_attention",
