@@ -8,7 +8,8 @@
    accuracy per budget 1/4 .. 1/64.
 2. Speed: one decode step of attention (one query per head against a long cache) at 4k, 8k and 16k
    cached tokens, dense (SDPA over a contiguous K/V cache) vs Double Sparsity at a 1/16 token
-   budget (label cache, then gather of the selected rows) vs exact top-k at the same budget. Two
+   budget (label cache, gather of the selected keys, weighted sum of the selected values read in place) vs
+   exact top-k at the same budget. Two
    head geometries: the LM's own (4 heads x 32 channels, keys/values/queries computed by the LM's
    first layer on repeated pydoc text) and LLaMA-style heads (8 heads x 128 channels, r = 16,
    synthetic keys with outlier channels). Timed interleaved on one thread with thread CPU time.
@@ -221,7 +222,8 @@ def main() -> None:
         "",
         "## Decode attention time (one step, batch 1, 1/16 budget)",
         "Dense is SDPA over a contiguous K/V cache; Double Sparsity ranks on the channel-major label cache, "
-        "selects with introselect, gathers the selected K/V rows (stored side by side) and runs SDPA over them. "
+        "selects with introselect, gathers the selected keys, and sums the selected values weighted by the "
+        "softmax straight from the cache (embedding_bag, no copy). "
         "bytes_read_ratio: bytes dense reads / bytes Double Sparsity reads (label cache + selected rows).",
         markdown_table(speed, ["geometry", "tokens", "budget_tokens", "dense_us", "double_sparsity_us",
                                "exact_topk_us", "speedup_double_sparsity", "speedup_exact_topk",

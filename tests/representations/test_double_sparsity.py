@@ -42,9 +42,10 @@ def test_label_cache_is_separate_contiguous_and_holds_label_channels():
     assert torch.equal(cache.labels[..., :11], expected)
     assert torch.equal(cache.keys, keys) and torch.equal(cache.values, values)
     idx = torch.tensor([[[3, 0], [10, 4], [7, 7]], [[1, 2], [5, 6], [9, 8]]])
-    gk, gv = cache.gather(idx)
-    assert torch.equal(gk, keys.gather(2, idx[..., None].expand(-1, -1, -1, 8)))
-    assert torch.equal(gv, values.gather(2, idx[..., None].expand(-1, -1, -1, 8)))
+    assert torch.equal(cache.gather_keys(idx), keys.gather(2, idx[..., None].expand(-1, -1, -1, 8)))
+    w = torch.rand(2, 3, 2)
+    picked = values.gather(2, idx[..., None].expand(-1, -1, -1, 8))
+    assert torch.allclose(cache.weighted_values(idx, w), (w.unsqueeze(-1) * picked).sum(2), atol=1e-6)
     assert cache.label_bytes() == 2 * 3 * 11 * 2 * 4 and cache.kv_bytes() == 2 * 2 * 3 * 11 * 8 * 4
 
 

@@ -35,9 +35,10 @@ class LabelKVCache:
     """A preallocated KV cache for one attention layer plus a separate, contiguous label cache.
 
     Layout: the label cache is channel-major, ``labels[n, h, c, t]``, so ranking the cached tokens
-    streams ``r`` contiguous rows of ``length`` numbers per head; keys and values share one tensor
-    ``kv[n, h, t] = [key (D) | value (D)]``, so a selected token costs one contiguous read of
-    ``2 * D`` numbers.
+    streams ``r`` contiguous rows of ``length`` numbers per head. Keys and values are token-major
+    ``(N, H, capacity, D)`` tensors: a selected token is one contiguous row of each. Selected keys
+    are gathered (their exact scores are needed); selected values are never copied: their
+    probability-weighted sum is read straight from the cache (``embedding_bag``).
 
     Parameters
     ----------
@@ -57,7 +58,7 @@ class LabelKVCache:
     ----------
     length : int
         Tokens cached so far.
-    kv : torch.Tensor of shape (N, H, capacity, 2 * D)
+    key_store, value_store : torch.Tensor of shape (N, H, capacity, D)
     labels : torch.Tensor of shape (N, H, r, capacity) or None
     """
 
@@ -72,7 +73,9 @@ class LabelKVCache:
         self.capacity = check_positive_int(capacity, "capacity")
         self.device = torch.device(device)
         self.kv_device = torch.device(kv_device) if kv_device is not None else self.device
-        self.kv = torch.empty(batch, num_heads, capacity, 2 * head_dim, dtype=dtype, device=self.kv_device)
+        shape = (batch, num_heads, capacity, head_dim)
+        self.key_store = torch.empty(shape, dtype=dtype, device=self.kv_device)
+        self.value_store = torch.empty(shape, dtype=dtype, device=self.kv_device)
         self.channels: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         if channels is not None:
@@ -80,18 +83,18 @@ class LabelKVCache:
             self.labels = torch.empty(batch, num_heads, self.channels.shape[1], capacity, dtype=dtype,
                                       device=self.device)
         self.length = 0
-        # row offset of each (batch, head) in kv viewed as (N * H * capacity, 2 * D)
+        # row offset of each (batch, head) in a store viewed as (N * H * capacity, D)
         self._row_base = (torch.arange(batch * num_heads, device=self.kv_device) * capacity).view(batch, num_heads, 1)
 
     @property
     def keys(self) -> torch.Tensor:
         """Cached keys ``(N, H, length, D)`` (a view)."""
-        return self.kv[:, :, : self.length, : self.head_dim]
+        return self.key_store[:, :, : self.length]
 
     @property
     def values(self) -> torch.Tensor:
         """Cached values ``(N, H, length, D)`` (a view)."""
-        return self.kv[:, :, : self.length, self.head_dim :]
+        return self.value_store[:, :, : self.length]
 
     def append(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Cache new tokens.
@@ -108,8 +111,8 @@ class LabelKVCache:
         end = self.length + keys.shape[2]
         if end > self.capacity:
             raise SparsecraftError(f"cache holds {self.capacity} tokens, appending would make {end}; build it larger")
-        self.kv[:, :, self.length : end, : self.head_dim] = keys.to(self.kv_device)
-        self.kv[:, :, self.length : end, self.head_dim :] = values.to(self.kv_device)
+        self.key_store[:, :, self.length : end] = keys.to(self.kv_device)
+        self.value_store[:, :, self.length : end] = values.to(self.kv_device)
         if self.labels is not None:
             index = self.channels[None, :, None, :].expand(self.batch, -1, keys.shape[2], -1)
             self.labels[:, :, :, self.length : end] = keys.to(self.device).gather(-1, index).transpose(-1, -2)
@@ -121,10 +124,13 @@ class LabelKVCache:
 
     def kv_bytes(self) -> int:
         """Bytes of the full keys and values in use."""
-        return self.kv[:, :, : self.length].numel() * self.kv.element_size()
+        return 2 * self.keys.numel() * self.key_store.element_size()
 
-    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of selected tokens, moved to the compute device.
+    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx.to(self.kv_device) + self._row_base
+
+    def gather_keys(self, idx: torch.Tensor) -> torch.Tensor:
+        """Keys of selected tokens, on the compute device.
 
         Parameters
         ----------
@@ -133,12 +139,27 @@ class LabelKVCache:
 
         Returns
         -------
-        keys, values : torch.Tensor of shape (N, H, k, D)
+        torch.Tensor of shape (N, H, k, D)
         """
-        rows = (idx.to(self.kv_device) + self._row_base).flatten()
-        picked = self.kv.view(-1, 2 * self.head_dim).index_select(0, rows).to(self.device)
-        picked = picked.view(self.batch, self.num_heads, idx.shape[-1], 2 * self.head_dim)
-        return picked[..., : self.head_dim], picked[..., self.head_dim :]
+        picked = self.key_store.view(-1, self.head_dim).index_select(0, self._rows(idx).flatten())
+        return picked.to(self.device).view(*idx.shape, self.head_dim)
+
+    def weighted_values(self, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_i weights[..., i] * value[idx[..., i]]`` read straight from the value store.
+
+        Parameters
+        ----------
+        idx : torch.Tensor of shape (N, H, k), int64
+        weights : torch.Tensor of shape (N, H, k)
+
+        Returns
+        -------
+        torch.Tensor of shape (N, H, D), on the compute device
+        """
+        rows = self._rows(idx).view(-1, idx.shape[-1])
+        w = weights.to(self.kv_device, self.value_store.dtype).reshape(rows.shape)
+        out = F.embedding_bag(rows, self.value_store.view(-1, self.head_dim), per_sample_weights=w, mode="sum")
+        return out.to(self.device).view(*idx.shape[:2], self.head_dim)
 
 
 def dense_decode_attention(q: torch.Tensor, cache: LabelKVCache) -> torch.Tensor:
@@ -194,7 +215,7 @@ def select_tokens(q: torch.Tensor, cache: LabelKVCache, k: int, exact: bool = Fa
 
 
 def sparse_decode_attention(q: torch.Tensor, cache: LabelKVCache, k: int, exact: bool = False) -> torch.Tensor:
-    """Double Sparsity decode attention: rank tokens, gather their keys/values, attend over them.
+    """Double Sparsity decode attention: rank tokens, gather their keys, attend over them.
 
     With ``k >= cache.length`` this is dense attention over every cached token.
 
@@ -214,8 +235,9 @@ def sparse_decode_attention(q: torch.Tensor, cache: LabelKVCache, k: int, exact:
     k = check_positive_int(k, "k")
     if k >= cache.length:
         return dense_decode_attention(q, cache)
-    keys, values = cache.gather(select_tokens(q, cache, k, exact))
-    return F.scaled_dot_product_attention(q.unsqueeze(2), keys, values).squeeze(2)
+    idx = select_tokens(q, cache, k, exact)
+    probs = (cache.gather_keys(idx) @ q.unsqueeze(-1)).squeeze(-1).mul_(1 / math.sqrt(cache.head_dim)).softmax(-1)
+    return cache.weighted_values(idx, probs)
 
 
 class DoubleSparseDecoder:
