@@ -191,12 +191,9 @@ class Router(nn.Module):
     ----------
     options : tuple of Option
         The keyword options the constructor takes besides ``d_model, n_experts, k``.
-    variable : bool
-        Whether the number of experts per token varies (slots are then the experts themselves).
     """
 
     options: ClassVar[tuple[Option, ...]] = ()
-    variable: ClassVar[bool] = False
 
     def __init__(self, d_model: int, n_experts: int, k: int) -> None:
         super().__init__()
@@ -288,7 +285,6 @@ class BlockFFNRouter(Router):
     learnable per expert); an expert runs for a token iff its gate is positive.
     """
 
-    variable = True
     options = (
         Option("l1", float, 0.01, "initial weight of the L1 penalty on the gates", bounds="[0, inf)"),
         Option("target_active", float, None, "steer the mean active experts per token to this (adaptive L1)",
@@ -452,7 +448,6 @@ def nearest_permutation(soft: torch.Tensor) -> torch.Tensor:
 class COMETRouter(Router):
     """COMET tree gate: ``k`` soft binary trees over ``n_experts`` (a power of two) leaves."""
 
-    variable = True
     options = (
         Option("gamma", float, 1.0, "smooth-step transition width", bounds="(0, inf)"),
         Option("entropy", float, 0.05, "weight of the leaf-probability entropy penalty", bounds="[0, inf)"),
