@@ -181,6 +181,7 @@ def test_comet_local_search_permutes_experts():
     assert torch.allclose(router(x, 10).gates, base[:, [1, 0, 3, 2]], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_blockffn_adaptive_l1_steers_active_experts():
     torch.manual_seed(6)
     model = TinyTransformer(16, vocab_size=16, d_model=16, num_heads=2, num_layers=1, causal=True)
