@@ -7,7 +7,8 @@ active parameters (2 of the 8 experts per token on average):
 
 * ``topk`` (k = 2, softmax, Switch balance loss 0.01);
 * ``blockffn`` (ReLU + RMSNorm router, adaptive L1 steering the mean active experts to 2), without
-  and with BlockFFN's chunk-level objectives (chunk sparsification loss and activation locality);
+  and with BlockFFN's chunk-level objectives (chunk sparsification loss 0.1, activation locality
+  0.05, balance 0.1), and once with a strong chunk loss (0.5) that collapses the routing;
 * ``comet`` (2 trees of depth 3, smooth-step gamma 1, entropy penalty), without and with the
   permutation local search.
 
@@ -61,12 +62,16 @@ CHUNK = 8
 VARIANTS = {
     "topk": ("topk", {}),
     "blockffn": ("blockffn", {"target_active": float(ACTIVE)}),
-    "blockffn + CLS objectives": ("blockffn", {"target_active": float(ACTIVE), "chunk_loss": 0.5, "locality": 0.05}),
+    "blockffn + CLS objectives": ("blockffn", {"target_active": float(ACTIVE), "chunk_loss": 0.1, "locality": 0.05,
+                                               "balance": 0.1}),
+    "blockffn + strong chunk loss": ("blockffn", {"target_active": float(ACTIVE), "chunk_loss": 0.5,
+                                                  "locality": 0.05}),
     "comet": ("comet", {}),
     "comet + local search": ("comet", {"local_search": True}),
 }
-RUNS = [(v, s) for v in ("topk", "blockffn", "comet", "comet + local search") for s in SEEDS]
-RUNS.append(("blockffn + CLS objectives", 0))
+RUNS = [(v, s) for v in ("topk", "blockffn", "blockffn + CLS objectives", "comet", "comet + local search")
+        for s in SEEDS]
+RUNS.append(("blockffn + strong chunk loss", 0))
 
 
 def train_run(data, variant: str, seed: int) -> dict:
@@ -210,43 +215,56 @@ def main() -> None:
     rows += timing_rows(densities)
     load_after = os.getloadavg()
     timing = [r for r in rows if r["section"] == "timing"]
-    tk, bf, cls, co, ls = (summ[v] for v in ("topk", "blockffn", "blockffn + CLS objectives", "comet",
-                                             "comet + local search"))
+    tk, bf, cls, strong, co, ls = (summ[v] for v in ("topk", "blockffn", "blockffn + CLS objectives",
+                                                     "blockffn + strong chunk loss", "comet", "comet + local search"))
     best_cls_speed = max(r["speedup"] for r in timing if r["density_from"] == "blockffn + CLS (trained)")
+
+    def versus(a: dict, b: dict) -> str:
+        """a's eval loss against b's: better / worse only beyond the larger seed std."""
+        noise = max(a["eval_loss_std"], b["eval_loss_std"])
+        if a["eval_loss_mean"] < b["eval_loss_mean"] - noise:
+            return "better"
+        return "worse" if a["eval_loss_mean"] > b["eval_loss_mean"] + noise else "within seed noise"
+
     claims = [
         {"claim": "BlockFFN: over 80% TLS and 70% 8-token CLS",
-         "measured": f"TLS {cls['tls']:.3f}, CLS8 {cls['cls8']:.3f} with CLS objectives "
-                     f"(without: {bf['tls']:.3f} / {bf['cls8']:.3f}; top-k: {tk['tls']:.3f} / {tk['cls8']:.3f})",
-         "held": "held" if cls["tls"] >= 0.8 and cls["cls8"] >= 0.7 else "not held"},
-        {"claim": "CLS-aware objectives raise chunk-level sparsity over plain routing",
-         "measured": f"CLS8 {cls['cls8']:.3f} vs {bf['cls8']:.3f} (blockffn) and {tk['cls8']:.3f} (top-k), "
+         "measured": f"TLS {cls['tls']:.3f}, CLS8 {cls['cls8']:.3f} with CLS objectives at "
+                     f"{cls['active_per_token']:.2f} active experts of 8 (load entropy {cls['load_entropy']:.2f}); "
+                     "strong chunk loss: "
+                     f"{strong['tls']:.3f} / {strong['cls8']:.3f} but collapsed (load entropy "
+                     f"{strong['load_entropy']:.2f}, one expert takes {strong['max_expert_share']:.0%} of the load)",
+         "held": "held" if cls["tls"] >= 0.8 and cls["cls8"] >= 0.7 and cls["load_entropy"] > 0.5 else
+         "not held at about 2 of 8 active experts (TLS near 75%); reached only by collapsing onto one expert"},
+        {"claim": "CLS-aware objectives raise chunk-level sparsity over plain routing (equal active experts)",
+         "measured": f"CLS8 {cls['cls8']:.3f} vs {bf['cls8']:.3f} (blockffn) and {tk['cls8']:.3f} (top-k); "
                      f"eval loss {cls['eval_loss_mean']:.3f} vs {bf['eval_loss_mean']:.3f} / "
                      f"{tk['eval_loss_mean']:.3f}",
-         "held": "held" if cls["cls8"] > max(bf["cls8"], tk["cls8"]) else "not held"},
-        {"claim": "BlockFFN router performs at least as well as top-k MoE (equal active parameters)",
+         "held": "held" if cls["cls8"] > max(bf["cls8"], tk["cls8"]) and cls["load_entropy"] > 0.5 else "not held"},
+        {"claim": "BlockFFN router at least as good as top-k MoE (equal active parameters)",
          "measured": f"eval loss {bf['eval_loss_mean']:.3f} +- {bf['eval_loss_std']:.3f} vs top-k "
                      f"{tk['eval_loss_mean']:.3f} +- {tk['eval_loss_std']:.3f} ({bf['active_per_token']:.2f} vs 2 "
-                     "active experts)",
-         "held": "held" if bf["eval_loss_mean"] <= tk["eval_loss_mean"] else "not held"},
+                     f"active experts): {versus(bf, tk)}",
+         "held": "held" if versus(bf, tk) != "worse" else "not held"},
         {"claim": "BlockFFN chunk-level kernels: up to 3.67x over dense (end-side GPU, with speculative decoding)",
-         "measured": f"{best_cls_speed:.2f}x at the CLS-trained density; "
+         "measured": f"{best_cls_speed:.2f}x at the CLS-trained chunk density; "
                      + ", ".join(f"{r['speedup']:.2f}x at {r['chunk_density']:.3f}" for r in timing
-                                 if r["density_from"].startswith("fixed") and r["tokens"] == CHUNK),
-         "held": "held (>= 3.67x at its density)" if best_cls_speed >= 3.67 else "not held at the trained density"},
+                                 if r["density_from"].startswith("fixed")),
+         "held": "held (>= 3.67x at its density)" if best_cls_speed >= 3.67 else "not held (one CPU thread)"},
         {"claim": "COMET beats softmax top-k (paper: up to 13% ROC AUC on recsys/vision)",
          "measured": f"eval loss {co['eval_loss_mean']:.3f} +- {co['eval_loss_std']:.3f} vs top-k "
-                     f"{tk['eval_loss_mean']:.3f} +- {tk['eval_loss_std']:.3f}; active {co['active_per_token']:.2f} "
-                     f"(max {co['max_active_per_token']})",
-         "held": "held" if co["eval_loss_mean"] < tk["eval_loss_mean"] else "not held"},
+                     f"{tk['eval_loss_mean']:.3f} +- {tk['eval_loss_std']:.3f}: {versus(co, tk)}; active "
+                     f"{co['active_per_token']:.2f} per token, up to {co['max_active_per_token']} (trees not saturated "
+                     "after this short run, so the cardinality bound k = 2 is not yet met)",
+         "held": "held" if versus(co, tk) == "better" else "not held"},
         {"claim": "local search helps escape bad solutions (better or less seed-dependent)",
          "measured": f"eval loss {ls['eval_loss_mean']:.3f} +- {ls['eval_loss_std']:.3f} (worst seed "
                      f"{ls['eval_loss_worst']:.3f}) vs comet {co['eval_loss_mean']:.3f} +- {co['eval_loss_std']:.3f} "
-                     f"(worst {co['eval_loss_worst']:.3f})",
-         "held": "held" if ls["eval_loss_mean"] < co["eval_loss_mean"] and ls["eval_loss_worst"] <= co[
-             "eval_loss_worst"] else "not held"},
+                     f"(worst {co['eval_loss_worst']:.3f}): {versus(ls, co)}",
+         "held": "held" if versus(ls, co) == "better" or (versus(ls, co) != "worse" and ls["eval_loss_std"] < co[
+             "eval_loss_std"]) else "not held"},
         {"claim": "COMET vs BlockFFN router at equal active parameters",
-         "measured": f"eval loss {co['eval_loss_mean']:.3f} (comet) vs {bf['eval_loss_mean']:.3f} (blockffn); "
-                     f"load entropy {co['load_entropy']:.3f} vs {bf['load_entropy']:.3f}",
+         "measured": f"eval loss {co['eval_loss_mean']:.3f} (comet) vs {bf['eval_loss_mean']:.3f} (blockffn): "
+                     f"{versus(co, bf)}; load entropy {co['load_entropy']:.3f} vs {bf['load_entropy']:.3f}",
          "held": "comparison only"},
     ]
     md = [
