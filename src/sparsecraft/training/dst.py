@@ -15,6 +15,18 @@ is reset (:meth:`Sparsifier.set_mask` does both). Candidates for growth are all 
 after the drop, so a just-dropped weight may be regrown (it then keeps its value: net no change),
 as in the RigL reference implementation. Per layer, the number dropped equals the number grown, so
 each layer's kept count never changes.
+
+Two extensions, used by continual learning (:mod:`sparsecraft.training.continual`) and open to any
+caller:
+
+* ``grow`` chooses the growth criterion of either method: ``random`` (SET's), ``gradient`` (RigL's:
+  dense |grad| of the update step's batch) or ``momentum`` (Dettmers & Zettlemoyer 2019, "Sparse
+  Networks from Scratch": |exponential moving average of the dense gradient|, beta 0.9, accumulated
+  every step, so every step's backward is dense).
+* :meth:`DropGrow.reserve` marks positions as occupied (e.g. by the subnetworks of earlier tasks):
+  they stay active and are used in the forward pass, but are never dropped, grown into or changed
+  (their gradients are zeroed and their values restored after each step); the updater's own
+  subnetwork is drawn from, and rewired within, the free positions only.
 """
 from __future__ import annotations
 
@@ -22,9 +34,14 @@ import torch
 
 from ..criteria import Calib
 from ..errors import SparsecraftError, check_positive_int
+from ..oneshot import plan_masks
 from ..options import Option
+from ..sparsifier import Sparsifier
 from .base import UPDATERS, SparsityConfig, Updater
 from .schedules import cosine_fraction, is_update_step
+
+GROW_CRITERIA = ("random", "gradient", "momentum")
+MOMENTUM = 0.9  # of the gradient moving average that ``grow="momentum"`` ranks by (SNFS's SGD momentum)
 
 
 def _topk_mask(scores: torch.Tensor, k: int, candidates: torch.Tensor) -> torch.Tensor:
@@ -48,12 +65,15 @@ class DropGrow(Updater):
                "as RigL; the SET paper rewires until the end: 1.0)", bounds="(0, 1]"),
         Option("decay", str, None, "drop-fraction schedule (default: constant for set, cosine for rigl)",
                choices=("constant", "cosine")),
+        Option("grow", str, None, "growth criterion (default: random for set, gradient for rigl; momentum: "
+               "EMA of dense gradients)", choices=GROW_CRITERIA),
     )
     decay = "constant"
+    grow = "random"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  update_every: int | None = None, drop_fraction: float = 0.3, end_fraction: float = 0.75,
-                 decay: str | None = None) -> None:
+                 decay: str | None = None, grow: str | None = None) -> None:
         super().__init__(config, total_steps, seed)
         if self.config.get_pattern().name != "unstructured":
             raise SparsecraftError(f"{self.name} drops and grows single weights; use pattern 'unstructured'")
@@ -68,13 +88,108 @@ class DropGrow(Updater):
             if decay not in ("constant", "cosine"):
                 raise SparsecraftError(f"decay must be 'constant' or 'cosine', got {decay!r}")
             self.decay = decay
+        if grow is not None:
+            if grow not in GROW_CRITERIA:
+                raise SparsecraftError(f"grow must be one of {', '.join(GROW_CRITERIA)}, got {grow!r}")
+            self.grow = grow
         self._grow_scores: dict[str, torch.Tensor] = {}
+        self._momentum: dict[str, torch.Tensor] = {}
+        self.occupied: dict[str, torch.Tensor] = {}
+        self._frozen_values: dict[str, torch.Tensor] = {}
+
+    def reserve(self, occupied: dict[str, torch.Tensor]) -> "DropGrow":
+        """Mark positions that this run must keep active and unchanged; call before :meth:`attach`.
+
+        Parameters
+        ----------
+        occupied : dict of str to bool Tensor
+            ``{param name: mask of that parameter's shape}``, True = taken (e.g. by an earlier
+            task). Names must be targets of the config; layers not named have nothing occupied.
+
+        Returns
+        -------
+        DropGrow
+            ``self``.
+        """
+        if self.model is not None:
+            raise SparsecraftError("reserve() must come before attach(): the initial masks avoid occupied positions")
+        self.occupied = {name: m.to(torch.bool).clone() for name, m in occupied.items()}
+        return self
 
     def setup(self, calib: Calib) -> None:
         self.update_every = self._update_every or max(1, self.total_steps // 20)
         self.end = max(1, int(self.end_fraction * self.total_steps))
-        self.sparsifier = self.initial_masks("random")
+        self.sparsifier = self._reserved_masks() if self.occupied else self.initial_masks("random")
+        params = {n: t.param.detach() for n, t in self.sparsifier.targets.items()}
+        self._frozen_values = {n: params[n][m].clone() for n, m in self.occupied.items()}
+        self.sparsifier.mask_grads = not self._needs_dense(1)
         self.record("init")
+
+    def _reserved_masks(self) -> Sparsifier:
+        """Random masks of the config's per-layer counts drawn among the free positions (capped at
+        the free count), united with the occupied ones, whose weights are left untouched."""
+        targets, self.skipped = self.config.targets(self.model)
+        by_name = {t.name: t for t in targets}
+        for name, m in self.occupied.items():
+            if name not in by_name:
+                raise SparsecraftError(f"occupied mask for {name!r}, which is not a target; "
+                                       f"targets: {', '.join(by_name)}")
+            if tuple(m.shape) != tuple(by_name[name].param.shape):
+                raise SparsecraftError(f"occupied mask for {name} has shape {tuple(m.shape)} but the parameter "
+                                       f"has {tuple(by_name[name].param.shape)}")
+        scores = {}
+        for t in targets:
+            r = torch.rand(t.param.shape, generator=self.generator("init", t.name))
+            scores[t.name] = r.masked_fill(self.occupied[t.name], float("-inf")) if t.name in self.occupied else r
+        masks = plan_masks(self.config.sparsity, self.config.get_pattern(), scores, self.config.allocation)
+        masks = {n: m | self.occupied[n] if n in self.occupied else m for n, m in masks.items()}
+        return Sparsifier(self.model, masks, {n: self.config.get_pattern() for n in masks})
+
+    def own_masks(self) -> dict[str, torch.Tensor]:
+        """``{param name: bool mask}`` of this run's own subnetwork: active and not occupied."""
+        return {n: m & ~self.occupied[n] if n in self.occupied else m.clone() for n, m in self.sparsifier.masks.items()}
+
+    def _needs_dense(self, step: int) -> bool:
+        """Whether the backward of step ``step`` must give dense gradients (growth reads them)."""
+        return self.grow == "momentum" or (self.grow == "gradient" and self.is_update(step))
+
+    def before_step(self) -> None:
+        """Gradients are here: keep what growth needs from the dense ones, then mask them."""
+        dense = self._needs_dense(self.step + 1)
+        if not dense and not self.occupied:
+            return
+        for name, t in self.sparsifier.targets.items():
+            g = t.param.grad
+            if g is None:
+                if dense:
+                    raise SparsecraftError(f"no gradient for {name} at a {self.name} update; "
+                                           "call before_step() after backward()")
+                continue
+            if dense:
+                if self.grow == "momentum":
+                    m = self._momentum.get(name)
+                    if m is None:
+                        self._momentum[name] = g.detach().clone()
+                    else:
+                        m.mul_(MOMENTUM).add_(g, alpha=1 - MOMENTUM)
+                else:
+                    self._grow_scores[name] = g.detach().abs().clone()
+                g.mul_(self.sparsifier.masks[name].to(g.dtype))
+            if name in self.occupied:
+                g.masked_fill_(self.occupied[name], 0)
+
+    def after_step(self) -> None:
+        self._require_attached()
+        self._restore_frozen()
+        super().after_step()
+        # the next backward must produce dense gradients if growth reads them there
+        self.sparsifier.mask_grads = not self._needs_dense(self.step + 1)
+
+    @torch.no_grad()
+    def _restore_frozen(self) -> None:
+        """Occupied weights get zero gradients; this also undoes weight decay or any other drift."""
+        for name, values in self._frozen_values.items():
+            self.sparsifier.targets[name].param[self.occupied[name]] = values
 
     def fraction(self, step: int) -> float:
         """Fraction of each layer's active weights replaced at an update after ``step`` steps."""
@@ -87,7 +202,14 @@ class DropGrow(Updater):
 
     def grow_scores(self, name: str, candidates: torch.Tensor) -> torch.Tensor:
         """Score of every position for growth (higher grows first); shape of the parameter."""
-        raise NotImplementedError
+        if self.grow == "random":
+            return torch.rand(candidates.shape, generator=self.generator("grow", name))
+        if self.grow == "momentum":
+            return self._momentum[name].abs()
+        if name not in self._grow_scores:
+            raise SparsecraftError(f"{self.name} update without dense gradients: "
+                                   "call updater.before_step() before optimizer.step()")
+        return self._grow_scores[name]
 
     def update(self) -> None:
         if not self.is_update(self.step):
@@ -97,14 +219,17 @@ class DropGrow(Updater):
         per_layer = {}
         for name, target in self.sparsifier.targets.items():
             mask = self.sparsifier.masks[name].clone()
-            n_active = int(mask.sum())
+            occupied = self.occupied.get(name)
+            own = mask if occupied is None else mask & ~occupied
+            n_active = int(own.sum())
             k = min(int(round(frac * n_active)), n_active)
             if k == 0:
                 continue
             w = target.param.detach().abs()
-            drop = _topk_mask(-w, k, mask)               # the k smallest |w| among active
+            drop = _topk_mask(-w, k, own)                # the k smallest |w| among active
             after_drop = mask & ~drop
-            grow = _topk_mask(self.grow_scores(name, ~after_drop), k, ~after_drop)
+            free = ~after_drop if occupied is None else ~after_drop & ~occupied
+            grow = _topk_mask(self.grow_scores(name, free), k, free)
             new = after_drop | grow
             d, g = int((mask & ~new).sum()), int((new & ~mask).sum())
             dropped, grown = dropped + d, grown + g
@@ -120,9 +245,6 @@ class SET(DropGrow):
 
     name = "set"
 
-    def grow_scores(self, name: str, candidates: torch.Tensor) -> torch.Tensor:
-        return torch.rand(candidates.shape, generator=self.generator("grow", name))
-
 
 @UPDATERS.register("rigl")
 class RigL(DropGrow):
@@ -130,29 +252,4 @@ class RigL(DropGrow):
 
     name = "rigl"
     decay = "cosine"
-
-    def setup(self, calib: Calib) -> None:
-        super().setup(calib)
-        self.sparsifier.mask_grads = not self.is_update(1)
-
-    def before_step(self) -> None:
-        """On the backward of an update step gradients are dense: keep |g| for growth, then mask them."""
-        if not self.is_update(self.step + 1):
-            return
-        for name, t in self.sparsifier.targets.items():
-            g = t.param.grad
-            if g is None:
-                raise SparsecraftError(f"no gradient for {name} at a RigL update; call before_step() after backward()")
-            self._grow_scores[name] = g.detach().abs().clone()
-            g.mul_(self.sparsifier.masks[name].to(g.dtype))
-
-    def grow_scores(self, name: str, candidates: torch.Tensor) -> torch.Tensor:
-        if name not in self._grow_scores:
-            raise SparsecraftError("RigL update without dense gradients: "
-                                   "call updater.before_step() before optimizer.step()")
-        return self._grow_scores[name]
-
-    def update(self) -> None:
-        super().update()
-        # the next backward must produce dense gradients if the next step is an update step
-        self.sparsifier.mask_grads = not self.is_update(self.step + 1)
+    grow = "gradient"
