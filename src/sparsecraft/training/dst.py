@@ -200,6 +200,10 @@ class DropGrow(Updater):
     def is_update(self, step: int) -> bool:
         return is_update_step(step, self.update_every, end=self.end)
 
+    def drop_scores(self, name: str) -> torch.Tensor:
+        """Score of every position for keeping (the lowest active ones are dropped): ``|w|``."""
+        return self.sparsifier.targets[name].param.detach().abs()
+
     def grow_scores(self, name: str, candidates: torch.Tensor) -> torch.Tensor:
         """Score of every position for growth (higher grows first); shape of the parameter."""
         if self.grow == "random":
@@ -225,8 +229,7 @@ class DropGrow(Updater):
             k = min(int(round(frac * n_active)), n_active)
             if k == 0:
                 continue
-            w = target.param.detach().abs()
-            drop = _topk_mask(-w, k, own)                # the k smallest |w| among active
+            drop = _topk_mask(-self.drop_scores(name), k, own)   # the k lowest-scored active weights
             after_drop = mask & ~drop
             free = ~after_drop if occupied is None else ~after_drop & ~occupied
             grow = _topk_mask(self.grow_scores(name, free), k, free)
