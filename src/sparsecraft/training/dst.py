@@ -200,6 +200,10 @@ class DropGrow(Updater):
     def is_update(self, step: int) -> bool:
         return is_update_step(step, self.update_every, end=self.end)
 
+    def entered(self, name: str, where: torch.Tensor) -> None:
+        """Called after each layer's update with the positions that became active (already zero
+        and with their optimizer state reset); subclasses initialise state of their own there."""
+
     def drop_scores(self, name: str) -> torch.Tensor:
         """Score of every position for keeping (the lowest active ones are dropped): ``|w|``."""
         return self.sparsifier.targets[name].param.detach().abs()
@@ -238,6 +242,7 @@ class DropGrow(Updater):
             dropped, grown = dropped + d, grown + g
             per_layer[name] = (d, g)
             self.sparsifier.set_mask(name, new)
+            self.entered(name, new & ~mask)
         self._grow_scores.clear()
         self.record("drop_grow", fraction=frac, dropped=dropped, grown=grown, per_layer=per_layer)
 
