@@ -151,7 +151,8 @@ def test_ssvi_errors():
     with pytest.raises(SparsecraftError, match=r"^remove must be one of snr, magnitude, got 'fisher'$"):
         SSVI(SparsityConfig(0.9), remove="fisher")
     plain = nn.Sequential(nn.Linear(4, 3))
-    with pytest.raises(SparsecraftError, match=r"^SSVI needs BayesLinear layers; 0.weight is a Linear \(use BayesMLP\)$"):
+    message = r"^SSVI needs BayesLinear layers; 0.weight is a Linear \(use BayesMLP\)$"
+    with pytest.raises(SparsecraftError, match=message):
         SSVI(SparsityConfig(0.5), total_steps=4).attach(plain)
     with pytest.raises(SparsecraftError, match=r"^sigma_init and prior_sigma must be > 0, got 0.0, 1.0$"):
         BayesLinear(3, 2, sigma_init=0.0)

@@ -65,11 +65,12 @@ class SSVI(DropGrow):
         self.remove = remove
 
     def setup(self, calib: Calib) -> None:
-        super().setup(calib)
-        plain = [n for n, t in self.sparsifier.targets.items() if not isinstance(t.module, BayesLinear)]
+        targets, _ = self.config.targets(self.model)   # checked before any mask zeroes a weight
+        plain = [t for t in targets if not isinstance(t.module, BayesLinear)]
         if plain:
-            raise SparsecraftError(f"SSVI needs BayesLinear layers; {plain[0]} is a "
-                                   f"{type(self.sparsifier.targets[plain[0]].module).__name__} (use BayesMLP)")
+            raise SparsecraftError(f"SSVI needs BayesLinear layers; {plain[0].name} is a "
+                                   f"{type(plain[0].module).__name__} (use BayesMLP)")
+        super().setup(calib)
 
     def drop_scores(self, name: str) -> torch.Tensor:
         module = self.sparsifier.targets[name].module
