@@ -225,7 +225,7 @@ class DropGrow(Updater):
         frac = self.fraction(self.step)
         dropped = grown = 0
         per_layer = {}
-        for name, target in self.sparsifier.targets.items():
+        for name in self.sparsifier.targets:
             mask = self.sparsifier.masks[name].clone()
             occupied = self.occupied.get(name)
             own = mask if occupied is None else mask & ~occupied
