@@ -6,8 +6,10 @@
 2. Top-k attention on the trained LM over real text windows (T = 64): relative error of each
    attention layer's output vs k, with exact ranking and with Double Sparsity label channels, and
    the LM's eval loss.
-3. SAEs on the LM's residual stream and on synthetic data from a known dictionary: reconstruction
-   error of TopK, feature choice and mutual choice at the same budget of k matches per token.
+3. A 4-expert MoE feed-forward in place of the dense one.
+
+The SAE comparison (TopK, feature choice with uniform / Zipf capacities, mutual choice, aux_k and
+aux_zipf) is its own benchmark, ``bench/sae.py``, on the residual stream of the LM trained here.
 
 Run: ``.venv/bin/python bench/representations.py`` -> bench/results/representations.{json,md,png}.
 """
@@ -29,17 +31,12 @@ from sparsecraft.models import evaluate, evaluate_loss, model_for_data, train_cl
 from sparsecraft.models.transformer import FeedForward, SelfAttention  # noqa: E402
 from sparsecraft.representations import (  # noqa: E402
     MoEFeedForward,
-    SparseAutoencoder,
     TopKSelfAttention,
     calibrate_label_channels,
-    dictionary_recovery,
     measure_activation_sparsity,
     moe_aux_loss,
-    reconstruction_mse,
-    sparse_dictionary_data,
     sparsify_activations,
     sparsify_attention,
-    train_sae,
     use_moe,
 )
 
@@ -176,51 +173,13 @@ def moe_rows(data, dense_loss: float, n_train: int) -> list[dict]:
     return rows
 
 
-def sae_rows(model: nn.Module, data) -> list[dict]:
-    captured: list[torch.Tensor] = []
-    handle = model.blocks[0].register_forward_hook(lambda m, a, out: captured.append(out.detach()))
-    with torch.no_grad():
-        model(data.train_x[3000:3300])
-        model(data.test_x[:150])
-    handle.remove()
-    train_h, test_h = (c.reshape(-1, c.shape[-1]) for c in captured)
-    synth, dictionary = sparse_dictionary_data(20000, 32, 64, 4, seed=0, noise=0.01)
-    workloads = [
-        ("LM residual (block 0), d=64, F=256", train_h, test_h, 256, (4, 16), None),
-        ("synthetic dictionary d=32, 64 atoms, 4 active", synth[:16000], synth[16000:], 96, (4,), dictionary),
-    ]
-    rows = []
-    for workload, tr, te, features, ks, true in workloads:
-        var = float(te.var(0).sum() / te.shape[1])
-        for k in ks:
-            for rule in ("topk", "feature_choice", "mutual_choice"):
-                t0 = time.perf_counter()
-                sae = SparseAutoencoder(tr.shape[1], features, k, rule=rule, seed=0)
-                hist = train_sae(sae, tr, steps=SAE_STEPS, batch_size=256, lr=2e-3)
-                mse, l0 = reconstruction_mse(sae, te, batch_size=256)
-                with torch.no_grad():
-                    active = torch.cat([sae.encode(te[i : i + 256]) != 0 for i in range(0, len(te), 256)])
-                row = {
-                    "section": "sae", "workload": workload, "rule": rule, "k": k, "l0": l0,
-                    "nmse": mse / var, "dead_features": hist.dead_features,
-                    "max_feature_freq": float(active.float().mean(0).max()),
-                    "tokens_without_feature": float((active.sum(1) == 0).float().mean()),
-                    "train_s": time.perf_counter() - t0,
-                }
-                if true is not None:
-                    rec = dictionary_recovery(sae.W_dec.detach(), true)
-                    row["atoms_cos_gt_0.9"] = float((rec > 0.9).float().mean())
-                rows.append(row)
-    return rows
-
-
 def plot(rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, a = plt.subplots(1, 1, figsize=(5.5, 3.8))
     for ranking in ("exact", "label r=4/16 (calibrated)", "random r=4/16"):
         sel = [r for r in rows if r["section"] == "attention" and r["ranking"] == ranking]
         a.plot([r["k"] for r in sel], [r["rel_err"] for r in sel], marker="o", label=ranking)
@@ -230,18 +189,6 @@ def plot(rows: list[dict]) -> None:
     a.set_ylabel("relative L2 error of attention output")
     a.set_title("top-k attention, byte LM on text")
     a.legend()
-    sae = [r for r in rows if r["section"] == "sae"]
-    labels = sorted({(r["workload"].split(",")[0], r["k"]) for r in sae})
-    rules = ("topk", "feature_choice", "mutual_choice")
-    for i, rule in enumerate(rules):
-        nmse = {(r["workload"].split(",")[0], r["k"]): r["nmse"] for r in sae if r["rule"] == rule}
-        vals = [nmse[lab] for lab in labels]
-        b.bar([j + 0.27 * (i - 1) for j in range(len(labels))], vals, width=0.27, label=rule)
-    b.set_xticks(range(len(labels)), [f"{w}\nk={k}" for w, k in labels], fontsize=7)
-    b.set_yscale("log")
-    b.set_ylabel("normalised MSE (test, log scale)")
-    b.set_title("SAE rules at the same budget k*T")
-    b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "representations.png", dpi=110)
 
@@ -255,11 +202,9 @@ def main() -> None:
     att_rows = attention_rows(model, data)
     rows += att_rows
     rows += moe_rows(data, att_rows[0]["loss_dense"], N_TRAIN)
-    rows += sae_rows(model, data)
     act = [r for r in rows if r["section"] == "activations"]
     tka = [r for r in rows if r["section"] == "topk_activation"]
     att = [r for r in rows if r["section"] == "attention"]
-    sae = [r for r in rows if r["section"] == "sae"]
     moe = [r for r in rows if r["section"] == "moe"]
     md = "\n\n".join([
         "# Sparse representations (one torch thread)",
@@ -272,9 +217,7 @@ def main() -> None:
         "## MoE feed-forward (4 experts, same data and epochs as the dense LM, aux weight 0.01)",
         markdown_table(moe, ["experts", "k", "loss_dense", "loss_moe", "aux_loss_per_layer", "max_expert_share",
                              "min_expert_share", "train_s"]),
-        "## SAEs at the same budget of k matches per token (test set, normalised MSE = MSE / variance)",
-        markdown_table(sae, ["workload", "rule", "k", "l0", "nmse", "dead_features", "max_feature_freq",
-                             "tokens_without_feature", "atoms_cos_gt_0.9", "train_s"]),
+        "SAEs: see [sae.md](sae.md) (`bench/sae.py`).",
         "![](representations.png)",
     ])
     elapsed = time.perf_counter() - start

@@ -2,7 +2,8 @@
 
 * :mod:`.activations`: measure near-zero activations per layer; ``TopKActivation`` and
   ``sparsify_activations`` enforce k active MLP units per token (Lazy Neuron Phenomenon).
-* :mod:`.sae`: ``SparseAutoencoder`` with TopK / feature-choice / mutual-choice rules (``SAE_RULES``).
+* :mod:`.sae`: ``SparseAutoencoder`` with TopK / feature-choice (uniform or Zipf capacities) /
+  mutual-choice rules (``SAE_RULES``) and the aux_k / aux_zipf losses (``SAE_AUX_LOSSES``).
 * :mod:`.moe`: ``MoEFeedForward`` (experts + a router from ``ROUTERS``, chunk-sparse inference).
 * :mod:`.routers`: ``ROUTERS``: ``topk`` (Switch balance loss), ``blockffn`` (ReLU + RMSNorm,
   chunk-level sparsity objectives), ``comet`` (tree gate, permutation local search); TLS / CLS.
@@ -49,14 +50,20 @@ from .routers import (
     token_level_sparsity,
 )
 from .sae import (
+    SAE_AUX_LOSSES,
     SAE_RULES,
+    FeatureUsage,
     SAEHistory,
     SparseAutoencoder,
+    active_matches,
+    auxiliary_loss,
     dictionary_recovery,
-    feature_choice_m,
+    feature_capacities,
+    fit_zipf,
     reconstruction_mse,
     sparse_dictionary_data,
     train_sae,
+    zipf_density,
 )
 
 __all__ = [
@@ -72,7 +79,9 @@ __all__ = [
     "routing_masks",
     "smooth_step",
     "token_level_sparsity",
+    "SAE_AUX_LOSSES",
     "SAE_RULES",
+    "FeatureUsage",
     "ActivationMonitor",
     "DoubleSparseDecoder",
     "LabelKVCache",
@@ -85,12 +94,15 @@ __all__ = [
     "TopKActivation",
     "TopKSelfAttention",
     "activation_sparsity",
+    "active_matches",
+    "auxiliary_loss",
     "calibrate_label_channels",
     "check_label_channels",
     "decode_quality",
     "dense_decode_attention",
     "dictionary_recovery",
-    "feature_choice_m",
+    "feature_capacities",
+    "fit_zipf",
     "load_balancing_loss",
     "measure_activation_sparsity",
     "moe_aux_loss",
@@ -104,4 +116,5 @@ __all__ = [
     "topk_mask",
     "train_sae",
     "use_moe",
+    "zipf_density",
 ]
