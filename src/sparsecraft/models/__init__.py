@@ -1,4 +1,4 @@
-"""Small in-project models: ``mlp``, ``cnn`` (a tiny ResNet, 1-D or 2-D) and ``transformer``.
+"""Small in-project models: ``mlp``, ``cnn`` (a tiny ResNet, 1-D or 2-D), ``transformer`` and ``vit``.
 
 ``build_model(name, **kwargs)`` constructs by name; ``model_for_data(name, data, **kwargs)`` sizes
 the model for a dataset (input shape, number of classes, classification vs LM);
@@ -13,6 +13,7 @@ from .resnet import BasicBlock, ResNet1d, ResNetCNN
 from .spec import build_from_spec, fits_spec, model_spec
 from .train import train_classifier
 from .transformer import SelfAttention, TinyTransformer
+from .vit import TinyViT
 
 __all__ = [
     "MODELS",
@@ -23,6 +24,7 @@ __all__ = [
     "ResNetCNN",
     "SelfAttention",
     "TinyTransformer",
+    "TinyViT",
     "build_from_spec",
     "build_model",
     "evaluate",

@@ -7,6 +7,8 @@
 * :mod:`.moe`: ``MoEFeedForward`` (experts + a router from ``ROUTERS``, chunk-sparse inference).
 * :mod:`.routers`: ``ROUTERS``: ``topk`` (Switch balance loss), ``blockffn`` (ReLU + RMSNorm,
   chunk-level sparsity objectives), ``comet`` (tree gate, permutation local search); TLS / CLS.
+* :mod:`.sparsifiner`: Sparsifiner's learned low-rank connectivity predictor (instance-dependent
+  sparse attention for ``models.TinyViT``), fixed local windows, and the distillation losses.
 * :mod:`.attention`: ``TopKSelfAttention`` (k keys per query, optionally ranked by Double Sparsity
   label channels) and ``sparsify_attention`` for ``TinyTransformer``.
 * :mod:`.double_sparsity`: Double Sparsity at decode time: ``LabelKVCache`` (label channels kept
@@ -65,6 +67,15 @@ from .sae import (
     train_sae,
     zipf_density,
 )
+from .sparsifiner import (
+    ConnectivityPredictor,
+    attention_macs,
+    kept_teacher_mass,
+    train_sparse_attention,
+    use_dense_attention,
+    use_local_windows,
+    use_sparsifiner,
+)
 
 __all__ = [
     "ROUTERS",
@@ -79,6 +90,13 @@ __all__ = [
     "routing_masks",
     "smooth_step",
     "token_level_sparsity",
+    "ConnectivityPredictor",
+    "attention_macs",
+    "kept_teacher_mass",
+    "train_sparse_attention",
+    "use_dense_attention",
+    "use_local_windows",
+    "use_sparsifiner",
     "SAE_AUX_LOSSES",
     "SAE_RULES",
     "FeatureUsage",
