@@ -22,9 +22,9 @@ def _spec(input_shape, num_classes=10, task="classification") -> DataSplits:
 
 
 def test_registry_names_and_unknown():
-    assert MODELS.names() == ["cnn", "mlp", "transformer"]
-    with pytest.raises(SparsecraftError, match="unknown model 'vit'.*cnn, mlp, transformer"):
-        build_model("vit")
+    assert MODELS.names() == ["cnn", "mlp", "transformer", "vit"]
+    with pytest.raises(SparsecraftError, match="unknown model 'swin'.*cnn, mlp, transformer, vit"):
+        build_model("swin")
 
 
 def test_mlp_layer_sizes_and_output():

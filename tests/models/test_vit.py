@@ -63,3 +63,18 @@ def test_bad_vit_arguments():
     model = TinyViT(10, 1, 8)
     with pytest.raises(SparsecraftError, match=r"expects images \(N, C, 8, 8\)"):
         model(torch.randn(2, 1, 6, 6))
+
+
+def test_vit_for_data_accepts_square_images_only():
+    from sparsecraft.data import load_dataset
+    from sparsecraft.models import build_from_spec, model_for_data, model_spec
+
+    digits = load_dataset("digits")
+    model = model_for_data("vit", digits, d_model=16, num_heads=2, num_layers=1)
+    assert model(digits.test_x[:3]).shape == (3, 10)
+    rebuilt = build_from_spec(model_spec("vit", digits, d_model=16, num_heads=2, num_layers=1))
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()
+    with pytest.raises(SparsecraftError, match=r"needs square images shaped \(C, S, S\)"):
+        model_for_data("vit", load_dataset("mnist1d"))
+    with pytest.raises(SparsecraftError, match="does not support 'lm'"):
+        model_for_data("vit", load_dataset("text", seq_len=16))
