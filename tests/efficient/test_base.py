@@ -17,7 +17,7 @@ def test_registry_names():
 
 
 @pytest.mark.parametrize("method,opts", CASES)
-def test_starts_from_the_pretrained_function_and_only_adapter_params_train(lm, method, opts, train):
+def test_starts_from_the_pretrained_function_and_only_adapter_params_train(lm, method, opts):
     model, x = lm
     before = model(x)
     adapted = copy.deepcopy(model)
@@ -46,7 +46,7 @@ def test_merge_gives_the_same_function_as_plain_linears_of_the_original_shapes(l
         adapter.merge()
 
 
-def test_bad_input_one_line_errors(lm, train):
+def test_bad_input_one_line_errors(lm):
     model, _ = lm
     with pytest.raises(SparsecraftError, match="unknown parameter-efficient method 'dora'; choose one of: lora"):
         apply(model, "dora")

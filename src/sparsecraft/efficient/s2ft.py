@@ -115,7 +115,8 @@ class SplitLinear(nn.Module):
 
 def _group_order(selected: torch.Tensor, groups: int, group_size: int) -> torch.Tensor:
     """Element permutation putting the ``selected`` groups first (in order), then the rest."""
-    rest = torch.tensor([g for g in range(groups) if g not in set(selected.tolist())], dtype=torch.long)
+    chosen = set(selected.tolist())
+    rest = torch.tensor([g for g in range(groups) if g not in chosen], dtype=torch.long)
     order = torch.cat([selected.long(), rest])
     return (order[:, None] * group_size + torch.arange(group_size)).reshape(-1)
 
