@@ -184,8 +184,9 @@ def magnitude_oneshot(task: Task, sparsity: float) -> dict[str, float]:
     return task.perplexities(model)
 
 
-def claim(text: str, measured: str, held: bool | None) -> dict[str, str]:
-    return {"claim": text, "measured": measured, "verdict": "n/a" if held is None else ("held" if held else "not held")}
+def claim(text: str, measured: str, held: bool | str) -> dict[str, str]:
+    verdict = "not held (a tie within 1%)" if held == "tie" else ("held" if held else "not held")
+    return {"claim": text, "measured": measured, "verdict": verdict}
 
 
 def main(steps: int, quick: bool) -> None:
@@ -230,24 +231,49 @@ def main(steps: int, quick: bool) -> None:
     small = [{"zeroed": f, "pydoc_ppl": smallest_zeroed(task, f)} for f in (0.1, 0.2)]
     load_after, wall = os.getloadavg(), time.perf_counter() - t_start
 
-    full, lora, s2ft, sara = chosen["full FT"], chosen["LoRA r=8"], chosen["S2FT"], chosen["SaRA"]
-    memo = {r["run"]: r for r in mem}
+    payload = {"steps": steps, "base": base_ppl, "rows": rows, "prune_rows": prune_rows, "memory": mem,
+               "inference": infer, "smallest_zeroed": small, "step_times_s": times, "load_before": load_before,
+               "load_after": load_after, "wall_s": wall, "measured": machine_info(),
+               "eval_windows": {"code": len(task.code[0]), "pydoc": len(task.prose[0])}}
+    if quick:
+        print(markdown_table(claims_of(payload), ["claim", "measured", "verdict"]))
+        return
+    render(payload)
+
+
+def better(a: float, b: float, margin: float = 0.01) -> bool | str:
+    """``True`` when ``a`` is lower than ``b`` by more than ``margin`` (relative); "tie" within it."""
+    if abs(a - b) <= margin * b:
+        return "tie"
+    return a < b
+
+
+def claims_of(p: dict[str, Any]) -> list[dict[str, str]]:
+    """Claim rows from the measurements (lower perplexity is better; 1% counts as a tie)."""
+    rows, prune_rows, base = p["rows"], p["prune_rows"], p["base"]
+    chosen = {r["method"]: r for r in rows if r.get("chosen") or r["method"] == "full"}
+    full, lora, s2ft, sara = chosen["full"], chosen["lora"], chosen["s2ft"], chosen["sara"]
+    low = {r["method"]: r for r in rows if r.get("lr") == min(PEFT_LRS) and "," not in r["run"].split(", lr")[0]}
+    memo = {r["run"]: r for r in p["memory"]}
+    infer = p["inference"]
     mvt = {r["sparsity"]: r for r in prune_rows if r["method"] == "movement"}
     pst = {r["sparsity"]: r for r in prune_rows if r["method"] == "pst"}
+    state = {k: memo[k]["training_state_kib"] for k in ("full FT", "LoRA r=8", "S2FT")}
+    at_low = (f"; at lr {min(PEFT_LRS):g}: " + ", ".join(f"{k} {low[m]['code_ppl']:.3f} / {low[m]['pydoc_ppl']:.3f}"
+                                                     for k, m in (("LoRA", "lora"), ("S2FT", "s2ft"), ("SaRA", "sara"))
+                                                     if m in low) + " (code / pydoc)") if low else ""
     claims = [
         claim("S2FT: better in-domain quality than LoRA (paper: +4.6 / +1.3 points on reasoning)",
               f"code ppl S2FT {s2ft['code_ppl']:.3f} vs LoRA {lora['code_ppl']:.3f} (full FT {full['code_ppl']:.3f})",
-              s2ft["code_ppl"] < lora["code_ppl"]),
+              better(s2ft["code_ppl"], lora["code_ppl"])),
         claim("S2FT: generalises better than full FT away from the fine-tuning data (paper: +11.5%)",
               f"pydoc ppl after code FT: S2FT {s2ft['pydoc_ppl']:.3f} vs full FT {full['pydoc_ppl']:.3f} "
-              f"vs LoRA {lora['pydoc_ppl']:.3f} (before {base_ppl['pydoc_ppl']:.3f})",
-              s2ft["pydoc_ppl"] < full["pydoc_ppl"]),
+              f"vs LoRA {lora['pydoc_ppl']:.3f} (before {base['pydoc_ppl']:.3f})" + at_low,
+              better(s2ft["pydoc_ppl"], full["pydoc_ppl"])),
         claim("S2FT: less training memory than full FT (paper: up to 3x) and than LoRA",
-              f"activations+grads+Adam: full {memo['full FT']['training_state_kib']:.0f} KiB, LoRA "
-              f"{memo['LoRA r=8']['training_state_kib']:.0f} KiB, S2FT {memo['S2FT']['training_state_kib']:.0f} KiB "
-              f"({memo['full FT']['training_state_kib'] / memo['S2FT']['training_state_kib']:.2f}x less than full)",
-              memo["S2FT"]["training_state_kib"] < memo["LoRA r=8"]["training_state_kib"]
-              and memo["full FT"]["training_state_kib"] / memo["S2FT"]["training_state_kib"] >= 1.5),
+              f"activations+grads+Adam: full {state['full FT']:.0f} KiB, LoRA {state['LoRA r=8']:.0f} KiB, S2FT "
+              f"{state['S2FT']:.0f} KiB ({state['full FT'] / state['S2FT']:.2f}x less than full)",
+              state["S2FT"] < state["LoRA r=8"] and state["full FT"] / state["S2FT"] >= 1.5),
         claim("S2FT: training step 1.5-2.7x faster than full FT, faster than LoRA",
               f"step time vs full FT: S2FT {s2ft['step_vs_full']:.2f}, LoRA {lora['step_vs_full']:.2f}",
               1 / s2ft["step_vs_full"] >= 1.5 and s2ft["step_vs_full"] < lora["step_vs_full"]),
@@ -264,63 +290,84 @@ def main(steps: int, quick: bool) -> None:
                             pst[s]["code_ppl"] <= 1.05 * mvt[s]["code_ppl"]))
     claims += [
         claim("SaRA: the smallest 10-20% of pretrained weights do not contribute",
-              f"pydoc ppl {base_ppl['pydoc_ppl']:.3f} dense, " + ", ".join(
-                  f"{r['pydoc_ppl']:.3f} with the smallest {r['zeroed']:.0%} zeroed" for r in small),
-              all(r["pydoc_ppl"] <= 1.02 * base_ppl["pydoc_ppl"] for r in small)),
+              f"pydoc ppl {base['pydoc_ppl']:.3f} dense, " + ", ".join(
+                  f"{r['pydoc_ppl']:.3f} with the smallest {r['zeroed']:.0%} zeroed" for r in p["smallest_zeroed"]),
+              all(r["pydoc_ppl"] <= 1.02 * base["pydoc_ppl"] for r in p["smallest_zeroed"])),
         claim("SaRA: better adaptation than LoRA at equal trainable parameters",
               f"code ppl SaRA {sara['code_ppl']:.3f} vs LoRA {lora['code_ppl']:.3f} "
-              f"({sara['trainable']:,} vs {lora['trainable']:,} parameters)", sara["code_ppl"] < lora["code_ppl"]),
+              f"({sara['trainable']:,} vs {lora['trainable']:,} parameters)",
+              better(sara["code_ppl"], lora["code_ppl"])),
         claim("SaRA: keeps the pretrained model's generalisation better than LoRA (less forgetting)",
               f"pydoc ppl SaRA {sara['pydoc_ppl']:.3f} vs LoRA {lora['pydoc_ppl']:.3f} "
-              f"(before {base_ppl['pydoc_ppl']:.3f})", sara["pydoc_ppl"] < lora["pydoc_ppl"]),
+              f"(before {base['pydoc_ppl']:.3f})", better(sara["pydoc_ppl"], lora["pydoc_ppl"])),
     ]
+    return claims
 
-    if quick:
-        print(markdown_table(claims, ["claim", "measured", "verdict"]))
-        return
-    info = machine_info()
+
+def render(p: dict[str, Any]) -> None:
+    """Write efficient.{json,md,png} from the measurements ``p`` (also re-run by ``--render``)."""
+    claims = claims_of(p)
+    info, before, after = p["measured"], p["load_before"], p["load_after"]
+    rows, prune_rows, mem = p["rows"], p["prune_rows"], p["memory"]
+    wall = f"Whole run {p['wall_s'] / 60:.1f} min." if p.get("wall_s") else ""
     md = [
         "# Parameter-efficient fine-tuning: S2FT, PST, SaRA (bench/efficient.py)", "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, 1 thread, commit {info['commit']}, "
-        f"{info['date']}. Load average (1/5/15 min) {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f} "
-        f"before, {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} after: the 2 cores were shared with "
-        f"other agents' jobs, so absolute times are noisy; speed is only read as ratios from interleaved rounds. "
-        f"Whole run {wall / 60:.1f} min.", "",
+        f"{info['date']}. Load average (1/5/15 min) {before[0]:.1f}/{before[1]:.1f}/{before[2]:.1f} before, "
+        f"{after[0]:.1f}/{after[1]:.1f}/{after[2]:.1f} after: the 2 cores were shared with other agents' jobs, so "
+        f"absolute times are noisy; speed is only read as ratios from interleaved rounds. {wall}", "",
         f"Scale: the cached tiny decoder LM (0.87 M parameters, 4 blocks, d=128, byte-level, pydoc perplexity "
-        f"{base_ppl['pydoc_ppl']:.3f}, code perplexity {base_ppl['code_ppl']:.3f} before fine-tuning), {steps} Adam "
-        f"steps of {BATCH} x 64-byte windows of Python stdlib source, identical batches for every run; "
-        f"{len(task.code[0])} held-out code windows (6 other modules) and {len(task.prose[0])} held-out pydoc "
-        "windows. Learning rates: full FT and movement-pruned weights 3e-4, PST's LoRA 3e-3, importance scores "
-        f"{SCORE_LR:g} (fixed by hand, not tuned); LoRA, S2FT and SaRA at two rates (below). One seed.", "",
+        f"{p['base']['pydoc_ppl']:.3f}, code perplexity {p['base']['code_ppl']:.3f} before fine-tuning), "
+        f"{p['steps']} Adam steps of {BATCH} x 64-byte windows of Python stdlib source, identical batches for every "
+        f"run; {p['eval_windows']['code']} held-out code windows (6 other modules) and {p['eval_windows']['pydoc']} "
+        "held-out pydoc windows. Learning rates: full FT and movement-pruned weights 3e-4, PST's LoRA 3e-3, "
+        f"importance scores {SCORE_LR:g} (fixed by hand, not tuned); LoRA, S2FT and SaRA at two rates (below). "
+        "One seed, so differences of a few percent are within run-to-run noise; a perplexity within 1% of the "
+        "other's is reported as a tie.", "",
         "## Claims", "", markdown_table(claims, ["claim", "measured", "verdict"]), "",
         "## 1. Fine-tuning to a new domain (code), equal trainable parameters for LoRA / S2FT / SaRA", "",
         markdown_table(rows, ["run", "trainable", "trainable_pct", "train_loss", "chosen", "code_ppl", "pydoc_ppl",
                              "step_vs_full", "train_s"]),
         "", "LoRA, S2FT and SaRA each ran at learning rates " + ", ".join(f"{lr:g}" for lr in PEFT_LRS) + "; the "
         "claims use the run with the lower training loss over the last 10% of steps (`chosen`: no test data "
-        "picks it). ", "`step_vs_full`: one training step over full fine-tuning's, minimum of interleaved rounds "
+        "picks it). `step_vs_full`: one training step over full fine-tuning's, minimum of interleaved rounds "
         "(`sparsecraft.timing.compare`). `train_s`: wall seconds of the whole run (busy machine).", "",
         "### Training memory of one step (KiB, counted from the tensors: saved activations, gradients, Adam state)",
         "", markdown_table(mem, ["run", "activations_kib", "grads_kib", "adam_kib", "training_state_kib",
                                  "weights_kib", "total_kib"]), "",
-        "SaRA materialises the dense update and its gradient per layer during the step (transient, not counted "
-        "above: autograd frees them layer by layer); its persistent state is the sparse values.", "",
+        "SaRA and PST save their effective weight (W + ΔW, W ⊙ M) per layer for the backward pass, counted as "
+        "activations above; the dense gradient of SaRA's ΔW exists only transiently during a layer's backward "
+        "and is not counted. S2FT keeps only the selected input features of its two trainable layers.", "",
         "### Inference time after merging (forward of 16 x 64 bytes, ratio to the original model)", "",
-        markdown_table([{"model": k, "time_vs_original": v} for k, v in infer.items()], ["model", "time_vs_original"]),
+        markdown_table([{"model": k, "time_vs_original": v} for k, v in p["inference"].items()],
+                       ["model", "time_vs_original"]),
         "", "## 2. Sparsity-aware fine-tuning: PST vs movement pruning", "",
         markdown_table(prune_rows, ["run", "sparsity", "trainable", "code_ppl", "pydoc_ppl", "train_s"]), "",
         "PST: LoRA rank 4 for the weights, importance |W| + A B (rank 4) + row + column terms; movement: full "
         "weights and a full score matrix. Both prune the 24 block Linears with a cubic ramp from 10% to 70% of "
-        "the steps; the masks end in a `Sparsifier`.", "",
+        "the steps; the masks end in a `Sparsifier`. Magnitude one-shot: the same layers pruned by |W| at once, "
+        "no training.", "",
         "## 3. SaRA", "",
-        markdown_table(small, ["zeroed", "pydoc_ppl"]), "",
-        "See section 1 for SaRA vs LoRA (same 73,728 trainable parameters).",
+        markdown_table(p["smallest_zeroed"], ["zeroed", "pydoc_ppl"]), "",
+        "See section 1 for SaRA vs LoRA (same 73,728 trainable parameters) and the ablation without progressive "
+        "re-selection and nuclear norm.",
     ]
-    write_results("efficient", rows + prune_rows, "\n".join(md),
-                  extra={"steps": steps, "base": base_ppl, "claims": claims, "memory": mem, "inference": infer,
-                         "smallest_zeroed": small, "step_times_s": times,
-                         "load_before": load_before, "load_after": load_after})
-    plot(rows, prune_rows, mem, base_ppl)
+    extra = {k: v for k, v in p.items() if k not in ("rows", "prune_rows")}
+    write_results("efficient", rows + prune_rows, "\n".join(md), extra={**extra, "claims": claims})
+    plot(rows, prune_rows, mem, p["base"])
+
+
+def rerender() -> None:
+    """Rewrite the markdown and plot from bench/results/efficient.json (no measuring)."""
+    import json
+
+    saved = json.loads((RESULTS / "efficient.json").read_text())
+    rows = saved.pop("rows")
+    saved["prune_rows"] = [r for r in rows if r["method"] in ("magnitude", "movement", "pst")]
+    saved["rows"] = [r for r in rows if r["method"] not in ("magnitude", "movement", "pst")]
+    saved.setdefault("measured", saved.pop("machine"))
+    saved.setdefault("eval_windows", {"code": 384, "pydoc": 384})
+    render(saved)
 
 
 def plot(rows: list[dict], prune_rows: list[dict], mem: list[dict], base: dict[str, float]) -> None:
@@ -364,5 +411,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--render", action="store_true", help="only rewrite the markdown and plot from the json")
     args = parser.parse_args()
-    main(20 if args.quick else args.steps, args.quick)
+    if args.render:
+        rerender()
+    else:
+        main(20 if args.quick else args.steps, args.quick)
