@@ -278,8 +278,9 @@ def claims_of(p: dict[str, Any]) -> list[dict[str, str]]:
               f"step time vs full FT: S2FT {s2ft['step_vs_full']:.2f}, LoRA {lora['step_vs_full']:.2f}",
               1 / s2ft["step_vs_full"] >= 1.5 and s2ft["step_vs_full"] < lora["step_vs_full"]),
         claim("S2FT/LoRA/SaRA merged: no extra inference cost (same architecture)",
-              ", ".join(f"{k} {v:.2f}x" for k, v in infer.items()) + " forward time of the original",
-              all(abs(infer[k] - 1) < 0.1 for k in ("S2FT merged", "LoRA merged", "SaRA merged"))),
+              ", ".join(f"{k} {v:.2f}x" for k, v in infer.items()) + " forward time of the original (same "
+              "nn.Linear shapes; ratios below 1 are load noise)",
+              all(infer[k] <= 1.1 for k in ("S2FT merged", "LoRA merged", "SaRA merged"))),
     ]
     for s in sorted(pst):
         claims.append(claim(f"PST at {s:.0%}: on par with movement pruning with far fewer trainable parameters "
@@ -333,7 +334,8 @@ def render(p: dict[str, Any]) -> None:
         "picks it). `step_vs_full`: one training step over full fine-tuning's, minimum of interleaved rounds "
         "(`sparsecraft.timing.compare`). `train_s`: wall seconds of the whole run (busy machine).", "",
         "### Training memory of one step (KiB, counted from the tensors: saved activations, gradients, Adam state)",
-        "", markdown_table(mem, ["run", "activations_kib", "grads_kib", "adam_kib", "training_state_kib",
+        "", markdown_table([{k: round(v) if isinstance(v, float) else v for k, v in r.items()} for r in mem],
+                           ["run", "activations_kib", "grads_kib", "adam_kib", "training_state_kib",
                                  "weights_kib", "total_kib"]), "",
         "SaRA and PST save their effective weight (W + ΔW, W ⊙ M) per layer for the backward pass, counted as "
         "activations above; the dense gradient of SaRA's ΔW exists only transiently during a layer's backward "
