@@ -72,7 +72,8 @@ class Adapter:
         return 0.0
 
     def merge(self) -> nn.Module:
-        """Fold the trained parameters into plain ``nn.Linear`` layers; return the model.
+        """Fold the trained parameters into plain ``nn.Linear`` layers; return the model (every
+        parameter requires grad again).
 
         Raises
         ------
