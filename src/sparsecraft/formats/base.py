@@ -89,6 +89,17 @@ class PackedWeight(ABC):
         """The dense float32 weight (out_features, in_features)."""
 
     @abstractmethod
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each stored value sits in W.
+
+        Returns
+        -------
+        rows, cols : torch.Tensor
+            int64 (stored_values,): the output and input index of ``vals.flatten()[k]``; positions
+            padded past the edge of W (blocks at the border) lie outside (out, in).
+        """
+
+    @abstractmethod
     def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                        act: int = 0) -> torch.Tensor:
         """``act(x @ W.T + bias + residual)`` with the native op (act 0: none, 1: GELU); x (batch,

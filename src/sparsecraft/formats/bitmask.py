@@ -98,6 +98,10 @@ class Bitmask(PackedWeight):
         dense[bits] = self.vals
         return dense[:, :inp].contiguous()
 
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = self._bits(self.masks).nonzero(as_tuple=True)
+        return rows, cols
+
     def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                        act: int = 0) -> torch.Tensor:
         return torch.ops.sparsecraft.bitmask_linear(x, self.rowptr, self.masks, self.vals, bias, residual, act)

@@ -122,6 +122,16 @@ class BlockCSR(PackedWeight):
         blocks[br, _from_u16_bits(self.cols)] = self.vals
         return blocks.permute(0, 3, 1, 2).reshape(nbr * R, nbc * C)[:out, :inp].contiguous()
 
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        R, C = self.R, self.C
+        counts = (self.rowptr[1:] - self.rowptr[:-1]).to(torch.int64)
+        br = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+        bc = _from_u16_bits(self.cols)
+        r, c = torch.arange(R), torch.arange(C)
+        rows = (br.view(-1, 1, 1) * R + r.view(1, 1, R)).expand(-1, C, R)  # vals layout (nblocks, C, R)
+        cols = (bc.view(-1, 1, 1) * C + c.view(1, C, 1)).expand(-1, C, R)
+        return rows.reshape(-1), cols.reshape(-1)
+
     def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                        act: int = 0) -> torch.Tensor:
         return torch.ops.sparsecraft.block_linear(x, self.rowptr, self.cols, self.vals, bias, self.shape[0],

@@ -92,6 +92,12 @@ class PackedNM(PackedWeight):
         groups.scatter_(-1, self.idx.view(out, -1, self.N).to(torch.int64), self.vals.view(out, -1, self.N))
         return groups.view(out, inp)
 
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        out, L = self.vals.shape
+        rows = torch.arange(out).view(-1, 1).expand(out, L)
+        cols = (torch.arange(L) // self.N * self.M).view(1, -1) + self.idx.to(torch.int64)
+        return rows.reshape(-1), cols.reshape(-1)
+
     def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                        act: int = 0) -> torch.Tensor:
         return torch.ops.sparsecraft.nm_linear(x, self.vals, self.idx, bias, self.N, self.M, residual, act)

@@ -1,7 +1,12 @@
-"""SparseLinear: an nn.Linear replacement that runs a packed weight through the native kernels."""
+"""SparseLinear: an nn.Linear replacement that runs a packed weight through the native kernels, and trains.
+
+Training (:meth:`SparseLinear.trainable`) keeps only the stored values as a parameter, so the
+optimizer's state is nnz long; forward, input gradient and weight gradient all run sparse
+(see :mod:`sparsecraft.formats.grad`).
+"""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +14,7 @@ from torch import nn
 
 from ..errors import SparsecraftError
 from ..formats import FORMATS, PackedWeight
+from ..formats.grad import GradLayout, pack_mask
 from ..kernels import available as kernels_available
 from .dispatch import Dispatcher, batch_bucket, default_dispatcher
 
@@ -16,8 +22,33 @@ MODES = ("auto", "sparse", "dense")
 
 
 def _forget_dense(module: "SparseLinear", incompatible_keys: Any) -> None:
-    """After load_state_dict copied new values into the buffers, drop the cached dense weight."""
+    """After load_state_dict copied new values into the buffers, drop what was derived from them."""
     module.packed._dense = None
+    module._layout = None
+
+
+class _PackedLinearFn(torch.autograd.Function):
+    """``y = x W^T + b`` over a packed W: forward by the format's kernel, ``dx`` by the csr16 kernel
+    over W^T, ``dW`` at the stored positions by the SDDMM, ``db`` as the batch sum of dy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, vals: torch.Tensor, bias: Optional[torch.Tensor],
+                layer: "SparseLinear") -> torch.Tensor:
+        ctx.layer, ctx.layout = layer, layer.grad_layout()
+        ctx.save_for_backward(x, vals)
+        return layer.packed._native_linear(x.contiguous(), None if bias is None else bias.detach())
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+        x, vals = ctx.saved_tensors
+        layout: GradLayout = ctx.layout
+        dy = dy.contiguous()
+        dx = layout.input_grad(dy, vals) if ctx.needs_input_grad[0] else None
+        dv = layout.weight_grad(dy, x).view_as(vals) if ctx.needs_input_grad[1] else None
+        db = dy.sum(0) if ctx.needs_input_grad[2] else None
+        if ctx.layer.dense_grad:
+            ctx.layer.weight.grad = dy.t() @ x
+        return dx, dv, db, None
 
 
 class SparseLinear(nn.Module):
@@ -55,7 +86,131 @@ class SparseLinear(nn.Module):
         self.mode = mode
         self.dispatcher = dispatcher
         self.choices: dict[int, str] = {}
+        self.dense_grad = False
+        self._layout: Optional[GradLayout] = None
+        self._view: Optional[torch.Tensor] = None
+        self._view_key: tuple[int, int] = (0, -1)
         self.register_load_state_dict_post_hook(_forget_dense)
+
+    @classmethod
+    def trainable(cls, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[nn.Parameter] = None,
+                  format: str = "csr16", mode: str = "sparse", **params: Any) -> "SparseLinear":
+        """A layer whose kept weights train: ``w_vals`` is a parameter holding only them.
+
+        Parameters
+        ----------
+        weight : torch.Tensor
+            (out_features, in_features); the values at ``mask`` are copied.
+        mask : torch.Tensor
+            Bool, same shape: the kept positions (zeros at kept positions stay stored and train).
+        bias : nn.Parameter, optional
+            (out_features,); kept as this very parameter (an optimizer holding it keeps working).
+        format : str
+            'csr16' (any mask), 'bitmask', 'nm' (``N``, ``M``: every group keeps N) or 'block'
+            (``R``, ``C``: the mask fills whole blocks).
+        mode : {'sparse', 'auto', 'dense'}
+            As in the class; 'sparse' by default (the dispatcher times the forward only).
+        **params
+            The format's parameters.
+
+        Returns
+        -------
+        SparseLinear
+            Gradients equal those of ``F.linear(x, weight * mask, bias)`` (to fp32 rounding).
+        """
+        packed = pack_mask(weight, mask, format, **params)
+        layer = cls(packed, None, mode=mode)
+        layer._set_values(nn.Parameter(packed.tensors()["vals"]))
+        if bias is not None:
+            if tuple(bias.shape) != (layer.out_features,):
+                raise SparsecraftError(f"bias has shape {tuple(bias.shape)}, expected ({layer.out_features},)")
+            layer.bias = bias if isinstance(bias, nn.Parameter) else nn.Parameter(bias.detach().float().clone())
+        return layer
+
+    def _set_values(self, vals: torch.Tensor) -> None:
+        """Make ``vals`` (a parameter, or a buffer tensor) the stored values ``w_vals`` of the packed weight."""
+        self._buffers.pop("w_vals", None)
+        self._parameters.pop("w_vals", None)
+        if isinstance(vals, nn.Parameter):
+            self.w_vals = vals
+        else:
+            self.register_buffer("w_vals", vals)
+        self.packed.vals = vals  # every format keeps its values as .vals
+
+    @property
+    def is_trainable(self) -> bool:
+        """Whether the stored values are a parameter (see :meth:`trainable`)."""
+        return isinstance(self.w_vals, nn.Parameter)
+
+    def grad_layout(self) -> GradLayout:
+        """The backward pass's index structures (:class:`GradLayout`), built once per mask."""
+        self._sync_packed()
+        if self._layout is None:
+            self._layout = GradLayout(self.packed)
+        return self._layout
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense W (out_features, in_features): a tensor (not a parameter) refreshed in place when
+        the values changed, for readers of dense weights (magnitudes for drop/grow, reports). With
+        ``dense_grad`` set, each backward stores the dense ``dL/dW`` in its ``.grad`` (RigL's growth)."""
+        vals = self.w_vals
+        key = (id(vals), vals._version)
+        if self._view is None or self._view_key != key:
+            with torch.no_grad():
+                dense = self.grad_layout().dense(vals.detach()) if self.is_trainable else self.packed.to_dense()
+                if self._view is None:
+                    self._view = dense
+                else:
+                    self._view.copy_(dense)
+            self._view_key = key
+        return self._view
+
+    @torch.no_grad()
+    def repack(self, mask: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer] = ()) -> None:
+        """Move a trainable layer to a new mask.
+
+        Weights kept by both masks keep their values and their optimizer state; newly kept ones
+        start at zero with zero state; dropped ones are gone (as :meth:`Sparsifier.set_mask` does to
+        a masked dense weight). The parameter ``w_vals`` stays the same object when the count of
+        kept weights does not change, else every optimizer in ``optimizers`` is moved to the new one.
+
+        Parameters
+        ----------
+        mask : torch.Tensor
+            Bool (out_features, in_features).
+        optimizers : iterable of torch.optim.Optimizer
+            Whose state for ``w_vals`` is remapped.
+        """
+        if not self.is_trainable:
+            raise SparsecraftError("repack needs a trainable SparseLinear (SparseLinear.trainable)")
+        old_layout, old = self.grad_layout(), self.w_vals
+        packed = pack_mask(old_layout.dense(old.detach()), mask, self.format, **self.format_params)
+        layout = GradLayout(packed)
+        index = layout.rows.long() * self.in_features + layout.cols.long()
+
+        def remap(t: torch.Tensor) -> torch.Tensor:
+            return old_layout.dense(t).view(-1)[index]
+
+        new_vals = packed.tensors()["vals"]
+        same = new_vals.shape == old.shape
+        param = old if same else nn.Parameter(new_vals)
+        for opt in optimizers:
+            state = opt.state.pop(old, None)
+            if state is not None:
+                opt.state[param] = {k: (remap(v).view(new_vals.shape) if isinstance(v, torch.Tensor)
+                                        and v.shape == old.shape else v) for k, v in state.items()}
+            if not same:
+                for group in opt.param_groups:
+                    group["params"] = [param if p is old else p for p in group["params"]]
+        if same:
+            old.copy_(new_vals)
+        for name, t in packed.tensors().items():
+            if name != "vals":
+                setattr(self, f"w_{name}", t)
+        self.packed = packed
+        self._set_values(param)
+        self._layout, self.choices = layout, {}
 
     @property
     def mode(self) -> str:
@@ -90,6 +245,8 @@ class SparseLinear(nn.Module):
             self.packed = FORMATS.get(self.format).from_tensors(
                 (self.out_features, self.in_features), self.format_params,
                 {k: getattr(self, f"w_{k}") for k in tensors})
+            self.packed.vals = self.w_vals
+            self._layout = None
 
     def path_for(self, rows: int) -> str:
         """The path a call with ``rows`` input rows takes.
@@ -120,17 +277,27 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None, gelu: bool = False) -> torch.Tensor:
         """``x W^T + b`` for x (..., in_features); returns (..., out_features) in x's dtype.
 
-        Runs the kernel for float32 inputs that do not require grad when the path is 'sparse',
-        else torch's dense matmul on the unpacked weight. ``residual`` (x's leading shape,
-        out_features) is added after the bias and ``gelu`` applies the exact GELU last; the kernel
-        fuses both into its output pass.
+        Runs the kernel for float32 inputs when the path is 'sparse', else torch's dense matmul on
+        the unpacked weight. ``residual`` (x's leading shape, out_features) is added after the bias
+        and ``gelu`` applies the exact GELU last; the kernel fuses both into its output pass when no
+        gradient is needed. A trainable layer (:meth:`trainable`) under autograd runs its backward
+        sparse too (:class:`~sparsecraft.formats.grad.GradLayout`); an inference layer given an
+        x that requires grad runs dense.
         """
         if x.shape[-1] != self.in_features:
             raise SparsecraftError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         x2 = x.reshape(-1, self.in_features) if x.dim() != 2 else x
         r2 = None if residual is None else residual.reshape(-1, self.out_features)
-        if (x2.dtype != torch.float32 or x2.requires_grad or not kernels_available()
-                or self.path_for(x2.shape[0]) == "dense"):
+        native = x2.dtype == torch.float32 and kernels_available()
+        if self.is_trainable and torch.is_grad_enabled():
+            if native and self.path_for(x2.shape[0]) == "sparse":
+                y = _PackedLinearFn.apply(x2, self.w_vals, self.bias, self)
+            else:
+                y = F.linear(x2, self.grad_layout().dense(self.w_vals).to(x2.dtype),
+                             None if self.bias is None else self.bias.to(x2.dtype))
+            y = y if r2 is None else y + r2
+            y = F.gelu(y) if gelu else y
+        elif not native or x2.requires_grad or self.path_for(x2.shape[0]) == "dense":
             dtype = x2.dtype if x2.is_floating_point() else None  # int input: torch raises as nn.Linear does
             y = F.linear(x2, self.packed.dense_cached().to(dtype),
                          None if self.bias is None else self.bias.to(dtype))

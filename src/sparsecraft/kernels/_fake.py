@@ -1,4 +1,4 @@
-"""Fake (meta) implementations of the three native ops (block_linear, nm_linear, bitmask_linear):
+"""Fake (meta) implementations of the native ops (block_linear, nm_linear, bitmask_linear, sddmm):
 output shape and dtype only, so converted models trace under torch.compile. ``residual`` and ``act``
 are the fused epilogue (``y = act(x W^T + bias + residual)``, act 0: none, 1: GELU)."""
 from __future__ import annotations
@@ -26,3 +26,8 @@ def _bitmask_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, masks: torch.Ten
                          bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                          act: int = 0) -> torch.Tensor:
     return x.new_empty((x.shape[0], masks.shape[0]))
+
+
+@torch.library.register_fake("sparsecraft::sddmm")
+def _sddmm_fake(dy: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((rows.shape[0],))

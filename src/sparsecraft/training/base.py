@@ -207,6 +207,7 @@ class Updater:
         self.listeners: list[Listener] = []
         self.skipped: list[str] = []
         self.result: FitResult | None = None
+        self.sparse_kernels = False
 
     @classmethod
     def default_config(cls, sparsity: float | None = None, pattern: str | None = None,
@@ -260,6 +261,10 @@ class Updater:
         self.setup(calib)
         if self.sparsifier is not None and optimizer is not None:
             self.sparsifier.attach(optimizer)
+        if self.sparse_kernels:
+            from .sparse_kernels import use_sparse_kernels
+
+            use_sparse_kernels(self)
         return self
 
     def setup(self, calib: Calib) -> None:
@@ -414,7 +419,7 @@ class Updater:
 
 
 def make_updater(method: str, config: SparsityConfig | None = None, total_steps: int | None = None,
-                 seed: int = 0, **options: Any) -> Updater:
+                 seed: int = 0, sparse_kernels: bool = False, **options: Any) -> Updater:
     """Construct the updater registered as ``method``.
 
     Parameters
@@ -425,6 +430,11 @@ def make_updater(method: str, config: SparsityConfig | None = None, total_steps:
         Default: the method's :meth:`Updater.default_config`.
     total_steps : int, optional
     seed : int
+    sparse_kernels : bool
+        Train the masked Linear layers on the native sparse kernels: at :meth:`Updater.attach`,
+        once the masks are set, they become trainable SparseLinear layers
+        (:func:`sparsecraft.training.sparse_kernels.use_sparse_kernels`); the model must not be
+        DDP-wrapped yet.
     **options
         Any of the method's declared ``options``.
 
@@ -445,4 +455,6 @@ def make_updater(method: str, config: SparsityConfig | None = None, total_steps:
             allowed = f"its options are: {', '.join(declared)}" if declared else "it takes no options"
             raise SparsecraftError(f"training method {method!r} has no option {name!r}; {allowed}")
     checked = {name: declared[name].check(value) for name, value in options.items()}  # types and bounds
-    return cls(config, total_steps=total_steps, seed=seed, **checked)
+    updater = cls(config, total_steps=total_steps, seed=seed, **checked)
+    updater.sparse_kernels = bool(sparse_kernels)
+    return updater

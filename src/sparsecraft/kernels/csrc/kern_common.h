@@ -62,6 +62,17 @@ struct BitArgs {
   int64_t PW;
 };
 
+// Sampled dense-dense product (SDDMM) for the weight gradient of y = x W^T at W's stored positions:
+// out[k] = sum_b gt[rows[k], b] * xt[cols[k], b], i.e. (dy^T x)[rows[k], cols[k]].
+struct SddmmArgs {
+  const float* gt;         // (out, B) row-major: dy transposed
+  const float* xt;         // (in, B) row-major: x transposed
+  const int32_t* rows;     // (nnz) output index of each stored weight
+  const int32_t* cols;     // (nnz) input index of each stored weight
+  float* out;              // (nnz)
+  int64_t B;
+};
+
 // Epilogues fused into the kernels: y = act(x W^T + b [+ res]).
 constexpr int kActNone = 0;
 constexpr int kActGelu = 1;  // exact (erf) GELU, to ~1e-6
@@ -74,6 +85,7 @@ using PackFn = void (*)(const float* x, int64_t B, int64_t in, int64_t rows, int
 using BlockFn = void (*)(const BlockArgs&, int64_t, int64_t);
 using BitFn = void (*)(const BitArgs&, int64_t, int64_t);
 using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
+using SddmmFn = void (*)(const SddmmArgs&, int64_t, int64_t);  // stored weights [k0, k1)
 
 // One set of kernels per ISA; each processes output (block) rows [r0, r1).
 struct KernelTable {
@@ -87,6 +99,7 @@ struct KernelTable {
   BitFn bit_small;
   BitFn bit_t;
   PackFn pack_panels;
+  SddmmFn sddmm;
 };
 
 extern const KernelTable kPortable;

@@ -215,6 +215,17 @@ inline void pack_one(const float* x, int64_t B, int64_t in, int64_t PW, float* d
   }
 }
 
+[[maybe_unused]] void sddmm_scalar(const SddmmArgs& a, int64_t k0, int64_t k1) {
+  const int64_t B = a.B;
+  for (int64_t k = k0; k < k1; ++k) {
+    const float* g = a.gt + (int64_t)a.rows[k] * B;
+    const float* x = a.xt + (int64_t)a.cols[k] * B;
+    float acc = 0.f;
+    for (int64_t b = 0; b < B; ++b) acc += g[b] * x[b];
+    a.out[k] = acc;
+  }
+}
+
 #if SC_ISA >= 1
 // ------------------------------------------------------------------------------------------------
 // Vector helpers: V<W> wraps a W-float register.
@@ -854,6 +865,48 @@ void bit_t_vec(const BitArgs& a, int64_t r0, int64_t r1) {
     }
   }
 }
+
+// ------------------------------------ SDDMM (weight gradient) ------------------------------------
+// Four stored weights at a time, each a dot product over the batch with two accumulators; the
+// batch tail (B not a multiple of the vector width) is masked (AVX-512) or scalar (AVX2).
+void sddmm_vec(const SddmmArgs& a, int64_t k0, int64_t k1) {
+  constexpr int U = 4;
+  const int64_t B = a.B, Bv = B / kW * kW;
+  int64_t k = k0;
+  for (; k + U <= k1; k += U) {
+    const float* g[U];
+    const float* x[U];
+    TW acc[U], acc2[U];
+    for (int u = 0; u < U; ++u) {
+      g[u] = a.gt + (int64_t)a.rows[k + u] * B;
+      x[u] = a.xt + (int64_t)a.cols[k + u] * B;
+      acc[u] = acc2[u] = VW::zero();
+    }
+    int64_t b = 0;
+    for (; b + 2 * kW <= Bv; b += 2 * kW)
+      for (int u = 0; u < U; ++u) {
+        acc[u] = VW::fma(VW::load(g[u] + b), VW::load(x[u] + b), acc[u]);
+        acc2[u] = VW::fma(VW::load(g[u] + b + kW), VW::load(x[u] + b + kW), acc2[u]);
+      }
+    for (; b < Bv; b += kW)
+      for (int u = 0; u < U; ++u) acc[u] = VW::fma(VW::load(g[u] + b), VW::load(x[u] + b), acc[u]);
+#if SC_ISA == 2
+    if (b < B) {
+      const __mmask16 m = (__mmask16)((1u << (B - b)) - 1u);
+      for (int u = 0; u < U; ++u)
+        acc[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g[u] + b), _mm512_maskz_loadu_ps(m, x[u] + b), acc[u]);
+    }
+    for (int u = 0; u < U; ++u) a.out[k + u] = hsum(VW::add(acc[u], acc2[u]));
+#else
+    for (int u = 0; u < U; ++u) {
+      float t = hsum(VW::add(acc[u], acc2[u]));
+      for (int64_t j = b; j < B; ++j) t += g[u][j] * x[u][j];
+      a.out[k + u] = t;
+    }
+#endif
+  }
+  if (k < k1) sddmm_scalar(a, k, k1);
+}
 #endif  // SC_ISA >= 1
 
 // ------------------------------------------------------------------------------------------------
@@ -976,12 +1029,14 @@ namespace {
 int max_nv(int) { return 0; }
 constexpr int kW = 1;
 const PackFn pack_panels = &pack_panels_scalar;
+const SddmmFn sddmm = &sddmm_scalar;
 }  // namespace
 }  // namespace SC_NS
 #else
 namespace SC_NS {
 namespace {
 const PackFn pack_panels = &pack_panels_vec;
+const SddmmFn sddmm = &sddmm_vec;
 }  // namespace
 }  // namespace SC_NS
 #endif
@@ -995,6 +1050,6 @@ extern const KernelTable SC_TABLE = {
     "portable",
 #endif
     SC_NS::kW, &SC_NS::max_nv, &SC_NS::block_small, &SC_NS::block_t, &SC_NS::nm_small, &SC_NS::nm_t,
-    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels};
+    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels, SC_NS::sddmm};
 
 }  // namespace sc

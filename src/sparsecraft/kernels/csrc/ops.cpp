@@ -293,6 +293,34 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr
   return y;
 }
 
+// The weight gradient at the stored positions: out[k] = (dy^T x)[rows[k], cols[k]], dy (B, out), x (B, in).
+torch::Tensor sddmm(const torch::Tensor& dy, const torch::Tensor& x, const torch::Tensor& rows,
+                    const torch::Tensor& cols) {
+  check_x(x);
+  check_x(dy);
+  TORCH_CHECK(dy.size(0) == x.size(0), "dy and x must have the same batch, got ", dy.size(0), " and ", x.size(0));
+  TORCH_CHECK(rows.scalar_type() == torch::kInt && rows.is_contiguous() && rows.dim() == 1,
+              "rows must be a contiguous 1-D int32 tensor");
+  TORCH_CHECK(cols.scalar_type() == torch::kInt && cols.is_contiguous() && cols.sizes() == rows.sizes(),
+              "cols must be contiguous int32 with the shape of rows");
+  const int64_t nnz = rows.numel(), B = x.size(0);
+  auto out = torch::empty({nnz}, x.options());
+  if (nnz == 0) return out;
+  if (B == 0) return out.zero_();
+  const int32_t* r = rows.data_ptr<int32_t>();
+  const int32_t* c = cols.data_ptr<int32_t>();
+  TORCH_CHECK(*std::min_element(r, r + nnz) >= 0 && *std::max_element(r, r + nnz) < dy.size(1),
+              "rows must lie in [0, ", dy.size(1), ")");
+  TORCH_CHECK(*std::min_element(c, c + nnz) >= 0 && *std::max_element(c, c + nnz) < x.size(1),
+              "cols must lie in [0, ", x.size(1), ")");
+  auto gt = dy.t().contiguous();
+  auto xt = x.t().contiguous();
+  sc::SddmmArgs a{gt.data_ptr<float>(), xt.data_ptr<float>(), r, c, out.data_ptr<float>(), B};
+  const sc::KernelTable& tab = table();
+  parallel_rows(nnz, nullptr, nnz * B, [&](int64_t k0, int64_t k1) { tab.sddmm(a, k0, k1); });
+  return out;
+}
+
 int64_t set_isa(int64_t isa) {
   TORCH_CHECK(isa >= 0 && isa <= detect_isa(), "ISA level ", isa, " is not supported by this CPU (max ",
               detect_isa(), ")");
@@ -309,12 +337,14 @@ TORCH_LIBRARY(sparsecraft, m) {
         "-> Tensor");
   m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias, Tensor? residual=None, "
         "int act=0) -> Tensor");
+  m.def("sddmm(Tensor dy, Tensor x, Tensor rows, Tensor cols) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparsecraft, CPU, m) {
   m.impl("block_linear", &block_linear);
   m.impl("nm_linear", &nm_linear);
   m.impl("bitmask_linear", &bitmask_linear);
+  m.impl("sddmm", &sddmm);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {

@@ -1,0 +1,256 @@
+"""Sparse training on the native kernels: the masked Linear layers of a run become trainable
+SparseLinear layers, so forward, backward and the optimizer cost in proportion to the kept weights.
+
+Masks sit on dense tensors everywhere else in sparsecraft, so a 90%-sparse step costs as much as a
+dense one. Here, once an updater has set its masks (``make_updater(..., sparse_kernels=True)``, or
+:func:`use_sparse_kernels` on an attached updater), every masked ``nn.Linear`` is replaced by
+:meth:`SparseLinear.trainable <sparsecraft.inference.SparseLinear.trainable>`: only the kept
+values are a parameter (the optimizer's moments are nnz long), the forward runs the packed
+kernel, the input gradient runs the kernel over the transposed weight and the weight gradient is
+an SDDMM at the kept positions (:mod:`sparsecraft.formats.grad`).
+
+The updater keeps working unchanged through :class:`KernelSparsifier`, a :class:`Sparsifier`
+whose targets are those layers: it reads their dense ``weight`` views (rebuilt only when read,
+i.e. on update steps), a mask change repacks the layer and remaps its optimizer state exactly as
+:meth:`Sparsifier.set_mask` treats a masked dense weight (SET, RigL), and turning ``mask_grads``
+off (RigL before an update step) makes those layers also compute the dense gradient, on that step
+only. For the same seed, training equals masked-dense training to fp32 rounding.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..errors import SparsecraftError
+from ..inference.linear import SparseLinear
+from ..patterns import NM, Block, Pattern, Unstructured
+from ..sparsifier import Sparsifier
+from ..target import Target
+
+if TYPE_CHECKING:
+    from .base import Updater
+
+
+def kernel_format(pattern: Pattern, shape: tuple[int, ...]) -> tuple[str, dict[str, int]] | None:
+    """The packed format that trains a mask of ``pattern`` on a weight of ``shape``.
+
+    Parameters
+    ----------
+    pattern : Pattern
+    shape : tuple of int
+        The weight's (out_features, in_features).
+
+    Returns
+    -------
+    (str, dict) or None
+        ``('csr16', {})`` for unstructured masks, ``('nm', {N, M})`` for N:M along in_features,
+        ``('block', {R, C})`` for blocks that tile the weight exactly; None when no packed
+        format fits (the layer then trains masked-dense).
+    """
+    if isinstance(pattern, Unstructured):
+        return "csr16", {}
+    if isinstance(pattern, NM) and pattern.layout != "flat" and shape[1] % pattern.m == 0:
+        return "nm", {"N": pattern.n, "M": pattern.m}
+    if isinstance(pattern, Block) and shape[0] % pattern.rows == 0 and shape[1] % pattern.cols == 0 \
+            and pattern.rows <= 16 and pattern.cols <= 16:
+        return "block", {"R": pattern.rows, "C": pattern.cols}
+    return None
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def _swap_param(optimizer: torch.optim.Optimizer | None, old: torch.Tensor, new: nn.Parameter,
+                index: torch.Tensor) -> None:
+    """Let ``optimizer`` train ``new`` (the values of ``old`` at the flat ``index``) instead of ``old``;
+    its state tensors shaped like ``old`` are gathered the same way."""
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    state = optimizer.state.pop(old, None)
+    if state:
+        optimizer.state[new] = {k: (v.detach().reshape(-1)[index].view(new.shape).clone()
+                                    if isinstance(v, torch.Tensor) and v.shape == old.shape else v)
+                                for k, v in state.items()}
+
+
+class KernelSparsifier(Sparsifier):
+    """A :class:`Sparsifier` whose Linear targets are trainable SparseLinear layers.
+
+    Targets that are SparseLinear layers store only their kept weights, so :meth:`apply` has nothing
+    to zero there and :meth:`set_mask` repacks them; any other target (a Conv, an Embedding) is a
+    masked dense parameter handled as by the base class.
+
+    Parameters
+    ----------
+    model, masks, patterns, mask_grads
+        As :class:`Sparsifier`; the modules holding the SparseLinear targets' ``weight`` must be
+        trainable :class:`~sparsecraft.inference.SparseLinear` layers with exactly these masks.
+
+    Attributes
+    ----------
+    repack_seconds : list of float
+        Wall-clock seconds of each layer repack (mask change), in order.
+    """
+
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor],
+                 patterns: dict[str, str | Pattern] | None = None, mask_grads: bool = True) -> None:
+        self.repack_seconds: list[float] = []
+        self._mask_grads = mask_grads
+        super().__init__(model, masks, patterns, mask_grads)
+
+    def kernel_layers(self) -> dict[str, SparseLinear]:
+        """``{target name: SparseLinear}`` of the targets trained on the kernels."""
+        return {n: t.module for n, t in getattr(self, "targets", {}).items() if isinstance(t.module, SparseLinear)}
+
+    @property  # type: ignore[override]
+    def mask_grads(self) -> bool:
+        """False makes the kernel layers also store the dense weight gradient (in ``weight.grad``)."""
+        return self._mask_grads
+
+    @mask_grads.setter
+    def mask_grads(self, value: bool) -> None:
+        self._mask_grads = bool(value)
+        for layer in self.kernel_layers().values():
+            layer.dense_grad = not self._mask_grads
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights of the masked dense targets (kernel layers store none)."""
+        for t in self.targets.values():
+            if not isinstance(t.module, SparseLinear):
+                t.param.masked_fill_(~self.mask(t), 0)
+
+    @torch.no_grad()
+    def set_mask(self, name: str, mask: torch.Tensor) -> None:
+        """Replace a mask; a kernel layer repacks (its values and optimizer state follow the mask)."""
+        t = self.targets.get(name)
+        if t is None or not isinstance(t.module, SparseLinear):
+            return super().set_mask(name, mask)
+        mask = mask.to(torch.bool)
+        self._check_mask(name, t, mask, self.patterns[name])
+        old = self.mask(t)
+        if torch.equal(old, mask):
+            return
+        start = time.perf_counter()
+        t.module.repack(mask, [o for o in (ref() for ref in self._optimizers) if o is not None])
+        old.copy_(mask)
+        self.repack_seconds.append(time.perf_counter() - start)
+
+    def dense_model(self) -> nn.Module:
+        """A copy of the model with every kernel layer back as an ``nn.Linear`` (pruned weights exactly zero).
+
+        Returns
+        -------
+        nn.Module
+            The copy; this sparsifier's model is unchanged.
+        """
+        model = copy.deepcopy(self.model)
+        for name in self.kernel_layers():
+            module_name = name.rpartition(".")[0]
+            layer = model.get_submodule(module_name)
+            linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+            with torch.no_grad():
+                linear.weight.copy_(layer.weight)
+                if layer.bias is not None:
+                    linear.bias.copy_(layer.bias)
+            _set_submodule(model, module_name, linear)
+        return model
+
+    def save(self, path: str, force: bool = False, model_spec: dict | None = None, extra: dict | None = None) -> None:
+        """Write the weights (as plain Linear weights, :meth:`dense_model`) and masks to one checkpoint."""
+        from ..checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.dense_model(), self.masks, {n: str(p) for n, p in self.patterns.items()},
+                        force=force, model_spec=model_spec, extra=extra)
+
+
+def to_kernel_layers(model: nn.Module, sparsifier: Sparsifier,
+                     optimizer: torch.optim.Optimizer | None = None) -> KernelSparsifier:
+    """Replace the masked ``nn.Linear`` layers of ``sparsifier`` by trainable SparseLinear layers.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model ``sparsifier`` masks (not a DDP wrapper: wrap after converting).
+    sparsifier : Sparsifier
+        Its masks; it is finalized (hooks removed) and replaced by the returned one.
+    optimizer : torch.optim.Optimizer, optional
+        Moved from each dense weight to the layer's kept values (state gathered at the kept
+        positions); the returned sparsifier is attached to it.
+
+    Returns
+    -------
+    KernelSparsifier
+        The same masks over the converted model. Targets that are not ``nn.Linear`` or whose
+        pattern has no packed format (:func:`kernel_format`) stay masked-dense.
+    """
+    if isinstance(sparsifier, KernelSparsifier):
+        raise SparsecraftError("the model already trains on sparse kernels")
+    masks = {n: m.detach().clone() for n, m in sparsifier.masks.items()}
+    patterns = dict(sparsifier.patterns)
+    mask_grads = sparsifier.mask_grads
+    targets: dict[str, Target] = dict(sparsifier.targets)
+    sparsifier.finalize()
+    for name, t in targets.items():
+        fmt = kernel_format(patterns[name], tuple(t.param.shape))
+        if type(t.module) is not nn.Linear or t.param_name != "weight" or fmt is None:
+            continue
+        linear: nn.Linear = t.module
+        layer = SparseLinear.trainable(linear.weight.detach(), masks[name], linear.bias, fmt[0], **fmt[1])
+        rows, cols = layer.packed.positions()
+        _swap_param(optimizer, linear.weight, layer.w_vals, rows * linear.in_features + cols)
+        _set_submodule(model, t.module_name, layer)
+    out = KernelSparsifier(model, masks, patterns, mask_grads)
+    if optimizer is not None:
+        out.attach(optimizer)
+    return out
+
+
+def use_sparse_kernels(updater: "Updater") -> KernelSparsifier:
+    """Move an attached updater's run onto the sparse kernels (after its masks are set).
+
+    Parameters
+    ----------
+    updater : Updater
+        Attached (``updater.attach(model, optimizer)`` done), with masks (``updater.sparsifier``).
+
+    Returns
+    -------
+    KernelSparsifier
+        Now ``updater.sparsifier``; the updater's later mask updates repack the layers.
+    """
+    if updater.model is None or updater.sparsifier is None:
+        raise SparsecraftError("sparse kernels need an attached updater with masks: call updater.attach(model, "
+                               "optimizer) first (method 'dense' and mask-free methods have no sparse layers)")
+    if updater.wrapped is not updater.model:
+        raise SparsecraftError("cannot move a DDP-wrapped model onto sparse kernels: attach the updater to the "
+                               "plain model, call use_sparse_kernels, then wrap it in DistributedDataParallel")
+    updater.sparsifier = to_kernel_layers(updater.model, updater.sparsifier, updater.optimizer)
+    return updater.sparsifier
+
+
+def summary(sparsifier: Sparsifier) -> dict[str, Any]:
+    """Facts for a run report: kernel layers, repacks and their mean cost.
+
+    Parameters
+    ----------
+    sparsifier : Sparsifier
+
+    Returns
+    -------
+    dict
+        ``kernel_layers`` (count), ``repacks`` and ``repack_ms_mean`` (0 for a plain Sparsifier).
+    """
+    if not isinstance(sparsifier, KernelSparsifier):
+        return {"kernel_layers": 0, "repacks": 0, "repack_ms_mean": 0.0}
+    s = sparsifier.repack_seconds
+    return {"kernel_layers": len(sparsifier.kernel_layers()), "repacks": len(s),
+            "repack_ms_mean": 1e3 * sum(s) / len(s) if s else 0.0}
