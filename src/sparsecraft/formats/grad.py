@@ -11,7 +11,10 @@ Training a packed layer needs three products per step (for dy = dL/dy of shape (
   2 * batch * out * in.
 
 As in "Fast Sparse ConvNets" (Elsen et al. 2019), the sparse operand is the weight and the dense
-batch streams through it, so every product costs in proportion to the kept weights.
+batch streams through it, so every product costs in proportion to the kept weights. Above
+``DENSE_BACKWARD_DENSITY`` of the weights kept (2:4 keeps half) the two backward products run as
+dense GEMMs instead (the dense gradient gathered at the kept positions): there the sparse kernels,
+at a fraction of a tuned GEMM's flop rate, lose to it (bench/results/sparse_training_speed.md).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from ..errors import SparsecraftError
 from ..kernels import available
 from .base import FORMATS, PackedWeight
 from .blocks import MAX_BLOCK_COLS, _to_u16_bits
+
+DENSE_BACKWARD_DENSITY = 0.3
 
 
 def pack_mask(weight: torch.Tensor, mask: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWeight:
@@ -74,6 +79,8 @@ class GradLayout:
     ----------
     rows, cols : torch.Tensor
         int32 (nnz,): W coordinates of each stored value (the SDDMM's sample positions).
+    dense_backward : bool
+        More than ``DENSE_BACKWARD_DENSITY`` of W is stored: the backward products run dense.
     t_rowptr, t_cols, perm : torch.Tensor
         W^T (in, out) as csr16: int32 (in + 1,), int16 (nnz,) and the int64 permutation such that
         W^T's values are ``vals.flatten()[perm]``.
@@ -89,6 +96,7 @@ class GradLayout:
             raise SparsecraftError("the packed weight stores positions past its edge (padded blocks); "
                                    "pack it with pack_mask to train it")
         self.shape = (out, inp)
+        self.dense_backward = rows.numel() > DENSE_BACKWARD_DENSITY * out * inp
         self.rows, self.cols = rows.to(torch.int32), cols.to(torch.int32)
         self.perm = torch.argsort(cols * out + rows)
         self.t_rowptr = torch.zeros(inp + 1, dtype=torch.int32)
@@ -111,7 +119,7 @@ class GradLayout:
             float32 (batch, in).
         """
         flat = vals.detach().reshape(-1)
-        if not available():
+        if self.dense_backward or not available():
             return dy @ self.dense(flat)
         vt = flat[self.perm].view(-1, 1, 1)
         return torch.ops.sparsecraft.block_linear(dy.contiguous(), self.t_rowptr, self.t_cols, vt, None,
@@ -132,7 +140,7 @@ class GradLayout:
         torch.Tensor
             float32 (nnz,) in stored order.
         """
-        if not available():
+        if self.dense_backward or not available():
             return (dy.t() @ x)[self.rows.long(), self.cols.long()]
         return torch.ops.sparsecraft.sddmm(dy.contiguous(), x.contiguous(), self.rows, self.cols)
 

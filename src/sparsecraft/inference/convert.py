@@ -12,6 +12,7 @@ from ..errors import SparsecraftError, check_sparsity
 from ..formats import FORMATS, PackedWeight, pack
 from ..formats.blocks import MAX_BLOCK_COLS
 from ..target import find_targets
+from .conv import SparseConv, conv_unsupported
 from .dispatch import Dispatcher
 from .linear import MODES, SparseLinear
 
@@ -21,21 +22,25 @@ FUSE_CHOICES = ("auto", "never")
 
 @dataclass
 class ConvertedLayer:
-    """What ``convert`` did with one Linear layer."""
+    """What ``convert`` did with one Linear or convolution layer (shape: the weight as (out, in * kernel))."""
 
     name: str
     shape: tuple[int, int]
     sparsity: float
-    format: str  # 'dense' when the layer was left as nn.Linear
+    format: str  # 'dense' when the layer was left as it was
     params: dict[str, Any]
     nbytes: int
     dense_nbytes: int
+    note: str = ""  # why a sparse-enough layer stayed dense
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def masked_weight(module: nn.Linear) -> torch.Tensor:
+CONVS = (nn.Conv1d, nn.Conv2d)
+
+
+def masked_weight(module: nn.Module) -> torch.Tensor:
     """The layer's weight with its ``weight_mask`` buffer applied when it has one."""
     w = module.weight.detach()
     mask = getattr(module, "weight_mask", None)
@@ -78,7 +83,9 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
             format: str = "auto", format_params: Optional[dict[str, int]] = None, min_sparsity: float = 0.3,
             mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
             fuse: str = "auto") -> tuple[nn.Module, list[ConvertedLayer]]:
-    """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear.
+    """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear,
+    and each such Conv1d / Conv2d for a :class:`~sparsecraft.inference.conv.SparseConv` (csr16; 1x1 with any
+    stride, k x k with stride 1; others stay dense with a note in the report).
 
     A BERT-family encoder (transformers' BertLayer layout: BERT, RoBERTa, MiniLM) is first rebuilt
     on the fused path (:class:`~sparsecraft.inference.bert.FusedBert`: unpadded tokens, one Q/K/V
@@ -130,7 +137,8 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
             return fused, _convert_layers(fused, targets, format, format_params, min_sparsity, mode, dispatcher)
         print(f"sparsecraft: converting layer by layer (no fused path: {reason})", file=sys.stderr)
     # exact type: subclasses (MultiheadAttention's out_proj) are read directly by their owners
-    targets = [t for t in find_targets(model, layers, keep_dense, types=(nn.Linear,)) if type(t.module) is nn.Linear]
+    targets = [t for t in find_targets(model, layers, keep_dense, types=(nn.Linear, *CONVS))
+               if type(t.module) in (nn.Linear, *CONVS)]
     return model, _convert_layers(model, targets, format, format_params, min_sparsity, mode, dispatcher)
 
 
@@ -142,6 +150,9 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
     for t in targets:
         name, module = t.module_name, t.module
         w = masked_weight(module)
+        if type(module) in CONVS:
+            report.append(_convert_conv(model, name, module, w, format, min_sparsity))
+            continue
         out, inp = w.shape
         sparsity = 1.0 - float((w != 0).sum()) / max(1, w.numel())
         dense_bytes = 4 * w.numel()
@@ -158,6 +169,26 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
         report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
                                      dense_bytes))
     return report
+
+
+def _convert_conv(model: nn.Module, name: str, conv: nn.Module, w: torch.Tensor, format: str,
+                  min_sparsity: float) -> ConvertedLayer:
+    """Swap one Conv1d / Conv2d for a SparseConv when it is sparse enough and supported; its report row."""
+    flat = w.reshape(w.shape[0], -1)
+    shape = (int(flat.shape[0]), int(flat.shape[1]))
+    sparsity = 1.0 - float((flat != 0).sum()) / max(1, flat.numel())
+    dense_bytes = 4 * flat.numel()
+    why = conv_unsupported(conv)
+    if why is None and format not in ("auto", "csr16"):
+        why = f"format {format!r} is for Linear layers (convolutions run csr16)"
+    if why is None and shape[1] > MAX_BLOCK_COLS:
+        why = f"{shape[1]} weight columns exceed the 16-bit index"
+    if sparsity < min_sparsity or why is not None:
+        return ConvertedLayer(name, shape, sparsity, "dense", {}, dense_bytes, dense_bytes,
+                              "" if sparsity < min_sparsity else why)
+    layer = SparseConv.from_conv(conv, w)
+    _set_submodule(model, name, layer)
+    return ConvertedLayer(name, shape, sparsity, "csr16", {}, layer.packed.nbytes, dense_bytes)
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -1,4 +1,5 @@
-"""Fake (meta) implementations of the native ops (block_linear, nm_linear, bitmask_linear, sddmm):
+"""Fake (meta) implementations of the native ops (block_linear, nm_linear, bitmask_linear, sddmm,
+conv_cf):
 output shape and dtype only, so converted models trace under torch.compile. ``residual`` and ``act``
 are the fused epilogue (``y = act(x W^T + bias + residual)``, act 0: none, 1: GELU)."""
 from __future__ import annotations
@@ -31,3 +32,9 @@ def _bitmask_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, masks: torch.Ten
 @torch.library.register_fake("sparsecraft::sddmm")
 def _sddmm_fake(dy: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return x.new_empty((rows.shape[0],))
+
+
+@torch.library.register_fake("sparsecraft::conv_cf")
+def _conv_cf_fake(x: torch.Tensor, rowptr: torch.Tensor, xoff: torch.Tensor, vals: torch.Tensor,
+                  bias: Optional[torch.Tensor], out_channels: int, P: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], out_channels, P))

@@ -73,6 +73,21 @@ struct SddmmArgs {
   int64_t B;
 };
 
+// Channels-first sparse x dense product: the direct sparse convolution over pixels ("Fast Sparse
+// ConvNets", Elsen et al. 2019), for one image: y[o, p] = sum_k vals[k] x[xoff[k] + p] + bias[o],
+// p < P. W (out, in * kernel) is CSR over the outputs; each nonzero's xoff is where its input channel
+// and kernel position start in the image's (zero-padded, flattened) input, so a pointwise conv has
+// xoff = channel * P and a k x k conv adds the kernel position's shift (outputs on the padded-width grid).
+struct CfArgs {
+  const float* x;          // one image's input, flattened
+  const int32_t* rowptr;   // (out + 1)
+  const int32_t* xoff;     // (nnz)
+  const float* vals;       // (nnz)
+  const float* bias;       // (out) or nullptr
+  float* y;                // (out, P) row-major
+  int64_t P;
+};
+
 // Epilogues fused into the kernels: y = act(x W^T + b [+ res]).
 constexpr int kActNone = 0;
 constexpr int kActGelu = 1;  // exact (erf) GELU, to ~1e-6
@@ -86,6 +101,7 @@ using BlockFn = void (*)(const BlockArgs&, int64_t, int64_t);
 using BitFn = void (*)(const BitArgs&, int64_t, int64_t);
 using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
 using SddmmFn = void (*)(const SddmmArgs&, int64_t, int64_t);  // stored weights [k0, k1)
+using CfFn = void (*)(const CfArgs&, int64_t, int64_t);        // output channels [r0, r1)
 
 // One set of kernels per ISA; each processes output (block) rows [r0, r1).
 struct KernelTable {
@@ -100,6 +116,7 @@ struct KernelTable {
   BitFn bit_t;
   PackFn pack_panels;
   SddmmFn sddmm;
+  CfFn spmm_cf;
 };
 
 extern const KernelTable kPortable;

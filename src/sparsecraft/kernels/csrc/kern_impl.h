@@ -226,6 +226,19 @@ inline void pack_one(const float* x, int64_t B, int64_t in, int64_t PW, float* d
   }
 }
 
+[[maybe_unused]] void spmm_cf_scalar(const CfArgs& a, int64_t r0, int64_t r1) {
+  for (int64_t o = r0; o < r1; ++o) {
+    float* yr = a.y + o * a.P;
+    const float bo = a.bias ? a.bias[o] : 0.f;
+    for (int64_t p = 0; p < a.P; ++p) yr[p] = bo;
+    for (int32_t k = a.rowptr[o]; k < a.rowptr[o + 1]; ++k) {
+      const float w = a.vals[k];
+      const float* xr = a.x + a.xoff[k];
+      for (int64_t p = 0; p < a.P; ++p) yr[p] += w * xr[p];
+    }
+  }
+}
+
 #if SC_ISA >= 1
 // ------------------------------------------------------------------------------------------------
 // Vector helpers: V<W> wraps a W-float register.
@@ -866,6 +879,60 @@ void bit_t_vec(const BitArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// ------------------------------ channels-first SpMM (direct sparse conv) ---------------------------
+// Pixel panels of NV vectors outermost, so the panel of x (in x NV*kW floats) stays in cache while
+// every output row of the range streams its nonzeros over it; each row's panel of y is held in
+// registers and stored once.
+template <int NV>
+inline void cf_panel(const CfArgs& a, int64_t r0, int64_t r1, int64_t p0) {
+  for (int64_t o = r0; o < r1; ++o) {
+    const TW b = VW::set1(a.bias ? a.bias[o] : 0.f);
+    TW acc[NV], acc2[NV];
+    for (int q = 0; q < NV; ++q) {
+      acc[q] = b;
+      acc2[q] = VW::zero();
+    }
+    const float* xp = a.x + p0;
+    int32_t k = a.rowptr[o];
+    const int32_t e = a.rowptr[o + 1];
+    for (; k + 2 <= e; k += 2) {
+      const TW w0 = VW::set1(a.vals[k]), w1 = VW::set1(a.vals[k + 1]);
+      const float* x0 = xp + a.xoff[k];
+      const float* x1 = xp + a.xoff[k + 1];
+      for (int q = 0; q < NV; ++q) {
+        acc[q] = VW::fma(w0, VW::load(x0 + q * kW), acc[q]);
+        acc2[q] = VW::fma(w1, VW::load(x1 + q * kW), acc2[q]);
+      }
+    }
+    if (k < e) {
+      const TW w0 = VW::set1(a.vals[k]);
+      const float* x0 = xp + a.xoff[k];
+      for (int q = 0; q < NV; ++q) acc[q] = VW::fma(w0, VW::load(x0 + q * kW), acc[q]);
+    }
+    float* yr = a.y + o * a.P + p0;
+    for (int q = 0; q < NV; ++q) VW::store(yr + q * kW, VW::add(acc[q], acc2[q]));
+  }
+}
+
+void spmm_cf_vec(const CfArgs& a, int64_t r0, int64_t r1) {
+  constexpr int64_t kPanel = 4 * kW;
+  int64_t p0 = 0;
+  for (; p0 + kPanel <= a.P; p0 += kPanel) cf_panel<4>(a, r0, r1, p0);
+  for (; p0 + kW <= a.P; p0 += kW) cf_panel<1>(a, r0, r1, p0);
+  if (p0 < a.P) {  // the last P % kW pixels
+    for (int64_t o = r0; o < r1; ++o) {
+      float* yr = a.y + o * a.P;
+      const float bo = a.bias ? a.bias[o] : 0.f;
+      for (int64_t p = p0; p < a.P; ++p) yr[p] = bo;
+      for (int32_t k = a.rowptr[o]; k < a.rowptr[o + 1]; ++k) {
+        const float w = a.vals[k];
+        const float* xr = a.x + a.xoff[k];
+        for (int64_t p = p0; p < a.P; ++p) yr[p] += w * xr[p];
+      }
+    }
+  }
+}
+
 // ------------------------------------ SDDMM (weight gradient) ------------------------------------
 // Four stored weights at a time, each a dot product over the batch with two accumulators; the
 // batch tail (B not a multiple of the vector width) is masked (AVX-512) or scalar (AVX2).
@@ -1030,6 +1097,7 @@ int max_nv(int) { return 0; }
 constexpr int kW = 1;
 const PackFn pack_panels = &pack_panels_scalar;
 const SddmmFn sddmm = &sddmm_scalar;
+const CfFn spmm_cf = &spmm_cf_scalar;
 }  // namespace
 }  // namespace SC_NS
 #else
@@ -1037,6 +1105,7 @@ namespace SC_NS {
 namespace {
 const PackFn pack_panels = &pack_panels_vec;
 const SddmmFn sddmm = &sddmm_vec;
+const CfFn spmm_cf = &spmm_cf_vec;
 }  // namespace
 }  // namespace SC_NS
 #endif
@@ -1050,6 +1119,6 @@ extern const KernelTable SC_TABLE = {
     "portable",
 #endif
     SC_NS::kW, &SC_NS::max_nv, &SC_NS::block_small, &SC_NS::block_t, &SC_NS::nm_small, &SC_NS::nm_t,
-    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels, SC_NS::sddmm};
+    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels, SC_NS::sddmm, SC_NS::spmm_cf};
 
 }  // namespace sc
