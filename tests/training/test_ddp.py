@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from .ddp_worker import run
@@ -12,13 +13,15 @@ from .ddp_worker import run
 HERE = Path(__file__).parent
 
 
-def test_ddp_two_ranks_match_single_process(tmp_path):
+@pytest.mark.parametrize("path", ["masked", "sparse"])
+def test_ddp_two_ranks_match_single_process(tmp_path, path):
+    """The sparse-kernel run under DDP equals the masked-dense single-process run."""
     out = tmp_path / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(HERE / "ddp_worker.py"), str(out)],
-        env=env, capture_output=True, text=True, timeout=120)
+         str(HERE / "ddp_worker.py"), str(out), path],
+        env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ddp = torch.load(out)
     single = run(distributed=False)

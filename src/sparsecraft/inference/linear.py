@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -47,7 +48,11 @@ class _PackedLinearFn(torch.autograd.Function):
         dv = layout.weight_grad(dy, x).view_as(vals) if ctx.needs_input_grad[1] else None
         db = dy.sum(0) if ctx.needs_input_grad[2] else None
         if ctx.layer.dense_grad:
-            ctx.layer.weight.grad = dy.t() @ x
+            dense = dy.t() @ x
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(dense)  # DDP averages gradients: so does this one, identical on every rank
+                dense /= dist.get_world_size()
+            ctx.layer.weight.grad = dense
         return dx, dv, db, None
 
 
@@ -153,7 +158,8 @@ class SparseLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The dense W (out_features, in_features): a tensor (not a parameter) refreshed in place when
         the values changed, for readers of dense weights (magnitudes for drop/grow, reports). With
-        ``dense_grad`` set, each backward stores the dense ``dL/dW`` in its ``.grad`` (RigL's growth)."""
+        ``dense_grad`` set, each backward stores the dense ``dL/dW`` in its ``.grad`` (RigL's growth),
+        averaged over the ranks inside an initialised process group (as DDP averages gradients)."""
         vals = self.w_vals
         key = (id(vals), vals._version)
         if self._view is None or self._view_key != key:

@@ -232,9 +232,31 @@ def use_sparse_kernels(updater: "Updater") -> KernelSparsifier:
                                "optimizer) first (method 'dense' and mask-free methods have no sparse layers)")
     if updater.wrapped is not updater.model:
         raise SparsecraftError("cannot move a DDP-wrapped model onto sparse kernels: attach the updater to the "
-                               "plain model, call use_sparse_kernels, then wrap it in DistributedDataParallel")
+                               "plain model, call use_sparse_kernels, then wrap it with sparse_kernels.wrap_ddp")
     updater.sparsifier = to_kernel_layers(updater.model, updater.sparsifier, updater.optimizer)
     return updater.sparsifier
+
+
+def wrap_ddp(model: nn.Module, **kwargs: Any) -> nn.parallel.DistributedDataParallel:
+    """DistributedDataParallel over a model whose layers were moved onto the kernels.
+
+    The buffers (masks, packed int16 indices, which gloo cannot broadcast) are identical on every
+    rank by construction (masks broadcast from rank 0 at attach, updates computed identically), so
+    they are not broadcast (``broadcast_buffers=False``; BatchNorm statistics then stay per rank).
+    RigL's dense gradients are averaged over the ranks inside the layers' backward.
+
+    Parameters
+    ----------
+    model : nn.Module
+        After :func:`use_sparse_kernels` (or an updater made with ``sparse_kernels=True`` attached).
+    **kwargs
+        Passed to DistributedDataParallel.
+
+    Returns
+    -------
+    nn.parallel.DistributedDataParallel
+    """
+    return nn.parallel.DistributedDataParallel(model, broadcast_buffers=False, **kwargs)
 
 
 def summary(sparsifier: Sparsifier) -> dict[str, Any]:
