@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sparsecraft.errors import SparsecraftError
-from sparsecraft.inference import SparseConv, convert
+from sparsecraft.inference import SparseConv, convert, load_converted, save_converted
 from sparsecraft.models.resnet import ResNetCNN
 
 from .conftest import magnitude_prune, require_native
@@ -77,3 +77,17 @@ def test_convert_resnet_equals_masked_dense_model(dims, shape):
     assert kinds["blocks.1.shortcut.0"] == "csr16" and kinds["stem.0"] == "csr16"
     with torch.no_grad():
         torch.testing.assert_close(converted(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_converted_cnn_saves_and_loads(tmp_path):
+    require_native()
+    model = _masked_resnet(2)
+    converted, _ = convert(model, mode="sparse")
+    save_converted(converted, tmp_path / "cnn.safetensors")
+    fresh = ResNetCNN(in_channels=2, num_classes=5, channels=(8, 16), dims=2).eval()
+    loaded = load_converted(tmp_path / "cnn.safetensors", fresh)
+    assert sum(isinstance(m, SparseConv) for m in loaded.modules()) == sum(
+        isinstance(m, SparseConv) for m in converted.modules())
+    x = torch.randn(2, 2, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), converted(x))

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
 from ..errors import SparsecraftError
@@ -102,11 +103,18 @@ def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = Fals
     """
     from safetensors.torch import save_file
 
+    from .conv import SparseConv
+
     layers = {
         name: {"format": m.format, "params": m.format_params, "shape": [m.out_features, m.in_features],
                "bias": m.bias is not None}
         for name, m in sparse_layers(model).items()
     }
+    for name, m in model.named_modules():
+        if isinstance(m, SparseConv):
+            layers[name] = {"format": "csr16", "params": {}, "shape": list(m.packed.shape), "bias": m.bias is not None,
+                            "conv": {"kernel_size": list(m.kernel_size), "stride": list(m.stride),
+                                     "padding": list(m.padding)}}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     seen: dict[int, str] = {}
     for k, v in list(state.items()):  # safetensors refuses shared storage (tied weights): store copies
@@ -170,6 +178,9 @@ def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -
         if not isinstance(info, dict) or not isinstance(info.get("shape"), list) or len(info["shape"]) != 2:
             raise SparsecraftError(f"{path}: metadata of layer {name!r} is corrupt")
         shape = (int(info["shape"][0]), int(info["shape"][1]))
+        if isinstance(info.get("conv"), dict):
+            _set_submodule(model, name, _rebuild_conv(path, name, module, info, shape, tensors))
+            continue
         if type(module) is not nn.Linear or tuple(module.weight.shape) != shape:
             raise SparsecraftError(f"{path}: layer {name!r} is {shape[0]}x{shape[1]} sparse in the file but not a "
                                    "Linear of that shape in the model; wrong architecture?")
@@ -191,3 +202,25 @@ def load_converted(path: str | os.PathLike, model: Optional[nn.Module] = None) -
         raise SparsecraftError(f"{path} does not fit the model: missing {list(missing)[:3]}, "
                                f"unexpected {list(unexpected)[:3]}")
     return model
+
+
+def _rebuild_conv(path: str | os.PathLike, name: str, module: nn.Module, info: dict, shape: tuple[int, int],
+                  tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The SparseConv a file stores for the convolution ``module`` (validated against it)."""
+    from ..formats import FORMATS
+    from .conv import SparseConv
+
+    conv = info["conv"]
+    if type(module) not in (nn.Conv1d, nn.Conv2d) or (module.weight.shape[0], module.weight[0].numel()) != shape:
+        raise SparsecraftError(f"{path}: layer {name!r} is a {shape[0]}x{shape[1]} sparse convolution in the file "
+                               "but not a convolution of that shape in the model; wrong architecture?")
+    prefix = f"{name}.w_"
+    packed = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if "vals" in packed:
+        packed["vals"] = packed["vals"].reshape(-1, 1, 1)
+    bias = tensors.get(f"{name}.bias") if info.get("bias") else None
+    try:
+        weight = FORMATS.get("csr16").from_tensors(shape, {}, packed)
+        return SparseConv(weight, tuple(conv["kernel_size"]), tuple(conv["stride"]), tuple(conv["padding"]), bias)
+    except (SparsecraftError, KeyError, TypeError) as err:
+        raise SparsecraftError(f"{path}: layer {name!r}: {err}") from None
