@@ -81,6 +81,8 @@ class GradLayout:
         int32 (nnz,): W coordinates of each stored value (the SDDMM's sample positions).
     dense_backward : bool
         More than ``DENSE_BACKWARD_DENSITY`` of W is stored: the backward products run dense.
+    flat : torch.Tensor
+        int64 (nnz,): ``rows * in + cols``.
     t_rowptr, t_cols, perm : torch.Tensor
         W^T (in, out) as csr16: int32 (in + 1,), int16 (nnz,) and the int64 permutation such that
         W^T's values are ``vals.flatten()[perm]``.
@@ -98,6 +100,7 @@ class GradLayout:
         self.shape = (out, inp)
         self.dense_backward = rows.numel() > DENSE_BACKWARD_DENSITY * out * inp
         self.rows, self.cols = rows.to(torch.int32), cols.to(torch.int32)
+        self.flat = rows * inp + cols  # int64 position of each stored value in W.view(-1)
         self.perm = torch.argsort(cols * out + rows)
         self.t_rowptr = torch.zeros(inp + 1, dtype=torch.int32)
         self.t_rowptr[1:] = torch.cumsum(torch.bincount(cols, minlength=inp), 0).to(torch.int32)
@@ -141,11 +144,10 @@ class GradLayout:
             float32 (nnz,) in stored order.
         """
         if self.dense_backward or not available():
-            return (dy.t() @ x)[self.rows.long(), self.cols.long()]
+            return (dy.t() @ x).view(-1)[self.flat]
         return torch.ops.sparsecraft.sddmm(dy.contiguous(), x.contiguous(), self.rows, self.cols)
 
     def dense(self, vals: torch.Tensor) -> torch.Tensor:
         """The dense W (out, in) with ``vals`` (stored order) at the stored positions; differentiable in vals."""
-        flat = vals.reshape(-1)
         out, inp = self.shape
-        return flat.new_zeros(out * inp).index_put((self.rows.long() * inp + self.cols.long(),), flat).view(out, inp)
+        return vals.new_zeros(out * inp).index_put((self.flat,), vals.reshape(-1)).view(out, inp)

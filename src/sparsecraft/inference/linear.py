@@ -193,10 +193,9 @@ class SparseLinear(nn.Module):
         old_layout, old = self.grad_layout(), self.w_vals
         packed = pack_mask(old_layout.dense(old.detach()), mask, self.format, **self.format_params)
         layout = GradLayout(packed)
-        index = layout.rows.long() * self.in_features + layout.cols.long()
 
         def remap(t: torch.Tensor) -> torch.Tensor:
-            return old_layout.dense(t).view(-1)[index]
+            return old_layout.dense(t).view(-1)[layout.flat]
 
         new_vals = packed.tensors()["vals"]
         same = new_vals.shape == old.shape
