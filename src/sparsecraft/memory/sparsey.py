@@ -14,7 +14,9 @@ Code selection algorithm (CSA), for an input with active bits ``A``:
 3. ``eta = 1 + chi * max(0, (G - G_min) / (1 - G_min))`` (``chi``: ``max_gain``);
 4. in every CM, ``psi_j = (eta - 1) * sigmoid(slope * (V_j - center)) + 1`` and the winner is
    drawn with probability ``psi_j / sum_k psi_k``;
-5. storage (single trial, no iterations): ``w_ij = 1`` for every active bit ``i`` and winner ``j``.
+5. storage (single trial, no iterations): ``w_ij = 1`` for every active bit ``i`` and winner ``j``;
+   a cell wired to more than ``max_load`` of the input bits no longer wins new items (our per-cell
+   stand-in for Sparsey's critical period, see :class:`SparseyMemory`).
 
 A novel input (``G`` low) gets a near-uniformly random code, so unrelated items get codes that
 barely overlap; a familiar one (``G`` near 1) reinstates the cells with the highest ``V``, so an
@@ -127,18 +129,24 @@ class SparseyMemory(ParamsMixin):
 
     Parameters
     ----------
-    n_modules : int, default=32
+    n_modules : int, default=24
         Q, competitive modules (the code has Q active cells).
-    module_size : int, default=16
-        K, cells per module (>= 2).
-    levels, width : int
+    module_size : int, default=512
+        K, cells per module (>= 2). Capacity grows with K: see ``max_load``.
+    levels, width : int, default=16, 1
         Of the :class:`BucketEncoder` fitted on the first data stored.
-    familiarity_floor : float, default=0.2
+    familiarity_floor : float, default=0.3
         ``G_min`` in [0, 1): below it codes are chosen uniformly at random.
     max_gain : float, default=500
         ``chi`` (> 0): how deterministic the choice of the best-matching cells is at ``G = 1``.
-    slope, center : float, default=15, 0.5
+    slope, center : float, default=15, 0.8
         Of the sigmoid mapping ``V`` to a cell's relative win probability.
+    max_load : float, default=0.1
+        A cell whose afferent weights are set for this fraction of all input bits stops winning new
+        items (it still answers retrieval): a per-cell form of Sparsey's critical period, without
+        which cells shared by many items become wired to nearly every bit, match every input
+        (``G`` near 1 for everything) and pull all new codes onto themselves. In (0, 1]; once every
+        cell of a module is frozen the module chooses among all its cells again (the memory is full).
     random_state : int, numpy Generator or None, default=0
 
     Attributes
@@ -153,9 +161,9 @@ class SparseyMemory(ParamsMixin):
         Items stored so far.
     """
 
-    def __init__(self, n_modules: int = 32, module_size: int = 16, levels: int = 8, width: int = 2,
-                 familiarity_floor: float = 0.2, max_gain: float = 500.0, slope: float = 15.0,
-                 center: float = 0.5, random_state: Any = 0) -> None:
+    def __init__(self, n_modules: int = 24, module_size: int = 512, levels: int = 16, width: int = 1,
+                 familiarity_floor: float = 0.3, max_gain: float = 500.0, slope: float = 15.0,
+                 center: float = 0.8, max_load: float = 0.1, random_state: Any = 0) -> None:
         self.n_modules = n_modules
         self.module_size = module_size
         self.levels = levels
@@ -164,6 +172,7 @@ class SparseyMemory(ParamsMixin):
         self.max_gain = max_gain
         self.slope = slope
         self.center = center
+        self.max_load = max_load
         self.random_state = random_state
 
     # ------------------------------------------------------------------ storage
@@ -180,6 +189,23 @@ class SparseyMemory(ParamsMixin):
         -------
         self
         """
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """:meth:`fit`, returning the code assigned to each row while it was stored.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        np.ndarray of shape (n_samples, Q), int64
+            As :meth:`store` returns; :meth:`transform` later retrieves the same codes unless
+            later items overwrote them (crosstalk once the memory saturates).
+        """
         self._check_params()
         X = as_matrix(X, "X")
         self.encoder_ = BucketEncoder(self.levels, self.width).fit(X)
@@ -187,11 +213,14 @@ class SparseyMemory(ParamsMixin):
         self.weights_ = np.zeros((self.encoder_.n_bits_, q * k), dtype=bool)
         self.n_stored_ = 0
         self._rng = rng(self.random_state)
+        self._frozen = np.zeros((q, k), dtype=bool)
+        self._max_wired = self.max_load * self.encoder_.n_bits_
+        for attr in ("classes_", "label_counts_"):
+            self.__dict__.pop(attr, None)
         if y is not None:
             self.classes_ = np.unique(as_vector(y, X.shape[0]))
             self.label_counts_ = np.zeros((q * k, self.classes_.size), dtype=np.int64)
-        self.store(X, y)
-        return self
+        return self.store(X, y)
 
     def partial_fit(self, X: Any, y: Any = None) -> "SparseyMemory":
         """Store more inputs in the fitted memory (a first call fits, as :meth:`fit`).
@@ -235,11 +264,14 @@ class SparseyMemory(ParamsMixin):
             g = v.max(axis=1).mean()
             eta = 1.0 + self.max_gain * max(0.0, (g - self.familiarity_floor) / (1.0 - self.familiarity_floor))
             psi = (eta - 1.0) / (1.0 + np.exp(-self.slope * (v - self.center))) + 1.0
+            psi = np.where(self._frozen, 0.0, psi)
+            psi[psi.sum(axis=1) == 0] = 1.0  # a module whose cells are all frozen chooses among all
             cdf = np.cumsum(psi / psi.sum(axis=1, keepdims=True), axis=1)
             draw = self._rng.random((q, 1))
             codes[n] = np.minimum((cdf < draw).sum(axis=1), k - 1)
             cells = offsets + codes[n]
             self.weights_[np.ix_(active, cells)] = True
+            self._frozen.reshape(-1)[cells] = self.weights_[:, cells].sum(axis=0) >= self._max_wired
             if labels is not None:
                 self.label_counts_[cells, labels[n]] += 1
         self.n_stored_ += len(bits)
@@ -323,6 +355,8 @@ class SparseyMemory(ParamsMixin):
         check_positive(self.max_gain, "max_gain")
         check_positive(self.slope, "slope")
         check_positive(self.center, "center", allow_zero=True)
+        if not 0.0 < float(self.max_load) <= 1.0:
+            raise SparsecraftError(f"max_load must be in (0, 1], got {self.max_load!r}")
 
     def _label_index(self, y: Any, n: int) -> np.ndarray | None:
         has_labels = hasattr(self, "label_counts_")
