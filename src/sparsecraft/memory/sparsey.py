@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..coding._params import ParamsMixin
-from ..coding._validation import as_matrix, as_vector, check_fitted, check_int, check_positive, rng
+from ..coding._validation import as_matrix, check_fitted, check_int, check_positive, rng
 from ..errors import SparsecraftError
 
 _CHUNK = 256  # queries retrieved at once (bounds the (chunk, |A|, Q K) gather)
@@ -46,7 +46,7 @@ class BucketEncoder(ParamsMixin):
 
     Every feature's range is split at its training quantiles into ``levels`` buckets; a value turns
     on ``width`` consecutive buckets around its own (shifted inward at the ends), so neighbouring
-    values share bits. Features constant on the training data are dropped.
+    values share bits. The bit count depends only on the feature count, not on the data.
 
     Parameters
     ----------
@@ -57,15 +57,13 @@ class BucketEncoder(ParamsMixin):
 
     Attributes
     ----------
-    edges_ : np.ndarray of shape (n_kept_features, levels - 1)
+    edges_ : np.ndarray of shape (n_features, levels - 1)
         Interior bucket boundaries.
-    features_ : np.ndarray of shape (n_kept_features,)
-        Indices of the non-constant input features.
     n_features_in_ : int
     n_bits_ : int
-        ``n_kept_features * levels``.
+        ``n_features * levels``.
     n_active_ : int
-        ``n_kept_features * width``, the active bits of every encoded input.
+        ``n_features * width``, the active bits of every encoded input.
     """
 
     def __init__(self, levels: int = 8, width: int = 2) -> None:
@@ -89,13 +87,10 @@ class BucketEncoder(ParamsMixin):
             raise SparsecraftError(f"width={width} must not exceed levels={levels}")
         X = as_matrix(X, "X")
         self.n_features_in_ = X.shape[1]
-        self.features_ = np.flatnonzero(X.std(axis=0) > 0)
-        if self.features_.size == 0:
-            raise SparsecraftError("every feature of X is constant; there is nothing to encode")
         qs = np.linspace(0, 1, levels + 1)[1:-1]
-        self.edges_ = np.quantile(X[:, self.features_], qs, axis=0).T
-        self.n_bits_ = self.features_.size * levels
-        self.n_active_ = self.features_.size * width
+        self.edges_ = np.quantile(X, qs, axis=0).T
+        self.n_bits_ = X.shape[1] * levels
+        self.n_active_ = X.shape[1] * width
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -115,11 +110,10 @@ class BucketEncoder(ParamsMixin):
         if X.shape[1] != self.n_features_in_:
             raise SparsecraftError(f"X has {X.shape[1]} features but the encoder was fitted on "
                                    f"{self.n_features_in_}; pass inputs of the same kind")
-        cols = X[:, self.features_]
-        bucket = np.stack([np.searchsorted(self.edges_[f], cols[:, f], side="right")
-                           for f in range(self.features_.size)], axis=1)
+        bucket = np.stack([np.searchsorted(self.edges_[f], X[:, f], side="right")
+                           for f in range(X.shape[1])], axis=1)
         start = np.clip(bucket - (self.width - 1) // 2, 0, self.levels - self.width)
-        base = np.arange(self.features_.size) * self.levels
+        base = np.arange(X.shape[1]) * self.levels
         bits = (base + start)[:, :, None] + np.arange(self.width)
         return bits.reshape(len(X), -1).astype(np.int64)
 
@@ -218,7 +212,7 @@ class SparseyMemory(ParamsMixin):
         for attr in ("classes_", "label_counts_"):
             self.__dict__.pop(attr, None)
         if y is not None:
-            self.classes_ = np.unique(as_vector(y, X.shape[0]))
+            self.classes_ = np.unique(_labels(y, X.shape[0]))
             self.label_counts_ = np.zeros((q * k, self.classes_.size), dtype=np.int64)
         return self.store(X, y)
 
@@ -282,10 +276,14 @@ class SparseyMemory(ParamsMixin):
         """``V`` of every cell for every row, shape (n_samples, Q, K)."""
         check_fitted(self, "weights_")
         bits = self.encoder_.transform(X)
+        cells = self.n_modules * self.module_size
         out = np.empty((len(bits), self.n_modules, self.module_size))
+        wires = self.weights_.view(np.uint8)
         for s in range(0, len(bits), _CHUNK):
             chunk = bits[s:s + _CHUNK]
-            u = self.weights_[chunk].sum(axis=1, dtype=np.int32)
+            u = np.zeros((len(chunk), cells), dtype=np.int32)
+            for j in range(chunk.shape[1]):  # one row of weights per active bit: O(|A| Q K) per query
+                u += wires[chunk[:, j]]
             out[s:s + _CHUNK] = (u / chunk.shape[1]).reshape(len(chunk), self.n_modules, self.module_size)
         return out
 
@@ -336,7 +334,8 @@ class SparseyMemory(ParamsMixin):
 
     def score(self, X: Any, y: Any) -> float:
         """Mean accuracy of :meth:`predict` on ``(X, y)``."""
-        return float(np.mean(self.predict(X) == as_vector(y, len(np.asarray(X)))))
+        predicted = self.predict(X)
+        return float(np.mean(predicted == _labels(y, len(predicted))))
 
     @property
     def nbytes_(self) -> int:
@@ -366,9 +365,19 @@ class SparseyMemory(ParamsMixin):
             return None
         if not has_labels:
             raise SparsecraftError("this memory was fitted without labels; refit with y to store labelled items")
-        y = as_vector(y, n)
+        y = _labels(y, n)
         index = np.searchsorted(self.classes_, y)
         index = np.minimum(index, self.classes_.size - 1)
         if not np.all(self.classes_[index] == y):
             raise SparsecraftError(f"y has labels not seen by fit(); known labels: {self.classes_.tolist()}")
         return index
+
+
+def _labels(y: Any, n: int) -> np.ndarray:
+    """``y`` as a 1-D array of ``n`` labels (any sortable dtype), or a one-line error."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise SparsecraftError(f"y must be 1-D (one label per row), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise SparsecraftError(f"y has {arr.shape[0]} entries but X has {n} rows; pass matching shapes")
+    return arr
