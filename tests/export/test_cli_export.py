@@ -57,3 +57,30 @@ def test_export_user_errors_are_one_line(tmp_path, capsys, pruned_dir):
     code, _, err = _run(capsys, "export", "--format", "compressed-tensors", "--checkpoint", mlp,
                         "--out", tmp_path / "y")
     assert code == 2 and "needs a transformers model" in err
+
+
+def test_export_onnx_from_checkpoint_and_converted(tmp_path, capsys, pruned_dir):
+    from sparsecraft.export.onnx import TOLERANCE
+    from sparsecraft.inference import convert, save_converted
+
+    hf, ckpt, _ = pruned_dir
+    fast, _ = convert(load_pretrained_dir(hf), min_sparsity=0.0, mode="dense")
+    conv = save_converted(fast, tmp_path / "fast.safetensors")
+    for flag, src in (("--checkpoint", ckpt), ("--converted", conv)):
+        code, stdout, err = _run(capsys, "export", "--format", "onnx", flag, src, "--out", tmp_path / f"m{flag}.onnx",
+                                 "--json")
+        assert code == 0, err
+        report = json.loads(stdout)
+        assert report["rows"][0]["max_abs_diff"] <= TOLERANCE and report["bytes"] > 0
+    code, _, err = _run(capsys, "export", "--format", "onnx", "--hf", hf, "--out", tmp_path / "x.onnx",
+                        "--sparse-format", "sparse-bitmask")
+    assert code == 2 and "--sparse-format does not apply to --format onnx" in err
+    code, _, err = _run(capsys, "export", "--format", "compressed-tensors", "--converted", conv,
+                        "--out", tmp_path / "y")
+    assert code == 2 and "--converted applies to --format onnx" in err
+
+
+def load_pretrained_dir(path):
+    from sparsecraft.models.hf import load_pretrained
+
+    return load_pretrained(str(path))[0]

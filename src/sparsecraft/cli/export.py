@@ -1,4 +1,5 @@
-"""``sparsecraft export``: write a pruned model for another tool (compressed-tensors for vLLM / llm-compressor)."""
+"""``sparsecraft export``: write a pruned model for another tool (compressed-tensors for vLLM / llm-compressor,
+ONNX for ONNX Runtime)."""
 from __future__ import annotations
 
 import argparse
@@ -11,27 +12,33 @@ from ..errors import SparsecraftError, check_sparsity
 from ..io import check_output
 from ._common import csv_list, print_rows
 
-FORMATS = ("compressed-tensors",)
+FORMATS = ("compressed-tensors", "onnx")
 COLUMNS = ["file", "bytes"]
+ONNX_COLUMNS = ["inputs", "max_abs_diff", "tolerance"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "export", help="write a pruned model in another tool's format (compressed-tensors)",
+        "export", help="write a pruned model in another tool's format (compressed-tensors, onnx)",
         description="Load a pruned model - a sparsecraft checkpoint of a transformers model (from `sparsecraft "
-                    "prune` or `posttrain`) or a transformers model directory with zeros in its weights - and write "
-                    "it for another tool: --format compressed-tensors writes a transformers directory in the "
-                    "sparse-bitmask or sparse-24-bitmask format that llm-compressor writes (vLLM, "
-                    "compressed-tensors); sparsecraft.export.load_compressed reads it back.",
+                    "prune` or `posttrain`), a transformers model directory with zeros in its weights, or (onnx) a "
+                    "converted model from `sparsecraft convert` - and write it for another tool. --format "
+                    "compressed-tensors writes a transformers directory in the sparse-bitmask or sparse-24-bitmask "
+                    "format that llm-compressor writes (vLLM, compressed-tensors); "
+                    "sparsecraft.export.load_compressed reads it back. --format onnx writes one .onnx file (dense "
+                    "weights with their zeros; a converted model as its dense equivalent, dynamic batch and "
+                    "sequence) and checks it in ONNX Runtime against torch on a padded batch.",
         epilog="example: sparsecraft posttrain --model minilm --method wanda --pattern 2:4 --out m24.safetensors\n"
-               "         sparsecraft export --format compressed-tensors --checkpoint m24.safetensors --out m24-ct",
+               "         sparsecraft export --format compressed-tensors --checkpoint m24.safetensors --out m24-ct\n"
+               "         sparsecraft export --format onnx --checkpoint m24.safetensors --out m24.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a sparsecraft checkpoint (weights + masks) of a transformers model")
     src.add_argument("--hf", help="a local transformers model directory (loaded offline)")
-    p.add_argument("--format", required=True, help="compressed-tensors")
-    p.add_argument("--out", required=True, help="output directory")
+    src.add_argument("--converted", help="onnx: a converted model file (`sparsecraft convert --out`)")
+    p.add_argument("--format", required=True, help="compressed-tensors or onnx")
+    p.add_argument("--out", required=True, help="output directory (compressed-tensors) or .onnx file (onnx)")
     p.add_argument("--sparse-format", default="auto",
                    help="compressed-tensors: auto (2:4 when every layer is), sparse-bitmask or sparse-24-bitmask")
     p.add_argument("--layers", default="", help="comma-separated Linear layers/globs that may be compressed")
@@ -61,11 +68,59 @@ def load_model(checkpoint: str | None, hf: str | None) -> tuple[torch.nn.Module,
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format not in FORMATS:
+        raise SparsecraftError(f"unknown --format {args.format!r}; choose one of: {', '.join(FORMATS)}")
+    return run_onnx(args) if args.format == "onnx" else run_compressed(args)
+
+
+def _refuse(args: argparse.Namespace, flags: dict[str, Any]) -> None:
+    """Refuse options that do not apply to ``--format`` (``flags``: dest -> default)."""
+    for dest, default in flags.items():
+        if getattr(args, dest) != default:
+            raise SparsecraftError(f"--{dest.replace('_', '-')} does not apply to --format {args.format}; drop it")
+
+
+def example_inputs(config: Any, batch: int, seq: int, pad: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random token ids of a transformers encoder's vocabulary, an attention mask (row 0 padded from ``pad``)
+    and zero token types, each ``(batch, seq)``."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    if pad is not None:
+        mask[0, pad:] = 0
+    return {"input_ids": torch.randint(0, int(config.vocab_size), (batch, seq), generator=g), "attention_mask": mask,
+            "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    from ..export.onnx import TOLERANCE, export_onnx, max_difference
+
+    _refuse(args, {"sparse_format": "auto", "layers": "", "keep_dense": "", "min_sparsity": 0.05})
+    check_output(args.out, args.force)
+    if args.converted:
+        from ..inference import load_converted
+
+        model = load_converted(args.converted)
+    else:
+        model, _ = load_model(args.checkpoint, args.hf)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "vocab_size"):
+        raise SparsecraftError("the ONNX command exports transformers encoders; export other models with "
+                               "sparsecraft.export.export_onnx(model, path, example_inputs)")
+    out = export_onnx(model, args.out, example_inputs(config, 2, 8), force=args.force)
+    check = example_inputs(config, 3, 13, pad=5, seed=1)
+    diff = max_difference(out, model, check)
+    rows = [{"inputs": "3x13, row 0 padded from 5", "max_abs_diff": diff, "tolerance": TOLERANCE}]
+    print_rows(rows, ONNX_COLUMNS, title=f"{out}: {out.stat().st_size / 1e6:.1f} MB, ONNX Runtime vs torch",
+               as_json=args.json, extra={"out": str(out), "bytes": out.stat().st_size})
+    return 0
+
+
+def run_compressed(args: argparse.Namespace) -> int:
     from ..export import save_compressed
     from ..export.compressed_tensors import CT_FORMATS
 
-    if args.format not in FORMATS:
-        raise SparsecraftError(f"unknown --format {args.format!r}; choose one of: {', '.join(FORMATS)}")
+    if args.converted:
+        raise SparsecraftError("--converted applies to --format onnx; give the pruned model with --checkpoint or --hf")
     if args.sparse_format != "auto":
         CT_FORMATS.get(args.sparse_format)
     check_sparsity(args.min_sparsity, "--min-sparsity")
