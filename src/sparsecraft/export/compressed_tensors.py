@@ -258,6 +258,10 @@ def save_compressed(model: nn.Module, out: str | os.PathLike, *, tokenizer: Any 
                     min_sparsity: float = MIN_SPARSITY, force: bool = False, card: str | None = None) -> Path:
     """Write a (pruned) transformers model as a compressed-tensors sparse checkpoint directory, atomically.
 
+    ``model.save_pretrained`` writes the directory first (one ``model.safetensors``, tied weights
+    stored once, as transformers does); the selected weights in it are then replaced by their
+    compressed parts and ``config.json`` gains the ``quantization_config`` block.
+
     Parameters
     ----------
     model : transformers ``PreTrainedModel``
@@ -268,7 +272,8 @@ def save_compressed(model: nn.Module, out: str | os.PathLike, *, tokenizer: Any 
     tokenizer : optional
         Saved beside the model.
     format : str
-        ``"sparse-bitmask"``, ``"sparse-24-bitmask"`` or ``"auto"`` (2:4 when every selected weight is).
+        ``"sparse-bitmask"``, ``"sparse-24-bitmask"``, ``"auto"`` (2:4 when every selected weight
+        is) or ``"dense"``: a plain transformers directory (``AutoModel.from_pretrained`` loads it).
     layers, keep_dense : module names, globs or parent modules
         Which Linears may be compressed (default every Linear; see :func:`sparsecraft.find_targets`).
     min_sparsity : float
@@ -285,23 +290,26 @@ def save_compressed(model: nn.Module, out: str | os.PathLike, *, tokenizer: Any 
     """
     from safetensors.torch import save_file
 
-    from ..io import atomic_path, write_manifest
+    from ..io import atomic_path, read_safetensors, write_manifest
 
-    if not hasattr(model, "config") or not hasattr(model.config, "to_dict"):
-        raise SparsecraftError("compressed-tensors export needs a transformers model (it has no .config); "
+    if not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
+        raise SparsecraftError("compressed-tensors export needs a transformers model (it has no save_pretrained); "
                                "load it with sparsecraft.models.hf.load_pretrained")
-    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if format not in ("auto", "dense"):
+        CT_FORMATS.get(format)
     weights = default_weights(model, layers, keep_dense, check_sparsity(min_sparsity, "min_sparsity"))
-    fmt = choose_format(state, weights) if format == "auto" else CT_FORMATS.get(format).name
-    tensors = compress_state_dict(state, weights, fmt)
-    config = model.config.to_dict()
-    config["quantization_config"] = {"version": FORMAT_VERSION, "quant_method": QUANT_METHOD,
-                                     "sparsity_config": sparsity_config(fmt, model, weights, state),
-                                     "transform_config": {}}
     with atomic_path(out, force, directory=True) as tmp:
-        tmp.mkdir()
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        model.save_pretrained(tmp, max_shard_size="1000GB")
+        if format != "dense":
+            state, meta = read_safetensors(tmp / WEIGHTS)
+            weights = [w for w in weights if w in state]
+            fmt = choose_format(state, weights) if format == "auto" else CT_FORMATS.get(format).name
+            save_file(compress_state_dict(state, weights, fmt), str(tmp / WEIGHTS), metadata=meta)
+            config = read_config(tmp)
+            config["quantization_config"] = {"version": FORMAT_VERSION, "quant_method": QUANT_METHOD,
+                                             "sparsity_config": sparsity_config(fmt, model, weights, state),
+                                             "transform_config": {}}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if card is not None:

@@ -17,8 +17,9 @@ from .conv import SparseConv
 from .convert import ConvertedLayer, convert, detect_format, set_mode, sparse_layers, weight_bytes
 from .dispatch import Dispatcher, batch_bucket, default_dispatcher
 from .linear import SparseLinear
+from .pretrained import from_pretrained
 from .serialize import load_converted, save_converted
 
 __all__ = ["ConvertedLayer", "Dispatcher", "FusedBert", "SparseConv", "SparseLinear", "batch_bucket", "convert",
-           "default_dispatcher", "detect_format", "fuse_bert", "load_converted", "save_converted", "set_mode",
-           "sparse_layers", "weight_bytes", "why_not_bert"]
+           "default_dispatcher", "detect_format", "from_pretrained", "fuse_bert", "load_converted", "save_converted",
+           "set_mode", "sparse_layers", "weight_bytes", "why_not_bert"]
