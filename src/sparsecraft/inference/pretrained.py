@@ -7,8 +7,9 @@
 safetensors tensors. The transformers model is built on the ``meta`` device (no storage) and the
 tensors read are assigned to it, not copied; each encoder layer's tensors are read
 (:func:`sparsecraft.io.read_safetensors`, one layer selected), decompressed if stored compressed,
-stacked (Q/K/V), packed, and dropped before the next layer is read. Peak memory is therefore the
-packed model plus about two dense copies of one layer, where ``AutoModel.from_pretrained`` +
+stacked (Q/K/V), packed, and dropped before the next layer is read; the embeddings stay a view of
+the file's memory map (as transformers loads them). Peak memory is therefore the packed model plus
+about two dense copies of one layer, where ``AutoModel.from_pretrained`` +
 :func:`~sparsecraft.inference.convert` holds the whole dense model (and its packed copy) at once.
 Only BERT-family encoders (the fused path) are built this way.
 """
@@ -56,8 +57,15 @@ class _Reader:
         raise SparsecraftError("the checkpoint has no embeddings.word_embeddings tensor; it is not a BERT-family "
                                "encoder")
 
-    def read(self, module: str) -> dict[str, torch.Tensor]:
-        """The dense tensors of ``module`` (e.g. ``"encoder.layer.3"``), named relative to it."""
+    def read(self, module: str, own: bool = True) -> dict[str, torch.Tensor]:
+        """The dense tensors of ``module`` (e.g. ``"encoder.layer.3"``), named relative to it.
+
+        ``own``: copies that own their memory. A tensor read is otherwise a view of a memory map
+        of the file (made for this read alone), which keeps every page of it touched so far
+        resident for as long as the tensor lives: right for the embeddings (their own pages,
+        faulted in as tokens are looked up, as transformers loads them), not for a layer whose
+        Linear weights are read once and packed.
+        """
         from ..export.compressed_tensors import decompress_state_dict
         from ..io import read_safetensors
 
@@ -69,9 +77,7 @@ class _Reader:
             raise SparsecraftError(f"the checkpoint has no tensors for {module}; it does not fit its config.json")
         if self.format:
             tensors = decompress_state_dict(tensors, self.format)
-        # copies that own their memory: a tensor read may be a view of the file's memory map, which it would
-        # keep alive (and every page of it touched so far resident) for as long as the model lives
-        return {k[len(start):]: v.clone() for k, v in tensors.items()}
+        return {k[len(start):]: v.clone() if own else v for k, v in tensors.items()}
 
 
 def _materialise(meta: nn.Module, tensors: dict[str, torch.Tensor], name: str,
@@ -138,7 +144,8 @@ def from_pretrained(path: str | os.PathLike, *, format: str = "auto", min_sparsi
             raise SparsecraftError(f"{path} cannot take the fused path ({reason}); load it with transformers and "
                                    "call sparsecraft.inference.convert")
         fused = FusedBert(meta)
-    fused.embeddings = _materialise(meta.embeddings, reader.read("embeddings"), "embeddings", meta.config)
+    fused.embeddings = _materialise(meta.embeddings, reader.read("embeddings", own=False), "embeddings",
+                                    meta.config)
     report: list[ConvertedLayer] = []
     heads = int(meta.config.num_attention_heads)
     for i, layer in enumerate(meta.encoder.layer):
