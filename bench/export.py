@@ -188,10 +188,10 @@ def main() -> None:
               {"claim": "ONNX export (pruned and converted) matches torch in ONNX Runtime to 1e-4",
                "measured": ", ".join(f"{r['model']} {r['pattern']}: {r['max_abs_diff']:.2e}" for r in onnx),
                "verdict": "held" if all(r["within_1e-4"] for r in onnx) else "not held"},
-              {"claim": "a sparse checkpoint loads into the fast runtime without the dense model in memory",
-               "measured": ", ".join(f"{r['directory']} {r['load']}: {r['peak_MB']:.0f} MB" for r in peaks),
+              {"claim": "a sparse checkpoint loads into the fast runtime at a lower peak than dense load + convert",
+               "measured": ", ".join(f"{r['directory']} {r['load']}: {r['peak_MB']:.0f} MB peak" for r in peaks),
                "verdict": "held" if max(r["peak_MB"] for r in peaks if r["load"] == "from_pretrained")
-               < min(r["peak_MB"] for r in peaks if r["load"] != "from_pretrained") else "not held"}]
+               < min(r["peak_MB"] for r in peaks if r["load"] == "AutoModel+convert") else "not held"}]
     md = [
         "# Export round trips (pruned all-MiniLM-L6-v2)",
         "",
@@ -218,7 +218,10 @@ def main() -> None:
         "",
         "## Peak memory of loading into the fast runtime (90% unstructured MiniLM)",
         "Peak RSS above the RSS before the load (second load in a fresh process; MB), and what the loaded model "
-        "still holds. The dense model is 90.9 MB; its packed form keeps the 46.9 MB of dense embeddings.",
+        "still holds. The dense model is 90.9 MB; its packed form keeps the 46.9 MB of dense embeddings. "
+        "`AutoModel` alone is context, not a fast-runtime load: transformers maps the safetensors file and "
+        "touches no weight until the first forward, so neither its peak nor what it holds counts the weights; "
+        "the fast runtime's embeddings are such a map too (their pages are not counted either).",
         "",
         markdown_table(peaks, ["directory", "load", "peak_MB", "held_MB"]),
     ]
