@@ -2,6 +2,9 @@
 
 * :mod:`.activations`: measure near-zero activations per layer; ``TopKActivation`` and
   ``sparsify_activations`` enforce k active MLP units per token (Lazy Neuron Phenomenon).
+* :mod:`.sparse_ffn`: ``SparseActivationFFN`` computes a ReLU FFN over its active units only
+  (each token's rows of a transposed ``W2``; optional low-rank ``ActivePredictor`` to skip ``W1``
+  rows too); ``relufy`` / ``use_sparse_ffn`` swap them into a ``TinyTransformer``.
 * :mod:`.sae`: ``SparseAutoencoder`` with TopK / feature-choice (uniform or Zipf capacities) /
   mutual-choice rules (``SAE_RULES``) and the aux_k / aux_zipf losses (``SAE_AUX_LOSSES``).
 * :mod:`.moe`: ``MoEFeedForward`` (experts + a router from ``ROUTERS``, chunk-sparse inference).
@@ -67,6 +70,14 @@ from .sae import (
     train_sae,
     zipf_density,
 )
+from .sparse_ffn import (
+    ActivePredictor,
+    SparseActivationFFN,
+    predictor_recall,
+    relufy,
+    train_predictor,
+    use_sparse_ffn,
+)
 from .sparsifiner import (
     ConnectivityPredictor,
     attention_macs,
@@ -78,6 +89,12 @@ from .sparsifiner import (
 )
 
 __all__ = [
+    "ActivePredictor",
+    "SparseActivationFFN",
+    "predictor_recall",
+    "relufy",
+    "train_predictor",
+    "use_sparse_ffn",
     "ROUTERS",
     "BlockFFNRouter",
     "COMETRouter",
