@@ -223,6 +223,38 @@ def use_sparse_ffn(model: nn.Module, **kwargs: object) -> list[str]:
     return [n for n, _ in targets]
 
 
+@torch.no_grad()
+def collect_ffn_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Inputs of every FeedForward block (``fc1``/``act``/``fc2``) of ``model`` on ``inputs``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run as is (set eval mode first).
+    inputs : torch.Tensor of shape (N, ...)
+        Model inputs.
+    batch_size : int, default=64
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Block name -> ``(n_tokens, d_in)`` FFN inputs, tokens of all inputs stacked.
+    """
+    blocks = [(n, m) for n, m in model.named_modules() if all(hasattr(m, a) for a in ("fc1", "act", "fc2"))]
+    if not blocks:
+        raise SparsecraftError("model has no FeedForward block (fc1/act/fc2) to collect inputs of")
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n, _ in blocks}
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: seen[n].append(args[0].flatten(0, -2)))
+               for n, m in blocks]
+    try:
+        for start in range(0, len(inputs), check_positive_int(batch_size, "batch_size")):
+            model(inputs[start : start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(v) for n, v in seen.items()}
+
+
 def train_predictor(fc1: nn.Linear, inputs: torch.Tensor, rank: int, steps: int = 300, lr: float = 1e-2,
                     batch_size: int = 256, seed: int = 0) -> ActivePredictor:
     """Fit an :class:`ActivePredictor` to ``relu(fc1(x)) > 0`` with a class-balanced BCE loss.
