@@ -7,7 +7,8 @@ and the dense model's, against the multiply-add ratio and the measured latency r
 the same code path with nothing pruned, interleaved rounds, min over rounds).
 
 Variants: token pruning alone (matching score; and a random-token control), neuron pruning alone
-(core neurons per layer from a probe of 8 tokens), and both (CoreMatching).
+(core neurons per layer from a probe of 8 tokens), and both (CoreMatching); "frozen": pruned tokens
+skip the later layers but keep their prune-layer state for mean pooling (an encoder adaptation).
 
 Run: ``python -m bench.corematching`` (about 3-5 min on a busy 2-core machine).
 """
@@ -35,6 +36,16 @@ def variants() -> dict[str, dict]:
     for keep in (0.5, 0.7, 0.9):
         out[f"tokens {keep:.0%}"] = {"token_keep": keep}
         out[f"random tokens {keep:.0%}"] = {"token_keep": keep, "token_rule": "random"}
+    for name, kw in list(out.items()):
+        if name in ("tokens 50%", "random tokens 50%"):
+            out[f"L3 {name}"] = {**kw, "prune_layer": 3}
+    out["L3 neurons b=0.05"] = {"neurons": True, "beta": 0.05, "prune_layer": 3}
+    out["L3 both 50% b=0.05"] = {"token_keep": 0.5, "neurons": True, "beta": 0.05, "prune_layer": 3}
+    for keep in (0.5,):
+        out[f"frozen tokens {keep:.0%}"] = {"token_keep": keep, "freeze_pruned": True}
+        out[f"frozen random tokens {keep:.0%}"] = {"token_keep": keep, "token_rule": "random", "freeze_pruned": True}
+        out[f"frozen both {keep:.0%} b=0.05"] = {"token_keep": keep, "neurons": True, "beta": 0.05,
+                                               "freeze_pruned": True}
     for beta in (0.05, 0.2):
         out[f"neurons b={beta}"] = {"neurons": True, "beta": beta}
         for keep in (0.5, 0.7, 0.9):
@@ -51,7 +62,8 @@ def main() -> None:
     ids = [tok(t, truncation=True, max_length=128, return_tensors="pt")["input_ids"] for t in texts]
 
     def embed(x: torch.Tensor, **kw: object) -> tuple[torch.Tensor, float]:
-        h, stats = corematching_forward(model, x, prune_layer=PRUNE_LAYER, alpha=ALPHA, **kw)
+        kw = {"prune_layer": PRUNE_LAYER, "alpha": ALPHA, **kw}
+        h, stats = corematching_forward(model, x, **kw)
         return F.normalize(h.mean(1), dim=-1)[0], stats.flops_ratio
 
     dense = [embed(x)[0] for x in ids]
@@ -66,11 +78,11 @@ def main() -> None:
                      "flops_ratio": sum(flops) / len(flops), **kw})
 
     longest = max(ids, key=lambda x: x.shape[1])
-    timed = ["dense", "tokens 50%", "neurons b=0.2", "both 50% b=0.2", "both 70% b=0.05"]
+    timed = ["dense", "tokens 50%", "neurons b=0.2", "both 50% b=0.2", "both 70% b=0.05", "L3 both 50% b=0.05"]
     kws = variants()
     with torch.no_grad():
-        times = compare({n: (lambda kw=kws[n]: corematching_forward(model, longest, prune_layer=PRUNE_LAYER,
-                                                                    alpha=ALPHA, **kw)) for n in timed},
+        times = compare({n: (lambda kw=kws[n]: corematching_forward(model, longest, **{
+            "prune_layer": PRUNE_LAYER, "alpha": ALPHA, **kw})) for n in timed},
                         rounds=8, min_time=4.0, max_rounds=60)
     for r in rows:
         if r["variant"] in times:
@@ -98,6 +110,16 @@ def main() -> None:
                                 f"{by[f'random tokens {k:.0%}']['cosine']:.3f}" for k in (0.5, 0.7, 0.9)),
          "verdict": "held" if all(by[f"tokens {k:.0%}"]["cosine"] > by[f"random tokens {k:.0%}"]["cosine"]
                                   for k in (0.5, 0.7, 0.9)) else "not held"},
+        {"claim": "encoder adaptation: pruned tokens frozen at the prune layer (kept in the mean pool)",
+         "measured": " / ".join(f"{name}: cos {by[name]['cosine']:.3f} at FLOPs x{by[name]['flops_ratio']:.2f}"
+                                for name in ("frozen tokens 50%", "frozen random tokens 50%",
+                                             "frozen both 50% b=0.05")),
+         "verdict": "held (near-lossless)" if by["frozen both 50% b=0.05"]["cosine"] >= 0.98 else "not held"},
+        {"claim": "later pruning (after layer 3 of 6) costs less quality",
+         "measured": " / ".join(f"{n}: cos {by['L3 ' + n]['cosine']:.3f} at x{by['L3 ' + n]['flops_ratio']:.2f} "
+                                f"(layer {PRUNE_LAYER}: {by[n]['cosine']:.3f} at x{by[n]['flops_ratio']:.2f})"
+                                for n in ("tokens 50%", "random tokens 50%", "both 50% b=0.05")),
+         "verdict": "held" if by["L3 both 50% b=0.05"]["cosine"] > by["both 50% b=0.05"]["cosine"] else "not held"},
         {"claim": "measured speedup (paper: 10x end to end on a GPU, VLM)",
          "measured": f"both 50% b=0.2: {both.get('speedup', float('nan')):.2f}x, tokens 50%: "
                      f"{tokens.get('speedup', float('nan')):.2f}x, "
@@ -108,7 +130,9 @@ def main() -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for prefix, marker in (("tokens", "o"), ("random", "x"), ("neurons", "s"), ("both", "^")):
+    for prefix, marker in (("tokens", "o"), ("random", "x"), ("neurons", "s"), ("both", "^"),
+                           ("frozen tokens", "D"), ("frozen random", "+"), ("frozen both", "v"),
+                           ("L3 tokens", "<"), ("L3 random", ">"), ("L3 neurons", "p"), ("L3 both", "h")):
         pts = [r for r in rows if r["variant"].startswith(prefix)]
         ax.plot([r["flops_ratio"] for r in pts], [r["cosine"] for r in pts], marker, label=prefix, ms=8)
     ax.set(xlabel="multiply-adds vs dense", ylabel="embedding cosine vs dense",
@@ -126,9 +150,12 @@ def main() -> None:
         "## Claims", "", markdown_table(claims, ["claim", "measured", "verdict"]), "",
         "## All variants", "",
         markdown_table(rows, ["variant", "cosine", "min_cosine", "flops_ratio", "latency_ms", "speedup"]), "",
+        f"Variants without a prefix prune after layer {PRUNE_LAYER}; \"L3\" ones after layer 3 (of 6).", "",
         "Encoder adaptation: the paper keeps core neurons from pre-fill for the decoding steps of a "
         "decoder; an encoder has no decoding steps, so each later layer's core neurons come from the "
-        "full FFN activations of the 8 best-matching tokens (counted in the FLOPs).", "",
+        "full FFN activations of the 8 best-matching tokens (counted in the FLOPs). Dropping tokens "
+        "changes what a mean-pooled embedding averages; \"frozen\" variants keep the pruned tokens' "
+        "prune-layer states in the pool (same FLOPs).", "",
     ]
     write_results("corematching", rows, "\n".join(md), extra={
         "claims": claims, "load_before": load_before, "load_after": load_after})

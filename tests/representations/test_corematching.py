@@ -69,6 +69,18 @@ def test_token_pruning_keeps_cls_and_the_budget(bert):
     torch.testing.assert_close(one[0, 0], ref[0, 0], atol=1e-5, rtol=1e-5)
 
 
+def test_freeze_pruned_returns_every_token_with_pruned_ones_from_the_prune_layer(bert):
+    ids = torch.randint(0, 50, (1, 10), generator=torch.Generator().manual_seed(5))
+    kept, _ = corematching_forward(bert, ids, prune_layer=1, token_keep=0.5)
+    full, stats = corematching_forward(bert, ids, prune_layer=1, token_keep=0.5, freeze_pruned=True)
+    assert full.shape == (1, 10, 16) and stats.tokens == [10, 10, 5]
+    with torch.no_grad():
+        states = bert(input_ids=ids, output_hidden_states=True).hidden_states[2][0]  # after layer 1
+    changed = ~torch.isclose(full[0], states, atol=1e-6).all(1)
+    assert int(changed.sum()) == 5 and bool(changed[0])  # the 5 carried tokens, [CLS] among them
+    torch.testing.assert_close(full[0, changed], kept[0])
+
+
 def test_neuron_pruning_computes_only_core_neurons(bert):
     ids = torch.randint(0, 50, (1, 15), generator=torch.Generator().manual_seed(2))
     _, stats = corematching_forward(bert, ids, prune_layer=0, neurons=True, beta=0.3, probe=4)

@@ -55,15 +55,21 @@ def test_topk_budget_is_exact_and_matches_dense(hidden, k, n, seed):
     torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
 
 
-def test_gathered_rows_are_the_union_of_active_units_per_block():
+def test_gathered_rows_count_each_tokens_own_active_units():
     fc1, fc2 = _ffn(6, 20, 4, 0.5, 3)
     x = torch.randn(5, 6)
     sparse = SparseActivationFFN(fc1, fc2, block_size=2)
     sparse(x)
     with torch.no_grad():
-        nz = torch.relu(fc1(x)) != 0
-    union = sum(int(nz[i : i + 2].any(0).sum()) for i in range(0, 5, 2))
-    assert sparse.last_gathered == union
+        assert sparse.last_gathered == int((torch.relu(fc1(x)) != 0).sum())
+    pred = ActivePredictor(6, 20, rank=2)
+    gated = SparseActivationFFN(fc1, fc2, block_size=2, predictor=pred, candidates=3)
+    gated(x)
+    with torch.no_grad():
+        picked = pred(x).topk(3, -1).indices
+    w1_rows = sum(len(picked[i : i + 2].unique()) for i in range(0, 5, 2))
+    assert int(gated.last_active.sum()) <= 3 * 5
+    assert gated.last_gathered == w1_rows + int(gated.last_active.sum())
 
 
 def test_model_swap_keeps_outputs_of_relu_transformer():

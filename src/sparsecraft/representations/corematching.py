@@ -136,7 +136,7 @@ def _ffn(layer: nn.Module, h: torch.Tensor, rows: torch.Tensor | None) -> torch.
 def corematching_forward(
     model: nn.Module, input_ids: torch.Tensor, prune_layer: int = 2, token_keep: float = 1.0,
     neurons: bool = False, alpha: float = 0.4, beta: float = 0.2, probe: int = 8,
-    token_rule: str = "matching", seed: int = 0,
+    token_rule: str = "matching", seed: int = 0, freeze_pruned: bool = False,
 ) -> tuple[torch.Tensor, CoSparseStats]:
     """Run a BERT-family encoder on one sequence with CoreMatching token and/or neuron pruning.
 
@@ -159,11 +159,14 @@ def corematching_forward(
     token_rule : {"matching", "random"}
         Rank tokens by the matching score (CoreMatching) or at random (a control, seeded by ``seed``).
     seed : int, default=0
+    freeze_pruned : bool, default=False
+        Return every token: pruned tokens keep their hidden state from ``prune_layer`` (they skip
+        the later layers instead of vanishing), so mean pooling still sees them.
 
     Returns
     -------
-    hidden : torch.Tensor of shape (1, T_kept, d)
-        Last hidden states of the carried tokens.
+    hidden : torch.Tensor of shape (1, T_kept, d), or (1, T, d) with ``freeze_pruned``
+        Last hidden states of the carried tokens (in their original order).
     stats : CoSparseStats
     """
     layers = model.encoder.layer
@@ -185,6 +188,8 @@ def corematching_forward(
     macs = dense_macs = 0
     tokens, counts = [], []
     ranking: torch.Tensor | None = None  # carried tokens, best match first
+    frozen: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
     for i, layer in enumerate(layers):
         t = h.shape[0]
         tokens.append(t)
@@ -212,6 +217,11 @@ def corematching_forward(
         if i == prune_layer and token_keep < 1.0:
             best = ranking[: max(1, math.ceil(token_keep * t))]
             kept = best.sort().values  # positional order
+            if freeze_pruned:
+                frozen = h.clone()
             h = h[kept]
             ranking = torch.searchsorted(kept, best)  # best-first, as indices into the kept tokens
+    if frozen is not None:
+        frozen[kept] = h
+        h = frozen
     return h[None], CoSparseStats(macs, dense_macs, tokens, counts)

@@ -4,9 +4,10 @@ Li et al. 2023, "The Lazy Neuron Phenomenon: On Emergence of Activation Sparsity
 (ICLR), report that a few percent of a trained transformer's ReLU MLP activations are non-zero per
 token, and that this sparsity could cut the MLP's cost. :class:`SparseActivationFFN` makes it pay:
 
-* the second Linear is stored transposed, ``w2t`` of shape ``(hidden, d_out)``, so the rows of the
-  active hidden units are contiguous; per block of tokens the union of active units is gathered
-  (``index_select``) and multiplied, skipping every all-zero unit. The result equals the dense block.
+* the second Linear is stored transposed, ``w2t`` of shape ``(hidden, d_out)``, so the row of each
+  active hidden unit is contiguous; each token sums the rows of its own active units weighted by
+  their activations (one ``F.embedding_bag`` call per token block, no copy of the gathered rows),
+  skipping every zero. The result equals the dense block.
 * Amdahl: the first Linear is needed to know which units are active, so with it dense the block can
   be at most ~2x faster. An optional :class:`ActivePredictor` (a low-rank map ``x -> logits``
   trained on the model's own activations, as in Liu et al. 2023, "Deja Vu: Contextual Sparsity for
@@ -64,9 +65,10 @@ def _check_relu(act: nn.Module) -> int | None:
 class SparseActivationFFN(nn.Module):
     """``fc2(relu(fc1(x)))`` (optionally top-k) computed over the active hidden units only.
 
-    Input ``(..., d_in)``, output ``(..., d_out)``. Tokens are processed in blocks of ``block_size``
-    rows; each block gathers the union of its tokens' active units. With no predictor the output
-    equals the dense block (to float rounding).
+    Input ``(..., d_in)``, output ``(..., d_out)``. The second Linear is one ``embedding_bag`` per
+    token block: each token sums the rows of ``w2t`` of its own active units, weighted by their
+    activations (no copy of the gathered rows). With no predictor the output equals the dense block
+    (to float rounding).
 
     Parameters
     ----------
@@ -74,8 +76,9 @@ class SparseActivationFFN(nn.Module):
         ``fc1``: ``d_in -> hidden``; ``fc2``: ``hidden -> d_out``. Weights are copied.
     k : int, optional
         Keep the ``k`` largest activations per token (top-k budget); None keeps every positive one.
-    block_size : int, default=1
-        Tokens sharing one gathered set of units (1: per token, exact for batch-1 decoding).
+    block_size : int, optional
+        Tokens sharing one predicted set of units (None: the whole input is one block). Without a
+        predictor it only bounds the work per step: each token always reads only its own active rows.
     predictor : ActivePredictor, optional
         If given, only the ``candidates`` units with the largest predicted logits (union over the
         block) are computed in both Linears.
@@ -87,10 +90,11 @@ class SparseActivationFFN(nn.Module):
     last_active : torch.Tensor or None
         int64 ``(n_tokens,)``: non-zero activations of each token in the last forward.
     last_gathered : int
-        Hidden rows gathered (summed over blocks) in the last forward.
+        Weight rows read in the last forward: W2 rows summed over tokens, plus the W1 rows of the
+        predicted sets (summed over blocks).
     """
 
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, k: int | None = None, block_size: int = 1,
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, k: int | None = None, block_size: int | None = None,
                  predictor: ActivePredictor | None = None, candidates: int | None = None) -> None:
         super().__init__()
         if fc1.out_features != fc2.in_features:
@@ -100,7 +104,7 @@ class SparseActivationFFN(nn.Module):
             )
         hidden = fc1.out_features
         self.k = None if k is None else min(check_positive_int(k, "k"), hidden)
-        self.block_size = check_positive_int(block_size, "block_size")
+        self.block_size = None if block_size is None else check_positive_int(block_size, "block_size")
         if (predictor is None) != (candidates is None):
             raise SparsecraftError("give predictor and candidates together (candidates: units per token kept)")
         if predictor is not None:
@@ -140,28 +144,33 @@ class SparseActivationFFN(nn.Module):
         if x.shape[-1] != self.w1.shape[1]:
             raise SparsecraftError(f"input has {x.shape[-1]} features, the FFN expects {self.w1.shape[1]}")
         flat = x.reshape(-1, x.shape[-1])
-        out = torch.empty(flat.shape[0], self.w2t.shape[1], dtype=flat.dtype)
-        active = torch.empty(flat.shape[0], dtype=torch.int64)
+        n = flat.shape[0]
+        block = n if self.block_size is None else self.block_size
+        out = torch.empty(n, self.w2t.shape[1], dtype=flat.dtype)
+        active = torch.empty(n, dtype=torch.int64)
         gathered = 0
-        for start in range(0, flat.shape[0], self.block_size):
-            xb = flat[start : start + self.block_size]
+        for start in range(0, n, max(block, 1)):
+            xb = flat[start : start + block]
             if self.predictor is None:
                 rows = None
                 h = F.relu(F.linear(xb, self.w1, self.b1))
             else:
-                logits = self.predictor(xb)
-                rows = logits.topk(self.candidates, dim=-1).indices
+                rows = self.predictor(xb).topk(self.candidates, dim=-1).indices
                 rows = rows[0] if len(xb) == 1 else rows.unique()
                 h = F.relu(F.linear(xb, self.w1.index_select(0, rows), self.b1.index_select(0, rows)))
+                gathered += len(rows)
             if self.k is not None and self.k < h.shape[-1]:
                 h = h * topk_mask(h, self.k)
-            nz = h != 0
-            active[start : start + len(xb)] = nz.sum(-1)
-            cols = nz.any(0).nonzero().squeeze(1)
-            gathered += len(cols)
-            src = cols if rows is None else rows.index_select(0, cols)
-            out[start : start + len(xb)] = torch.addmm(self.b2, h.index_select(1, cols),
-                                                       self.w2t.index_select(0, src))
+            tok, col = h.nonzero(as_tuple=True)  # row-major: each token's active units are contiguous
+            counts = torch.bincount(tok, minlength=len(xb))
+            offsets = torch.zeros_like(counts)
+            offsets[1:] = counts.cumsum(0)[:-1]
+            units = col if rows is None else rows.index_select(0, col)
+            # one bag per token: sum of its active units' W2 rows weighted by their activations
+            out[start : start + len(xb)] = F.embedding_bag(units, self.w2t, offsets, mode="sum",
+                                                           per_sample_weights=h[tok, col]) + self.b2
+            active[start : start + len(xb)] = counts
+            gathered += len(units)
         self.last_active = active
         self.last_gathered = gathered
         return out.reshape(*x.shape[:-1], -1)
