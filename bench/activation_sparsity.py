@@ -188,11 +188,14 @@ def main() -> None:
     topk = next(r for r in speed_rows if r["variant"] == "topk")
     widths = [r["mean_zero_fraction"] for r in width_rows]
     mean_recall = sum(r["recall@20%"] for r in pred_rows) / len(pred_rows)
+    mean_zero = sum(r["zero_fraction"] for r in ev) / len(ev)
     claims = [
         {"claim": "Lazy Neuron: trained ReLU MLP activations are very sparse (few % non-zero)",
          "measured": f"ReLU-fied tiny LM: {100 * (1 - sum(r['zero_fraction'] for r in ev) / len(ev)):.1f}% "
                      "non-zero on held-out windows (mean over layers)",
-         "verdict": "held" if sum(r["zero_fraction"] for r in ev) / len(ev) > 0.8 else "not held"},
+         "verdict": ("held" if mean_zero >= 0.9 else
+                     f"partly: {mean_zero:.0%} zeros at this scale (paper: ~97% in T5/ViT)" if mean_zero >= 0.5
+                     else "not held")},
         {"claim": "sparsity is as high on held-out data as on training data",
          "measured": f"train {sum(r['zero_fraction'] for r in tr) / len(tr):.3f} vs eval "
                      f"{sum(r['zero_fraction'] for r in ev) / len(ev):.3f} zero fraction",
@@ -205,7 +208,8 @@ def main() -> None:
          "measured": f"exact (dense W1): {exact['speedup']:.2f}x; top-k 5%: {topk['speedup']:.2f}x; "
                      f"predictor-gated (10% candidates): {gated['speedup']:.2f}x at recall "
                      f"{gated['recall']:.2f} on this random block",
-         "verdict": ("held (predictor-gated only)" if gated["speedup"] >= 2.5 else "not held")
+         "verdict": ("held by the predictor-gated path only, an approximation at that recall"
+                     if gated["speedup"] >= 2.5 else "not held")
                     + "; exact path bounded by dense W1 (Amdahl <= 2x)"},
         {"claim": "low-rank predictor recovers the active set (Deja Vu-style)",
          "measured": f"ReLU-fied LM, 20% candidates: mean recall {mean_recall:.3f}; perplexity dense "
