@@ -25,6 +25,8 @@ METHODS = {
                                                             "end_fraction": 1.0}),
     "set": ("set", SparsityConfig(0.7, allocation="erk"), {"update_every": 2, "end_fraction": 1.0}),
     "srste": ("srste", SparsityConfig(pattern="2:4"), {"mask_every": 2}),
+    "gradflow": ("gradflow", SparsityConfig(pattern="2:4"), {}),
+    "bidirectional": ("bidirectional", SparsityConfig(pattern="2:4"), {"mask_every": 2}),
 }
 
 
@@ -66,7 +68,7 @@ def run(method: str, distributed: bool, ckpt: str | None = None) -> dict:
     driver = shard(model, u) if distributed else u
     result = fit(model, (x, y), driver, epochs=EPOCHS, batch_size=BATCH, lr=1e-2, progress=False)
     out = {"losses": result.losses, "equal": equal, "masks": snapshots, "kinds": [e["kind"] for e in u.events]}
-    if ckpt is not None and method != "srste":
+    if ckpt is not None and u.sparsifier is not None:
         save_sharded(ckpt, driver)
         fresh, u2 = make_model(), make(method)
         restored = shard(fresh, u2)

@@ -17,6 +17,7 @@ from sparsecraft.training.fsdp import shard
 from .fsdp_worker import METHODS, run
 
 HERE = Path(__file__).parent
+NM_METHODS = ("srste", "gradflow", "bidirectional")  # no masks on the modules until finalize()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_fsdp_two_ranks_match_single_process(sharded_runs, method):
     for name, mask in single["final_masks"].items():
         assert torch.equal(sharded["final_masks"][name], mask)
         assert bool((sharded["finalized"][name][~mask] == 0).all())
-        if method != "srste":                         # N:M trains dense weights; zeros come at finalize()
+        if method not in NM_METHODS:                         # N:M trains dense weights; zeros come at finalize()
             assert bool((sharded["weights"][name][~mask] == 0).all())
             assert bool((sharded["exp_avg"][name][~mask] == 0).all())      # no optimizer state when pruned
         torch.testing.assert_close(sharded["exp_avg"][name], single["exp_avg"][name], rtol=0, atol=1e-6)
@@ -57,7 +58,7 @@ def test_fsdp_two_ranks_match_single_process(sharded_runs, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "srste"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NM_METHODS])
 def test_fsdp_sharded_checkpoint_reloads_weights_and_masks(sharded_runs, method):
     out = sharded_runs[method]
     assert out["restored_masks"].keys() == out["final_masks"].keys()
@@ -81,6 +82,11 @@ def test_shard_rejects_attached_updater():
     updater = make_updater("static", SparsityConfig(0.5), total_steps=4).attach(model)
     with pytest.raises(SparsecraftError, match="pass an updater that is not attached yet"):
         shard(model, updater)
+
+
+def test_shard_rejects_unsupported_method():
+    with pytest.raises(SparsecraftError, match="method 'imp' does not run under FSDP; use one of static"):
+        shard(_mlp(), make_updater("imp", SparsityConfig(0.5), total_steps=4))
 
 
 def test_shard_rejects_sparse_kernels():

@@ -287,6 +287,15 @@ class Updater:
     def update(self) -> None:
         """Change masks/weights if this step is an update step (``self.step`` steps are done)."""
 
+    def changes_masks_at(self, step: int) -> bool:
+        """Whether :meth:`update` may read or change masks or weights once ``step`` steps are done
+        (sharded training gathers the full tensors only then; :mod:`sparsecraft.training.fsdp`)."""
+        return True
+
+    def reads_grads_at(self, step: int) -> bool:
+        """Whether :meth:`before_step` of step ``step`` (1-based) reads or changes the gradients."""
+        return type(self).before_step is not Updater.before_step
+
     def finalize(self) -> nn.Module:
         """End training: masks baked into exact zeros and hooks removed; returns the model.
 

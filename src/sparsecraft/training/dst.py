@@ -200,6 +200,12 @@ class DropGrow(Updater):
     def is_update(self, step: int) -> bool:
         return is_update_step(step, self.update_every, end=self.end)
 
+    def changes_masks_at(self, step: int) -> bool:
+        return self.is_update(step) or bool(self.occupied)
+
+    def reads_grads_at(self, step: int) -> bool:
+        return self._needs_dense(step) or bool(self.occupied)
+
     def entered(self, name: str, where: torch.Tensor) -> None:
         """Called after each layer's update with the positions that became active (already zero
         and with their optimizer state reset); subclasses initialise state of their own there."""

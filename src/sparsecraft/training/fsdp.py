@@ -35,6 +35,10 @@ from ..sparsifier import Sparsifier
 from .base import Updater
 from .nm import NMTraining
 
+# the methods whose state is masks and weights only (tests/training/test_fsdp.py runs all but snip,
+# which is static with a data-driven criterion at attach time)
+FSDP_METHODS = ("static", "snip", "gmp", "set", "rigl", "srste", "gradflow", "bidirectional")
+
 
 def _dtensor_api():
     from torch.distributed.tensor import DTensor, distribute_tensor
@@ -68,7 +72,6 @@ class ShardedUpdater:
         self.sharded_model = model
         self.model: nn.Module | None = None  # set by attach(), as fit() expects of an updater
         self.optimizer: torch.optim.Optimizer | None = None
-        self._reads_grads = type(updater).before_step is not Updater.before_step
 
     # ------------------------------------------------------------------ Updater protocol
     @property
@@ -98,13 +101,16 @@ class ShardedUpdater:
                 for t in sp.targets.values():
                     if t.param.grad is not None:
                         t.param.grad.masked_fill_(~sp.mask(t), 0)
-        if self._reads_grads:
+        if self.updater.reads_grads_at(self.updater.step + 1):
             with self.gathered(grads=True):
                 self.updater.before_step()
 
     def after_step(self) -> None:
         """Count the step and let the updater change masks, on gathered weights and masks."""
         self._require_attached()
+        if not self.updater.changes_masks_at(self.updater.step + 1):
+            self.updater.after_step()
+            return
         with self.gathered():
             self.updater.after_step()
 
@@ -220,6 +226,8 @@ def shard(model: nn.Module, updater: Updater, calib: Calib = None, mesh: Any = N
     """
     from torch.distributed.fsdp import fully_shard
 
+    if updater.name not in FSDP_METHODS:
+        raise SparsecraftError(f"method {updater.name!r} does not run under FSDP; use one of {', '.join(FSDP_METHODS)}")
     if updater.model is not None:
         raise SparsecraftError("shard() attaches the updater itself; pass an updater that is not attached yet")
     if updater.total_steps is None:

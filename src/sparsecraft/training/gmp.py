@@ -111,6 +111,9 @@ class GMP(Updater):
             self.sparsifier.set_mask(name, mask)
         self.record("prune", target=target)
 
+    def changes_masks_at(self, step: int) -> bool:
+        return self.is_prune_step(step)
+
     def update(self) -> None:
         if self.is_prune_step(self.step):
             self._prune()

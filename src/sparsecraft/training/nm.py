@@ -165,6 +165,9 @@ class NMTraining(Updater):
         kept = sum(int(m.sum()) for m in self.fwd_masks.values())
         return 1.0 - kept / max(total, 1)
 
+    def changes_masks_at(self, step: int) -> bool:
+        return step % self.mask_every == 0
+
     def update(self) -> None:
         if self.step % self.mask_every == 0:
             changed = self.compute_masks()

@@ -45,6 +45,9 @@ class Static(Updater):
         self.sparsifier = self.initial_masks(self.criterion, calib)
         self.record("init", criterion=self.criterion)
 
+    def changes_masks_at(self, step: int) -> bool:
+        return False
+
 
 @UPDATERS.register("snip")
 class Snip(Static):
