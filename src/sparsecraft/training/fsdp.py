@@ -27,11 +27,15 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ..criteria import Calib
 from ..errors import SparsecraftError
 from ..sparsifier import Sparsifier
+from ..target import Target
 from .base import Updater
 from .nm import NMTraining
 
@@ -40,15 +44,8 @@ from .nm import NMTraining
 FSDP_METHODS = ("static", "snip", "gmp", "set", "rigl", "srste", "gradflow", "bidirectional")
 
 
-def _dtensor_api():
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    return DTensor, distribute_tensor
-
-
 def _like(full: torch.Tensor, sharded: torch.Tensor) -> torch.Tensor:
     """``full`` (a plain tensor identical on every rank) cut into ``sharded``'s placement, locally."""
-    _, distribute_tensor = _dtensor_api()
     return distribute_tensor(full, sharded.device_mesh, sharded.placements, src_data_rank=None)
 
 
@@ -153,7 +150,6 @@ class ShardedUpdater:
         On exit the (possibly changed) weights, gradients and masks are cut back into the shards,
         and optimizer state is zeroed where a mask changed. Collective: every rank must enter.
         """
-        DTensor, _ = _dtensor_api()
         sp = self.updater.sparsifier
         targets = dict(sp.targets) if sp is not None else {}
         if isinstance(self.updater, NMTraining):
@@ -178,7 +174,7 @@ class ShardedUpdater:
                 self._reshard(targets[name], p, old_mask, grads)
 
     @torch.no_grad()
-    def _reshard(self, t, p: nn.Parameter, old_mask: torch.Tensor | None, grads: bool) -> None:
+    def _reshard(self, t: Target, p: nn.Parameter, old_mask: torch.Tensor | None, grads: bool) -> None:
         full = t.param
         t.module._parameters[t.param_name] = p
         p.copy_(_like(full.detach(), p))
@@ -224,8 +220,6 @@ def shard(model: nn.Module, updater: Updater, calib: Calib = None, mesh: Any = N
     ShardedUpdater
         Pass it to :func:`fit` in place of ``updater``.
     """
-    from torch.distributed.fsdp import fully_shard
-
     if updater.name not in FSDP_METHODS:
         raise SparsecraftError(f"method {updater.name!r} does not run under FSDP; use one of {', '.join(FSDP_METHODS)}")
     if updater.model is not None:
@@ -266,8 +260,6 @@ def save_sharded(path: str, sharded: ShardedUpdater) -> None:
         A directory; every rank writes its own rows there.
     sharded : ShardedUpdater
     """
-    import torch.distributed.checkpoint as dcp
-
     dcp.save(_checkpoint_state(sharded), checkpoint_id=path)
 
 
@@ -280,8 +272,6 @@ def load_sharded(path: str, sharded: ShardedUpdater) -> None:
     sharded : ShardedUpdater
         Built by :func:`shard` over the same architecture and method; its masks are replaced.
     """
-    import torch.distributed.checkpoint as dcp
-
     state = _checkpoint_state(sharded)
     dcp.load(state, checkpoint_id=path)
     sharded.sharded_model.load_state_dict(state["model"])
