@@ -30,6 +30,15 @@ def _from_u16_bits(bits: torch.Tensor) -> torch.Tensor:
     return bits.to(torch.int64) & 0xFFFF
 
 
+
+def fills_row_blocks(weight: torch.Tensor, R: int) -> bool:
+    """True when the nonzeros of ``weight`` (out, in) fill whole R x 1 blocks (R | out, at least one nonzero),
+    i.e. its zeros form the blockRx1 pattern and R x 1 block-CSR stores no padding."""
+    out, inp = weight.shape
+    nz = weight != 0
+    nnz = int(nz.sum())
+    return bool(nnz) and out % R == 0 and int(nz.view(out // R, R, inp).any(1).sum()) * R == nnz
+
 @FORMATS.register("block")
 class BlockCSR(PackedWeight):
     """R x C block-CSR (params R, C: R rows of W = outputs, C columns = inputs; 4x1 is R=4, C=1).

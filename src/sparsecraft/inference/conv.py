@@ -9,6 +9,13 @@ i, column j) reads the input slab starting at ``c * L + i * Wp + j`` (Wp = padde
 outputs come out on the padded-width grid and the last ``kw - 1`` columns of each row are cut.
 Strided 1x1 convolutions subsample the input first; strided k x k, dilated and grouped convolutions
 are not handled (``convert`` leaves them dense).
+
+When the zeros form R x 1 kernel groups (R = 8 or 4 consecutive output channels share each (input
+channel, kernel position): SparseByteNN's fine-grained group pattern, Xu et al. 2023, which is
+sparsecraft's ``block8x1`` / ``block4x1`` on the (out, in * kh * kw) view), the weight is R x 1
+block-CSR and the same op runs the block kernel: each stored block loads the input pixel panel once
+and multiplies it by R broadcast weights into R rows of accumulators, so the SIMD lanes stay full
+and the input is read once per block instead of once per weight. :func:`conv_format` picks it.
 """
 from __future__ import annotations
 
@@ -20,7 +27,25 @@ from torch import nn
 
 from ..errors import SparsecraftError
 from ..formats import PackedWeight, pack
+from ..formats.blocks import fills_row_blocks
 from ..kernels import available as kernels_available
+
+CONV_BLOCK_ROWS = (8, 4)  # R x 1 block heights the block kernel vectorizes, preferred first
+
+
+def conv_format(flat: torch.Tensor) -> tuple[str, dict[str, int]]:
+    """The format for a convolution weight viewed as (out_channels, in_channels * prod(kernel)).
+
+    Returns
+    -------
+    (str, dict)
+        ``('block', {'R': R, 'C': 1})`` for the first R in :data:`CONV_BLOCK_ROWS` whose R x 1 blocks the
+        nonzeros fill whole (the blockRx1 pattern), else ``('csr16', {})``.
+    """
+    for r in CONV_BLOCK_ROWS:
+        if fills_row_blocks(flat, r):
+            return "block", {"R": r, "C": 1}
+    return "csr16", {}
 
 
 def conv_unsupported(conv: nn.Module) -> Optional[str]:
@@ -53,15 +78,16 @@ def conv_unsupported(conv: nn.Module) -> Optional[str]:
 
 
 class SparseConv(nn.Module):
-    """``conv(x, W, b)`` for a Conv1d/Conv2d whose weight W is stored as csr16 (any pruning pattern).
+    """``conv(x, W, b)`` for a Conv1d/Conv2d whose weight W is stored as csr16 (any pruning pattern) or as
+    R x 1 block-CSR (R = 8 or 4: zeros in kernel groups of R output channels).
 
-    The packed tensors are buffers ``w_rowptr``, ``w_cols``, ``w_vals`` (csr16 of the weight viewed
-    as (out_channels, in_channels * prod(kernel))).
+    The packed tensors are buffers ``w_rowptr``, ``w_cols``, ``w_vals`` (of the weight viewed as
+    (out_channels, in_channels * prod(kernel)); ``w_vals`` flattened, R values per stored block).
 
     Parameters
     ----------
     packed : PackedWeight
-        csr16 of the flattened weight.
+        csr16, or 'block' with C = 1 and R in :data:`CONV_BLOCK_ROWS`, of the flattened weight.
     kernel_size, stride, padding : tuple of int
         As the convolution's (one entry per spatial dimension: 1 for Conv1d, 2 for Conv2d).
     bias : torch.Tensor, optional
@@ -71,8 +97,11 @@ class SparseConv(nn.Module):
     def __init__(self, packed: PackedWeight, kernel_size: tuple[int, ...], stride: tuple[int, ...],
                  padding: tuple[int, ...], bias: Optional[torch.Tensor] = None) -> None:
         super().__init__()
-        if packed.format != "csr16":
-            raise SparsecraftError(f"SparseConv runs csr16 weights, got {packed.format!r}; pack with format='csr16'")
+        block = packed.format == "block" and packed.params().get("C") == 1 and packed.params()["R"] in CONV_BLOCK_ROWS
+        if packed.format != "csr16" and not block:
+            raise SparsecraftError(f"SparseConv runs csr16 or R x 1 blocks (R in {CONV_BLOCK_ROWS}), got "
+                                   f"{packed.format!r} {packed.params()}; pack with format='csr16'")
+        self.R = int(packed.params()["R"]) if block else 1
         self.out_channels = packed.shape[0]
         self.kernel_size, self.stride, self.padding = tuple(kernel_size), tuple(stride), tuple(padding)
         self.dims = len(self.kernel_size)
@@ -87,15 +116,21 @@ class SparseConv(nn.Module):
         self._offsets: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
-    def from_conv(cls, conv: nn.Module, weight: Optional[torch.Tensor] = None) -> "SparseConv":
-        """Pack a Conv1d/Conv2d (its ``weight``, or the given masked copy); one-line error when unsupported."""
+    def from_conv(cls, conv: nn.Module, weight: Optional[torch.Tensor] = None, format: str = "auto") -> "SparseConv":
+        """Pack a Conv1d/Conv2d (its ``weight``, or the given masked copy); one-line error when unsupported.
+
+        ``format``: 'auto' (R x 1 blocks when the zeros form them, see :func:`conv_format`) or 'csr16'.
+        """
         why = conv_unsupported(conv)
         if why is not None:
             raise SparsecraftError(f"cannot run this convolution sparse ({why}); keep it dense")
+        if format not in ("auto", "csr16"):
+            raise SparsecraftError(f"convolution format must be 'auto' or 'csr16', got {format!r}")
         w = (conv.weight if weight is None else weight).detach()
         padding = (0,) * (w.dim() - 2) if isinstance(conv.padding, str) else tuple(conv.padding)
-        packed = pack(w.reshape(w.shape[0], -1), "csr16")
-        return cls(packed, tuple(conv.kernel_size), tuple(conv.stride), padding,
+        flat = w.reshape(w.shape[0], -1)
+        fmt, params = conv_format(flat) if format == "auto" else ("csr16", {})
+        return cls(pack(flat, fmt, **params), tuple(conv.kernel_size), tuple(conv.stride), padding,
                    None if conv.bias is None else conv.bias)
 
     def _xoff(self, plane: int, width: int) -> torch.Tensor:
@@ -143,7 +178,7 @@ class SparseConv(nn.Module):
                 raise SparsecraftError(f"input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
             flat = F.pad(x4.reshape(n, c * plane), (0, kw - 1))  # the last channel's last row reads kw - 1 past
         y = torch.ops.sparsecraft.conv_cf(flat.contiguous(), self.w_rowptr, self._xoff(plane, width), self.w_vals,
-                                          self.bias, self.out_channels, ho * width)
+                                          self.bias, self.out_channels, ho * width, self.R)
         y = y.view(n, self.out_channels, ho, width)
         if wo != width:
             y = y[..., :wo]
@@ -151,5 +186,6 @@ class SparseConv(nn.Module):
 
     def extra_repr(self) -> str:
         density = self.packed.stored_values / max(1, self.packed.shape[0] * self.packed.shape[1])
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, bias={self.bias is not None}, density={density:.3f}")
+        fmt = f"block{self.R}x1" if self.R > 1 else "csr16"
+        return (f"{self.in_channels}, {self.out_channels}, format={fmt}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, density={density:.3f}")

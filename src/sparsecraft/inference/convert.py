@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import SparsecraftError, check_sparsity
 from ..formats import FORMATS, PackedWeight, pack
-from ..formats.blocks import MAX_BLOCK_COLS
+from ..formats.blocks import MAX_BLOCK_COLS, fills_row_blocks
 from ..target import find_targets
 from .conv import SparseConv, conv_unsupported
 from .dispatch import Dispatcher
@@ -31,7 +31,7 @@ class ConvertedLayer:
     params: dict[str, Any]
     nbytes: int
     dense_nbytes: int
-    note: str = ""  # why a sparse-enough layer stayed dense
+    note: str = ""  # why a sparse-enough layer stayed dense, or which conv kernel runs it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,10 +66,8 @@ def detect_format(w: torch.Tensor) -> tuple[str, dict[str, int]]:
             if 2 * n <= m and n * out * inp // m == nnz:
                 return "nm", {"N": n, "M": m}
     for r in (16, 8, 4):
-        if out % r == 0 and nnz:
-            blocks = int(nz.view(out // r, r, inp).any(1).sum())
-            if blocks * r == nnz:
-                return "block", {"R": r, "C": 1}
+        if fills_row_blocks(w, r):
+            return "block", {"R": r, "C": 1}
     return "csr16", {}
 
 
@@ -84,8 +82,9 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
             mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
             fuse: str = "auto") -> tuple[nn.Module, list[ConvertedLayer]]:
     """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear,
-    and each such Conv1d / Conv2d for a :class:`~sparsecraft.inference.conv.SparseConv` (csr16; 1x1 with any
-    stride, k x k with stride 1; others stay dense with a note in the report).
+    and each such Conv1d / Conv2d for a :class:`~sparsecraft.inference.conv.SparseConv` (R x 1 kernel-group
+    blocks when its zeros form block8x1 / block4x1, else csr16; 1x1 with any stride, k x k with stride 1;
+    others stay dense with a note in the report).
 
     A BERT-family encoder (transformers' BertLayer layout: BERT, RoBERTa, MiniLM) is first rebuilt
     on the fused path (:class:`~sparsecraft.inference.bert.FusedBert`: unpadded tokens, one Q/K/V
@@ -180,15 +179,17 @@ def _convert_conv(model: nn.Module, name: str, conv: nn.Module, w: torch.Tensor,
     dense_bytes = 4 * flat.numel()
     why = conv_unsupported(conv)
     if why is None and format not in ("auto", "csr16"):
-        why = f"format {format!r} is for Linear layers (convolutions run csr16)"
+        why = f"format {format!r} is for Linear layers (convolutions run 'auto': R x 1 blocks or csr16, or 'csr16')"
     if why is None and shape[1] > MAX_BLOCK_COLS:
         why = f"{shape[1]} weight columns exceed the 16-bit index"
     if sparsity < min_sparsity or why is not None:
         return ConvertedLayer(name, shape, sparsity, "dense", {}, dense_bytes, dense_bytes,
                               "" if sparsity < min_sparsity else why)
-    layer = SparseConv.from_conv(conv, w)
+    layer = SparseConv.from_conv(conv, w, format=format)
     _set_submodule(model, name, layer)
-    return ConvertedLayer(name, shape, sparsity, "csr16", {}, layer.packed.nbytes, dense_bytes)
+    packed = layer.packed
+    note = f"block{layer.R}x1 kernel groups: direct block kernel" if packed.format == "block" else ""
+    return ConvertedLayer(name, shape, sparsity, packed.format, packed.params(), packed.nbytes, dense_bytes, note)
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

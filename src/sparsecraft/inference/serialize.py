@@ -112,7 +112,8 @@ def save_converted(model: nn.Module, path: str | os.PathLike, force: bool = Fals
     }
     for name, m in model.named_modules():
         if isinstance(m, SparseConv):
-            layers[name] = {"format": "csr16", "params": {}, "shape": list(m.packed.shape), "bias": m.bias is not None,
+            layers[name] = {"format": m.packed.format, "params": m.packed.params(), "shape": list(m.packed.shape),
+                            "bias": m.bias is not None,
                             "conv": {"kernel_size": list(m.kernel_size), "stride": list(m.stride),
                                      "padding": list(m.padding)}}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -216,11 +217,14 @@ def _rebuild_conv(path: str | os.PathLike, name: str, module: nn.Module, info: d
                                "but not a convolution of that shape in the model; wrong architecture?")
     prefix = f"{name}.w_"
     packed = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if "vals" in packed:
-        packed["vals"] = packed["vals"].reshape(-1, 1, 1)
+    fmt, params = info.get("format", "csr16"), info.get("params", {})
     bias = tensors.get(f"{name}.bias") if info.get("bias") else None
     try:
-        weight = FORMATS.get("csr16").from_tensors(shape, {}, packed)
+        if fmt not in ("csr16", "block"):
+            raise SparsecraftError(f"format {fmt!r} is not a convolution format (csr16 or block)")
+        if "vals" in packed:
+            packed["vals"] = packed["vals"].reshape(-1, int(params.get("C", 1)), int(params.get("R", 1)))
+        weight = FORMATS.get(fmt).from_tensors(shape, params, packed)
         return SparseConv(weight, tuple(conv["kernel_size"]), tuple(conv["stride"]), tuple(conv["padding"]), bias)
-    except (SparsecraftError, KeyError, TypeError) as err:
+    except (SparsecraftError, KeyError, TypeError, ValueError, RuntimeError) as err:
         raise SparsecraftError(f"{path}: layer {name!r}: {err}") from None

@@ -36,5 +36,5 @@ def _sddmm_fake(dy: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, cols: tor
 
 @torch.library.register_fake("sparsecraft::conv_cf")
 def _conv_cf_fake(x: torch.Tensor, rowptr: torch.Tensor, xoff: torch.Tensor, vals: torch.Tensor,
-                  bias: Optional[torch.Tensor], out_channels: int, P: int) -> torch.Tensor:
+                  bias: Optional[torch.Tensor], out_channels: int, P: int, R: int = 1) -> torch.Tensor:
     return x.new_empty((x.shape[0], out_channels, P))

@@ -78,14 +78,19 @@ struct SddmmArgs {
 // p < P. W (out, in * kernel) is CSR over the outputs; each nonzero's xoff is where its input channel
 // and kernel position start in the image's (zero-padded, flattened) input, so a pointwise conv has
 // xoff = channel * P and a k x k conv adds the kernel position's shift (outputs on the padded-width grid).
+// With R > 1 (the fine-grained kernel-group pattern of SparseByteNN, Xu et al. 2023) W is R x 1
+// block-CSR: rowptr runs over blocks of R outputs, each stored block has one xoff (its input channel
+// and kernel position) and R values, so one load of an input pixel panel feeds R output rows.
 struct CfArgs {
   const float* x;          // one image's input, flattened
-  const int32_t* rowptr;   // (out + 1)
-  const int32_t* xoff;     // (nnz)
-  const float* vals;       // (nnz)
+  const int32_t* rowptr;   // (out + 1), or (ceil(out / R) + 1) for blocks
+  const int32_t* xoff;     // (nnz), or (nblocks)
+  const float* vals;       // (nnz), or (nblocks, R): each block's R outputs contiguous
   const float* bias;       // (out) or nullptr
   float* y;                // (out, P) row-major
   int64_t P;
+  int64_t out;             // output channels (blocks: the last block row may be partial)
+  int R;                   // outputs per block (1: CSR)
 };
 
 // Epilogues fused into the kernels: y = act(x W^T + b [+ res]).
@@ -101,7 +106,7 @@ using BlockFn = void (*)(const BlockArgs&, int64_t, int64_t);
 using BitFn = void (*)(const BitArgs&, int64_t, int64_t);
 using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
 using SddmmFn = void (*)(const SddmmArgs&, int64_t, int64_t);  // stored weights [k0, k1)
-using CfFn = void (*)(const CfArgs&, int64_t, int64_t);        // output channels [r0, r1)
+using CfFn = void (*)(const CfArgs&, int64_t, int64_t);        // output channels (block rows) [r0, r1)
 
 // One set of kernels per ISA; each processes output (block) rows [r0, r1).
 struct KernelTable {
@@ -117,6 +122,7 @@ struct KernelTable {
   PackFn pack_panels;
   SddmmFn sddmm;
   CfFn spmm_cf;
+  CfFn block_cf;        // R x 1 blocks (R = 4 or 8 vectorized, any R scalar)
 };
 
 extern const KernelTable kPortable;

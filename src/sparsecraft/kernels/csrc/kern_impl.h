@@ -239,6 +239,28 @@ inline void pack_one(const float* x, int64_t B, int64_t in, int64_t PW, float* d
   }
 }
 
+// R x 1 block rows [r0, r1): block k adds vals[k, r] * x[xoff[k] + p] to output br * R + r.
+[[maybe_unused]] void block_cf_scalar(const CfArgs& a, int64_t r0, int64_t r1) {
+  const int R = a.R;
+  for (int64_t br = r0; br < r1; ++br) {
+    const int64_t o0 = br * R;
+    const int nr = (int)((a.out - o0) < R ? (a.out - o0) : R);
+    for (int r = 0; r < nr; ++r) {
+      float* yr = a.y + (o0 + r) * a.P;
+      const float bo = a.bias ? a.bias[o0 + r] : 0.f;
+      for (int64_t p = 0; p < a.P; ++p) yr[p] = bo;
+    }
+    for (int32_t k = a.rowptr[br]; k < a.rowptr[br + 1]; ++k) {
+      const float* xr = a.x + a.xoff[k];
+      for (int r = 0; r < nr; ++r) {
+        const float w = a.vals[(int64_t)k * R + r];
+        float* yr = a.y + (o0 + r) * a.P;
+        for (int64_t p = 0; p < a.P; ++p) yr[p] += w * xr[p];
+      }
+    }
+  }
+}
+
 #if SC_ISA >= 1
 // ------------------------------------------------------------------------------------------------
 // Vector helpers: V<W> wraps a W-float register.
@@ -933,6 +955,81 @@ void spmm_cf_vec(const CfArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// R x 1 blocks (SparseByteNN's kernel groups): per stored block, NV vectors of the input pixel panel
+// are loaded once and each of RR output rows adds one broadcast weight times them, so RR x NV
+// accumulators stay in registers and every lane does useful work. RS is the block height in vals
+// (RS = 8 runs as two passes of RR = 4 where registers are few).
+template <int RS, int RR, int NV>
+inline void cfb_panel(const CfArgs& a, int64_t r0, int64_t r1, int64_t p0) {
+  for (int64_t br = r0; br < r1; ++br) {
+    for (int h = 0; h < RS; h += RR) {
+      const int64_t o0 = br * RS + h;
+      if (o0 >= a.out) break;
+      const int nr = (int)((a.out - o0) < RR ? (a.out - o0) : RR);
+      TW acc[RR][NV];
+      for (int r = 0; r < RR; ++r) {
+        const TW b = VW::set1(a.bias && r < nr ? a.bias[o0 + r] : 0.f);
+        for (int q = 0; q < NV; ++q) acc[r][q] = b;
+      }
+      const float* xp = a.x + p0;
+      const float* v = a.vals + h;
+      for (int32_t k = a.rowptr[br]; k < a.rowptr[br + 1]; ++k) {
+        const float* xk = xp + a.xoff[k];
+        TW xv[NV];
+        for (int q = 0; q < NV; ++q) xv[q] = VW::load(xk + q * kW);
+        const float* vk = v + (int64_t)k * RS;
+        for (int r = 0; r < RR; ++r) {
+          const TW w = VW::set1(vk[r]);
+          for (int q = 0; q < NV; ++q) acc[r][q] = VW::fma(w, xv[q], acc[r][q]);
+        }
+      }
+      for (int r = 0; r < nr; ++r) {
+        float* yr = a.y + (o0 + r) * a.P + p0;
+        for (int q = 0; q < NV; ++q) VW::store(yr + q * kW, acc[r][q]);
+      }
+    }
+  }
+}
+
+template <int RS, int RR, int NV>
+void block_cf_r(const CfArgs& a, int64_t r0, int64_t r1) {
+  constexpr int64_t kPanel = NV * kW;
+  int64_t p0 = 0;
+  for (; p0 + kPanel <= a.P; p0 += kPanel) cfb_panel<RS, RR, NV>(a, r0, r1, p0);
+  for (; p0 + kW <= a.P; p0 += kW) cfb_panel<RS, RR, 1>(a, r0, r1, p0);
+  if (p0 < a.P) {  // the last P % kW pixels
+    for (int64_t br = r0; br < r1; ++br) {
+      const int64_t o0 = br * RS;
+      const int nr = (int)((a.out - o0) < RS ? (a.out - o0) : RS);
+      for (int r = 0; r < nr; ++r) {
+        float* yr = a.y + (o0 + r) * a.P;
+        const float bo = a.bias ? a.bias[o0 + r] : 0.f;
+        for (int64_t p = p0; p < a.P; ++p) yr[p] = bo;
+      }
+      for (int32_t k = a.rowptr[br]; k < a.rowptr[br + 1]; ++k) {
+        const float* xr = a.x + a.xoff[k];
+        for (int r = 0; r < nr; ++r) {
+          const float w = a.vals[(int64_t)k * RS + r];
+          float* yr = a.y + (o0 + r) * a.P;
+          for (int64_t p = p0; p < a.P; ++p) yr[p] += w * xr[p];
+        }
+      }
+    }
+  }
+}
+
+// AVX-512 (32 registers): 8 x 2 or 4 x 4 accumulators; AVX2 (16): 4 x 2, R = 8 in two passes.
+void block_cf_vec(const CfArgs& a, int64_t r0, int64_t r1) {
+#if SC_ISA == 2
+  if (a.R == 8) return block_cf_r<8, 8, 2>(a, r0, r1);
+  if (a.R == 4) return block_cf_r<4, 4, 4>(a, r0, r1);
+#else
+  if (a.R == 8) return block_cf_r<8, 4, 2>(a, r0, r1);
+  if (a.R == 4) return block_cf_r<4, 4, 2>(a, r0, r1);
+#endif
+  block_cf_scalar(a, r0, r1);
+}
+
 // ------------------------------------ SDDMM (weight gradient) ------------------------------------
 // Four stored weights at a time, each a dot product over the batch with two accumulators; the
 // batch tail (B not a multiple of the vector width) is masked (AVX-512) or scalar (AVX2).
@@ -1098,6 +1195,7 @@ constexpr int kW = 1;
 const PackFn pack_panels = &pack_panels_scalar;
 const SddmmFn sddmm = &sddmm_scalar;
 const CfFn spmm_cf = &spmm_cf_scalar;
+const CfFn block_cf = &block_cf_scalar;
 }  // namespace
 }  // namespace SC_NS
 #else
@@ -1106,6 +1204,7 @@ namespace {
 const PackFn pack_panels = &pack_panels_vec;
 const SddmmFn sddmm = &sddmm_vec;
 const CfFn spmm_cf = &spmm_cf_vec;
+const CfFn block_cf = &block_cf_vec;
 }  // namespace
 }  // namespace SC_NS
 #endif
@@ -1119,6 +1218,7 @@ extern const KernelTable SC_TABLE = {
     "portable",
 #endif
     SC_NS::kW, &SC_NS::max_nv, &SC_NS::block_small, &SC_NS::block_t, &SC_NS::nm_small, &SC_NS::nm_t,
-    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels, SC_NS::sddmm, SC_NS::spmm_cf};
+    &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels, SC_NS::sddmm, SC_NS::spmm_cf,
+    SC_NS::block_cf};
 
 }  // namespace sc

@@ -323,39 +323,48 @@ torch::Tensor sddmm(const torch::Tensor& dy, const torch::Tensor& x, const torch
 
 // Direct sparse convolution, channels first: y[n, o, p] = sum_k vals[k] x[n, xoff[k] + p] + bias[o] for p < P,
 // x (N, L) one flattened (zero-padded) input per image, W in CSR over the outputs -> y (N, out, P).
+// R > 1: W is R x 1 block-CSR, rowptr over ceil(out / R) block rows, one xoff and R vals per block.
 torch::Tensor conv_cf(const torch::Tensor& x, const torch::Tensor& rowptr, const torch::Tensor& xoff,
-                      const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias, int64_t out, int64_t P) {
+                      const torch::Tensor& vals, const c10::optional<torch::Tensor>& bias, int64_t out, int64_t P,
+                      int64_t R) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2,
               "x must be a float32 CPU tensor (batch, flattened input)");
-  TORCH_CHECK(rowptr.scalar_type() == torch::kInt && rowptr.is_contiguous() && rowptr.numel() == out + 1,
-              "rowptr must be contiguous int32 of length out + 1");
+  TORCH_CHECK(R >= 1 && R <= 16, "R must be in [1, 16], got ", R);
+  const int64_t nrows = (out + R - 1) / R;
+  TORCH_CHECK(rowptr.scalar_type() == torch::kInt && rowptr.is_contiguous() && rowptr.numel() == nrows + 1,
+              "rowptr must be contiguous int32 of length ceil(out / R) + 1");
   TORCH_CHECK(xoff.scalar_type() == torch::kInt && xoff.is_contiguous(), "xoff must be contiguous int32");
-  TORCH_CHECK(vals.scalar_type() == torch::kFloat && vals.is_contiguous() && vals.numel() == xoff.numel(),
-              "vals must be contiguous float32 with one value per offset");
+  TORCH_CHECK(vals.scalar_type() == torch::kFloat && vals.is_contiguous() && vals.numel() == xoff.numel() * R,
+              "vals must be contiguous float32 with R values per offset");
   TORCH_CHECK(P >= 0, "P must be >= 0");
   auto xc = x.contiguous();
   const int64_t N = xc.size(0), L = xc.size(1), nnz = xoff.numel();
   auto y = torch::empty({N, out, P}, x.options());
   if (N == 0 || out == 0 || P == 0) return y;
+  const int32_t* rp = rowptr.data_ptr<int32_t>();
+  TORCH_CHECK(rp[0] == 0 && rp[nrows] == nnz, "rowptr must run from 0 to the number of offsets");
   const int32_t* off = xoff.data_ptr<int32_t>();
   if (nnz) {
     TORCH_CHECK(*std::min_element(off, off + nnz) >= 0 && *std::max_element(off, off + nnz) + P <= L,
                 "offsets + P must lie within the ", L, " input values of an image");
   }
   sc::CfArgs a{};
-  a.rowptr = rowptr.data_ptr<int32_t>();
+  a.rowptr = rp;
   a.xoff = off;
   a.vals = vals.data_ptr<float>();
   a.bias = bias_ptr(bias, out);
   a.P = P;
+  a.out = out;
+  a.R = (int)R;
   const sc::KernelTable& tab = table();
+  const sc::CfFn fn = R == 1 ? tab.spmm_cf : tab.block_cf;
   const float* xs = xc.data_ptr<float>();
   float* ys = y.data_ptr<float>();
   for (int64_t n = 0; n < N; ++n) {
     sc::CfArgs an = a;
     an.x = xs + n * L;
     an.y = ys + n * out * P;
-    parallel_rows(out, a.rowptr, std::max<int64_t>(nnz, out) * P, [&](int64_t r0, int64_t r1) { tab.spmm_cf(an, r0, r1); });
+    parallel_rows(nrows, a.rowptr, std::max<int64_t>(nnz * R, out) * P, [&](int64_t r0, int64_t r1) { fn(an, r0, r1); });
   }
   return y;
 }
@@ -377,7 +386,8 @@ TORCH_LIBRARY(sparsecraft, m) {
   m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias, Tensor? residual=None, "
         "int act=0) -> Tensor");
   m.def("sddmm(Tensor dy, Tensor x, Tensor rows, Tensor cols) -> Tensor");
-  m.def("conv_cf(Tensor x, Tensor rowptr, Tensor xoff, Tensor vals, Tensor? bias, int out_channels, int P) -> Tensor");
+  m.def("conv_cf(Tensor x, Tensor rowptr, Tensor xoff, Tensor vals, Tensor? bias, int out_channels, int P, int R=1) "
+        "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparsecraft, CPU, m) {
