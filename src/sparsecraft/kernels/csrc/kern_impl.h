@@ -1018,10 +1018,10 @@ void block_cf_r(const CfArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// AVX-512 (32 registers): 8 x 2 or 4 x 4 accumulators; AVX2 (16): 4 x 2, R = 8 in two passes.
+// AVX-512 (32 registers): 8 x 3 or 4 x 4 accumulators; AVX2 (16): 4 x 2, R = 8 in two passes.
 void block_cf_vec(const CfArgs& a, int64_t r0, int64_t r1) {
 #if SC_ISA == 2
-  if (a.R == 8) return block_cf_r<8, 8, 2>(a, r0, r1);
+  if (a.R == 8) return block_cf_r<8, 8, 3>(a, r0, r1);
   if (a.R == 4) return block_cf_r<4, 4, 4>(a, r0, r1);
 #else
   if (a.R == 8) return block_cf_r<8, 4, 2>(a, r0, r1);
