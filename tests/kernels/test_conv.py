@@ -103,6 +103,7 @@ BLOCK_CASES = [  # (dims, in, out, kernel, padding, spatial): out a multiple of 
     (2, 7, 24, 1, 0, (5, 13)),
     (2, 4, 16, 3, 0, (6, 5)),
     (1, 6, 16, 3, 1, (41,)),
+    (2, 64, 64, 3, 1, (5, 7)),  # > 1228 blocks: the kernel sweeps the block rows in L1-sized chunks
 ]
 
 

@@ -992,7 +992,23 @@ inline void cfb_panel(const CfArgs& a, int64_t r0, int64_t r1, int64_t p0) {
 }
 
 template <int RS, int RR, int NV>
+void block_cf_rows(const CfArgs& a, int64_t r0, int64_t r1);
+
+// Block rows in chunks whose weights and offsets (RS * 4 + 4 bytes a block) fit in ~24 KB of L1, each
+// chunk swept over all pixel panels, so the weights are not re-streamed from L2 once per panel.
+template <int RS, int RR, int NV>
 void block_cf_r(const CfArgs& a, int64_t r0, int64_t r1) {
+  constexpr int64_t kChunkBlocks = 24576 / (RS * 4 + 4);
+  while (r0 < r1) {
+    int64_t e = r0 + 1;
+    while (e < r1 && a.rowptr[e + 1] - a.rowptr[r0] <= kChunkBlocks) ++e;
+    block_cf_rows<RS, RR, NV>(a, r0, e);
+    r0 = e;
+  }
+}
+
+template <int RS, int RR, int NV>
+void block_cf_rows(const CfArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t kPanel = NV * kW;
   int64_t p0 = 0;
   for (; p0 + kPanel <= a.P; p0 += kPanel) cfb_panel<RS, RR, NV>(a, r0, r1, p0);
