@@ -19,7 +19,8 @@ Finished runs are kept in bench/results/distill_parts/<label>/<run>.json and ski
 call (``--fresh`` to redo them), and an unfinished run continues from its saved state, so a long
 benchmark survives interruptions. Results of the default configuration go to
 bench/results/distill{.json,.md,_curves.png,_tradeoff.png}; any other configuration is labelled
-``quick`` or ``reduced`` in the file names and the markdown says its steps and the machine load.
+``quick`` or ``reduced`` in the file names and the markdown says its steps and the machine load;
+full-length runs at another ``--lr`` go to distill_lr<lr>.* (parts in distill-s1500-t128-lr<lr>/).
 """
 from __future__ import annotations
 
@@ -194,9 +195,12 @@ def main() -> None:
         parser.error(f"unknown run {unknown[0]!r}; runs: {', '.join(RUNS)}")
     steps = args.steps or (30 if args.quick else FULL_STEPS)
     seq_len = args.seq_len or (64 if args.quick else FULL_SEQ)
-    full = not args.quick and steps == FULL_STEPS and seq_len == FULL_SEQ and args.lr == FULL_LR
-    stem = "distill" if full else f"distill_{'quick' if args.quick else 'reduced'}"
-    parts = RESULTS / "distill_parts" / f"{stem}-s{steps}-t{seq_len}"
+    full_length = not args.quick and steps == FULL_STEPS and seq_len == FULL_SEQ
+    full = full_length and args.lr == FULL_LR
+    stem = "distill" if full_length else f"distill_{'quick' if args.quick else 'reduced'}"
+    lr_tag = "" if args.lr == FULL_LR else f"-lr{args.lr:g}"
+    parts = RESULTS / "distill_parts" / f"{stem}-s{steps}-t{seq_len}{lr_tag}"
+    stem += "_" + lr_tag[1:] if full_length and lr_tag else ""
     parts.mkdir(parents=True, exist_ok=True)
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
     setup = Setup(seq_len, args.batch_size)
@@ -230,7 +234,10 @@ def main() -> None:
               f"after, on {os.cpu_count()} cores shared with other jobs. cosine / knn10: held-out paragraphs "
               "(163, disjoint from training and calibration) vs the dense model; speedup: dense / converted "
               "time at sequence length 128, batch 1, same run; bytes: Linear weight bytes converted / dense.\n")
-    if not full:
+    if full_length and not full:
+        header += (f"\nFull-length runs at a learning rate other than the default {FULL_LR} (compare with "
+                   "distill.md, which uses the default).\n")
+    elif not full:
         header += (f"\n**Not the full benchmark** ({FULL_STEPS} steps, sequence length {FULL_SEQ}, every run): "
                    "these numbers only show the trend.\n")
     md = "\n".join([header, markdown_table(rows, COLUMNS), "", "## Targets and claims", "", claims(rows), "",
