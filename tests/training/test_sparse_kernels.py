@@ -106,3 +106,38 @@ def test_errors_are_one_line():
     use_sparse_kernels(up)
     with pytest.raises(SparsecraftError, match="already trains on sparse kernels"):
         use_sparse_kernels(up)
+
+
+def _cnn_run(method: str, sparse_kernels: bool, dims: int = 2, **opts):
+    from sparsecraft.models.resnet import ResNetCNN
+
+    g = torch.Generator().manual_seed(1)
+    shape = (48, 2, 9, 7) if dims == 2 else (48, 2, 23)
+    x, y = torch.randn(*shape, generator=g), torch.randint(0, 3, (48,), generator=g)
+    torch.manual_seed(0)
+    model = ResNetCNN(in_channels=2, num_classes=3, channels=(8, 16), dims=dims)
+    up = make_updater(method, SparsityConfig(0.8, allocation="uniform"), seed=3, sparse_kernels=sparse_kernels,
+                      **opts)
+    result = fit(model, (x, y), up, epochs=2, batch_size=16, lr=1e-2, seed=0, progress=False)
+    return model, up, result
+
+
+@pytest.mark.parametrize("method,dims,opts", [("static", 2, {}), ("static", 1, {}),
+                                              ("rigl", 2, {"update_every": 2})])
+def test_cnn_trains_on_conv_kernels_like_masked_dense(method, dims, opts):
+    from sparsecraft.inference import SparseConv
+
+    dense_model, dense_up, dense = _cnn_run(method, False, dims, **opts)
+    model, up, sparse = _cnn_run(method, True, dims, **opts)
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, SparseConv)}
+    assert len(convs) == 5  # stem, 3 stride-1 3x3, the strided 1x1 shortcut
+    assert up.sparsifier.masked_dense == {"blocks.1.conv1.weight": "stride (2, 2) with a 3x3 kernel"
+                                          if dims == 2 else "stride (2,) with a 3 kernel"}
+    assert summary(up.sparsifier)["kernel_layers"] == 6  # + the Linear head
+    torch.testing.assert_close(torch.tensor(sparse.losses), torch.tensor(dense.losses), rtol=0, atol=1e-4)
+    for name, mask in dense_up.masks().items():
+        assert torch.equal(up.masks()[name], mask)
+    for (name, a), b in zip(dense_model.state_dict().items(), up.sparsifier.dense_model().state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-4, msg=name)
+    if method == "rigl":
+        assert len(up.sparsifier.repack_seconds) > 0

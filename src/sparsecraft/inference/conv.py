@@ -16,6 +16,10 @@ sparsecraft's ``block8x1`` / ``block4x1`` on the (out, in * kh * kw) view), the 
 block-CSR and the same op runs the block kernel: each stored block loads the input pixel panel once
 and multiplies it by R broadcast weights into R rows of accumulators, so the SIMD lanes stay full
 and the input is read once per block instead of once per weight. :func:`conv_format` picks it.
+
+:meth:`SparseConv.trainable` trains the kept weights on the same kernels (:mod:`.conv_grad`: the input
+gradient is ``conv_cf`` over the flipped transposed weight, the weight gradient one SDDMM per kernel
+position), for every convolution this class runs whose padding is at most ``kernel - 1``.
 """
 from __future__ import annotations
 
@@ -27,8 +31,11 @@ from torch import nn
 
 from ..errors import SparsecraftError
 from ..formats import PackedWeight, pack
-from ..formats.blocks import fills_row_blocks
+from ..formats.blocks import MAX_BLOCK_COLS, fills_row_blocks
+from ..formats.grad import pack_mask
 from ..kernels import available as kernels_available
+from .conv_grad import ConvGradLayout, Geometry, PackedConvFn
+from .trainable import TrainableValues
 
 CONV_BLOCK_ROWS = (8, 4)  # R x 1 block heights the block kernel vectorizes, preferred first
 
@@ -77,7 +84,32 @@ def conv_unsupported(conv: nn.Module) -> Optional[str]:
     return None
 
 
-class SparseConv(nn.Module):
+def conv_train_unsupported(conv: nn.Module) -> Optional[str]:
+    """Why ``conv`` cannot train as a :class:`SparseConv` (:meth:`SparseConv.trainable`), or None when it can.
+
+    Parameters
+    ----------
+    conv : nn.Conv1d or nn.Conv2d
+
+    Returns
+    -------
+    str or None
+        One phrase; None when supported (everything :func:`conv_unsupported` accepts, with padding at
+        most ``kernel - 1`` per side, under 65536 output channels and in_channels x kernel columns).
+    """
+    why = conv_unsupported(conv)
+    if why is not None:
+        return why
+    padding = (0,) * len(conv.kernel_size) if isinstance(conv.padding, str) else tuple(conv.padding)
+    if any(p > k - 1 for p, k in zip(padding, conv.kernel_size)):
+        return f"padding {padding} wider than kernel - 1"
+    cols = conv.weight[0].numel()
+    if cols > MAX_BLOCK_COLS or conv.weight.shape[0] > MAX_BLOCK_COLS:
+        return f"a {conv.weight.shape[0]} x {cols} weight exceeds the 16-bit indices"
+    return None
+
+
+class SparseConv(TrainableValues, nn.Module):
     """``conv(x, W, b)`` for a Conv1d/Conv2d whose weight W is stored as csr16 (any pruning pattern) or as
     R x 1 block-CSR (R = 8 or 4: zeros in kernel groups of R output channels).
 
@@ -113,7 +145,11 @@ class SparseConv(nn.Module):
         for name, t in packed.tensors().items():
             self.register_buffer(f"w_{name}", t.reshape(-1) if name == "vals" else t)
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        self.format, self.format_params = packed.format, packed.params()
+        self.weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self._offsets: dict[tuple[int, int], torch.Tensor] = {}
+        self._conv_layout: Optional[ConvGradLayout] = None
+        self._init_values()
 
     @classmethod
     def from_conv(cls, conv: nn.Module, weight: Optional[torch.Tensor] = None, format: str = "auto") -> "SparseConv":
@@ -133,6 +169,65 @@ class SparseConv(nn.Module):
         return cls(pack(flat, fmt, **params), tuple(conv.kernel_size), tuple(conv.stride), padding,
                    None if conv.bias is None else conv.bias)
 
+    @classmethod
+    def trainable(cls, conv: nn.Module, mask: torch.Tensor, format: str = "auto") -> "SparseConv":
+        """A layer over ``conv``'s kept weights (``mask``) that trains them: ``w_vals`` is a parameter
+        holding only those; ``conv.bias`` is kept as this very parameter.
+
+        Parameters
+        ----------
+        conv : nn.Conv1d or nn.Conv2d
+            Supported when :func:`conv_train_unsupported` says None.
+        mask : torch.Tensor
+            Bool, ``conv.weight``'s shape: the kept positions (kept zeros stay stored and train).
+        format : {'auto', 'csr16'}
+            'auto': R x 1 block-CSR when the mask fills whole R x 1 kernel groups (:func:`conv_format`).
+
+        Returns
+        -------
+        SparseConv
+            Output and gradients equal those of the convolution with weight ``conv.weight * mask``
+            (to fp32 rounding).
+        """
+        why = conv_train_unsupported(conv)
+        if why is not None:
+            raise SparsecraftError(f"cannot train this convolution sparse ({why}); keep it masked-dense")
+        if format not in ("auto", "csr16"):
+            raise SparsecraftError(f"convolution format must be 'auto' or 'csr16', got {format!r}")
+        w = conv.weight.detach()
+        if tuple(mask.shape) != tuple(w.shape):
+            raise SparsecraftError(f"mask shape {tuple(mask.shape)} does not match weight {tuple(w.shape)}")
+        flat_mask = mask.reshape(w.shape[0], -1).to(torch.bool)
+        fmt, params = conv_format(flat_mask.to(torch.float32)) if format == "auto" else ("csr16", {})
+        packed = pack_mask(w.reshape(w.shape[0], -1), flat_mask, fmt, **params)
+        padding = (0,) * (w.dim() - 2) if isinstance(conv.padding, str) else tuple(conv.padding)
+        layer = cls(packed, tuple(conv.kernel_size), tuple(conv.stride), padding)
+        layer._set_values(nn.Parameter(packed.tensors()["vals"]))
+        layer.bias = conv.bias
+        return layer
+
+    def conv_layout(self) -> ConvGradLayout:
+        """The backward's index structures (:class:`~.conv_grad.ConvGradLayout`), built once per mask."""
+        layout = self.grad_layout()
+        if self._conv_layout is None or self._conv_layout.base is not layout:
+            kh, kw = (1,) * (2 - self.dims) + self.kernel_size
+            self._conv_layout = ConvGradLayout(layout, self.in_channels, kh, kw)
+        return self._conv_layout
+
+    def _forget_mask_derived(self) -> None:
+        self._offsets, self._conv_layout = {}, None
+
+    def dense_module(self) -> nn.Module:
+        """A plain Conv1d / Conv2d with this layer's weight (pruned weights exactly zero) and bias."""
+        cls = nn.Conv2d if self.dims == 2 else nn.Conv1d
+        conv = cls(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                   bias=self.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
     def _xoff(self, plane: int, width: int) -> torch.Tensor:
         """Each nonzero's start in an image's flattened padded input of ``plane`` values per channel."""
         key = (plane, width)
@@ -147,41 +242,63 @@ class SparseConv(nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         """The dense weight (out_channels, in_channels, *kernel_size)."""
+        if self.is_trainable:
+            return self.weight.clone()
         self.packed.vals = self.w_vals.view_as(self.packed.vals)
         return self.packed.to_dense().view(self.out_channels, self.in_channels, *self.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of x (N, in_channels, *spatial); dense torch conv when x is not float32, needs
-        gradients or the native kernels are unavailable."""
+        """The convolution of x (N, in_channels, *spatial). A trainable layer under autograd runs its backward
+        on the kernels too (:class:`~.conv_grad.PackedConvFn`) unless its density is above
+        ``DENSE_BACKWARD_DENSITY`` (then torch's dense convolution over the dense view trains it); otherwise
+        torch's dense convolution when x is not float32, needs gradients or the native kernels are unavailable."""
         if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
             raise SparsecraftError(f"input must be (N, {self.in_channels}, {'H, W' if self.dims == 2 else 'L'}), "
                                    f"got {tuple(x.shape)}")
-        if x.dtype != torch.float32 or (torch.is_grad_enabled() and x.requires_grad) or not kernels_available():
-            conv = F.conv2d if self.dims == 2 else F.conv1d
-            return conv(x, self.dense_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype),
-                        self.stride, self.padding)
+        native = x.dtype == torch.float32 and kernels_available()
+        conv = F.conv2d if self.dims == 2 else F.conv1d
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if self.is_trainable and torch.is_grad_enabled():
+            if native and not self.grad_layout().dense_backward:
+                return PackedConvFn.apply(x, self.w_vals, self.bias, self)
+            return conv(x, self.differentiable_dense().to(x.dtype), bias, self.stride, self.padding)
+        if not native or (torch.is_grad_enabled() and x.requires_grad):
+            return conv(x, self.dense_weight().to(x.dtype), bias, self.stride, self.padding)
+        flat, geo = self.lower(x)
+        return self.run_lowered(flat, geo, self.w_vals, self.bias)
+
+    def lower(self, x: torch.Tensor) -> tuple[torch.Tensor, Geometry]:
+        """x (N, in_channels, *spatial) as ``conv_cf`` reads it: (N, L) per image, zero-padded and flattened
+        (1x1: subsampled by the stride), and the call's :class:`~.conv_grad.Geometry`."""
         x4 = x if self.dims == 2 else x.unsqueeze(2)
+        height, width_in = x4.shape[2], x4.shape[3]
         kh, kw = (1,) * (2 - self.dims) + self.kernel_size
+        sh, sw = (1,) * (2 - self.dims) + self.stride
+        ph, pw = (0,) * (2 - self.dims) + self.padding
         if kh == kw == 1:
-            sh, sw = (1,) * (2 - self.dims) + self.stride
             if sh > 1 or sw > 1:
                 x4 = x4[:, :, ::sh, ::sw]
             n, c, ho, width = x4.shape
             wo, plane = width, ho * width
             flat = x4.reshape(n, c * plane)
         else:
-            ph, pw = (0,) * (2 - self.dims) + self.padding
             x4 = F.pad(x4, (pw, pw, ph, ph)) if ph or pw else x4
             n, c, hp, width = x4.shape
             ho, wo, plane = hp - kh + 1, width - kw + 1, hp * width
             if ho <= 0 or wo <= 0:
                 raise SparsecraftError(f"input {tuple(x.shape)} is smaller than the kernel {self.kernel_size}")
             flat = F.pad(x4.reshape(n, c * plane), (0, kw - 1))  # the last channel's last row reads kw - 1 past
-        y = torch.ops.sparsecraft.conv_cf(flat.contiguous(), self.w_rowptr, self._xoff(plane, width), self.w_vals,
-                                          self.bias, self.out_channels, ho * width, self.R)
-        y = y.view(n, self.out_channels, ho, width)
-        if wo != width:
-            y = y[..., :wo]
+        geo = Geometry(n, height, width_in, ho, wo, width, plane, kh, kw, ph, pw, sh, sw)
+        return flat.contiguous(), geo
+
+    def run_lowered(self, flat: torch.Tensor, geo: Geometry, vals: torch.Tensor,
+                    bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``conv_cf`` over a :meth:`lower`-ed input; returns (N, out_channels, *output spatial)."""
+        y = torch.ops.sparsecraft.conv_cf(flat, self.w_rowptr, self._xoff(geo.plane, geo.width), vals.reshape(-1),
+                                          bias, self.out_channels, geo.ho * geo.width, self.R)
+        y = y.view(geo.n, self.out_channels, geo.ho, geo.width)
+        if geo.wo != geo.width:
+            y = y[..., :geo.wo]
         return y if self.dims == 2 else y.squeeze(2)
 
     def extra_repr(self) -> str:

@@ -6,18 +6,18 @@ optimizer's state is nnz long; forward, input gradient and weight gradient all r
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SparsecraftError
-from ..formats import FORMATS, PackedWeight
+from ..formats import PackedWeight
 from ..formats.grad import GradLayout, pack_mask
 from ..kernels import available as kernels_available
 from .dispatch import Dispatcher, batch_bucket, default_dispatcher
+from .trainable import TrainableValues
 
 MODES = ("auto", "sparse", "dense")
 
@@ -48,15 +48,11 @@ class _PackedLinearFn(torch.autograd.Function):
         dv = layout.weight_grad(dy, x).view_as(vals) if ctx.needs_input_grad[1] else None
         db = dy.sum(0) if ctx.needs_input_grad[2] else None
         if ctx.layer.dense_grad:
-            dense = dy.t() @ x
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                dist.all_reduce(dense)  # DDP averages gradients: so does this one, identical on every rank
-                dense /= dist.get_world_size()
-            ctx.layer.weight.grad = dense
+            ctx.layer.store_dense_grad(dy.t() @ x)
         return dx, dv, db, None
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(TrainableValues, nn.Module):
     """``y = x W^T + b`` with W stored in a compressed format (any leading batch dims on x).
 
     The packed tensors are buffers named ``w_<tensor>``, so ``state_dict`` holds them and nothing
@@ -91,10 +87,8 @@ class SparseLinear(nn.Module):
         self.mode = mode
         self.dispatcher = dispatcher
         self.choices: dict[int, str] = {}
-        self.dense_grad = False
-        self._layout: Optional[GradLayout] = None
-        self._view: Optional[torch.Tensor] = None
-        self._view_key: tuple[int, int] = (0, -1)
+        self.weight_shape = (self.out_features, self.in_features)
+        self._init_values()
         self.register_load_state_dict_post_hook(_forget_dense)
 
     @classmethod
@@ -132,90 +126,17 @@ class SparseLinear(nn.Module):
             layer.bias = bias if isinstance(bias, nn.Parameter) else nn.Parameter(bias.detach().float().clone())
         return layer
 
-    def _set_values(self, vals: torch.Tensor) -> None:
-        """Make ``vals`` (a parameter, or a buffer tensor) the stored values ``w_vals`` of the packed weight."""
-        self._buffers.pop("w_vals", None)
-        self._parameters.pop("w_vals", None)
-        if isinstance(vals, nn.Parameter):
-            self.w_vals = vals
-        else:
-            self.register_buffer("w_vals", vals)
-        self.packed.vals = vals  # every format keeps its values as .vals
+    def _forget_mask_derived(self) -> None:
+        self.choices = {}
 
-    @property
-    def is_trainable(self) -> bool:
-        """Whether the stored values are a parameter (see :meth:`trainable`)."""
-        return isinstance(self.w_vals, nn.Parameter)
-
-    def grad_layout(self) -> GradLayout:
-        """The backward pass's index structures (:class:`GradLayout`), built once per mask."""
-        self._sync_packed()
-        if self._layout is None:
-            self._layout = GradLayout(self.packed)
-        return self._layout
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dense W (out_features, in_features): a tensor (not a parameter) refreshed in place when
-        the values changed, for readers of dense weights (magnitudes for drop/grow, reports). With
-        ``dense_grad`` set, each backward stores the dense ``dL/dW`` in its ``.grad`` (RigL's growth),
-        averaged over the ranks inside an initialised process group (as DDP averages gradients)."""
-        vals = self.w_vals
-        key = (id(vals), vals._version)
-        if self._view is None or self._view_key != key:
-            with torch.no_grad():
-                dense = self.grad_layout().dense(vals.detach()) if self.is_trainable else self.packed.to_dense()
-                if self._view is None:
-                    self._view = dense
-                else:
-                    self._view.copy_(dense)
-            self._view_key = key
-        return self._view
-
-    @torch.no_grad()
-    def repack(self, mask: torch.Tensor, optimizers: Iterable[torch.optim.Optimizer] = ()) -> None:
-        """Move a trainable layer to a new mask.
-
-        Weights kept by both masks keep their values and their optimizer state; newly kept ones
-        start at zero with zero state; dropped ones are gone (as :meth:`Sparsifier.set_mask` does to
-        a masked dense weight). The parameter ``w_vals`` stays the same object when the count of
-        kept weights does not change, else every optimizer in ``optimizers`` is moved to the new one.
-
-        Parameters
-        ----------
-        mask : torch.Tensor
-            Bool (out_features, in_features).
-        optimizers : iterable of torch.optim.Optimizer
-            Whose state for ``w_vals`` is remapped.
-        """
-        if not self.is_trainable:
-            raise SparsecraftError("repack needs a trainable SparseLinear (SparseLinear.trainable)")
-        old_layout, old = self.grad_layout(), self.w_vals
-        packed = pack_mask(old_layout.dense(old.detach()), mask, self.format, **self.format_params)
-        layout = GradLayout(packed)
-
-        def remap(t: torch.Tensor) -> torch.Tensor:
-            return old_layout.dense(t).view(-1)[layout.flat]
-
-        new_vals = packed.tensors()["vals"]
-        same = new_vals.shape == old.shape
-        param = old if same else nn.Parameter(new_vals)
-        for opt in optimizers:
-            state = opt.state.pop(old, None)
-            if state is not None:
-                opt.state[param] = {k: (remap(v).view(new_vals.shape) if isinstance(v, torch.Tensor)
-                                        and v.shape == old.shape else v) for k, v in state.items()}
-            if not same:
-                for group in opt.param_groups:
-                    group["params"] = [param if p is old else p for p in group["params"]]
-        if same:
-            old.copy_(new_vals)
-        for name, t in packed.tensors().items():
-            if name != "vals":
-                setattr(self, f"w_{name}", t)
-        self.packed = packed
-        self._set_values(param)
-        self._layout, self.choices = layout, {}
+    def dense_module(self) -> nn.Linear:
+        """A plain nn.Linear with this layer's weight (pruned weights exactly zero) and bias."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(self.weight)
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
 
     @property
     def mode(self) -> str:
@@ -242,16 +163,6 @@ class SparseLinear(nn.Module):
         out = super()._apply(fn, *args, **kwargs)
         self._sync_packed()
         return out
-
-    def _sync_packed(self) -> None:
-        """Rebuild the packed view if its buffers were replaced."""
-        tensors = self.packed.tensors()
-        if any(getattr(self, f"w_{k}") is not v for k, v in tensors.items()):
-            self.packed = FORMATS.get(self.format).from_tensors(
-                (self.out_features, self.in_features), self.format_params,
-                {k: getattr(self, f"w_{k}") for k in tensors})
-            self.packed.vals = self.w_vals
-            self._layout = None
 
     def path_for(self, rows: int) -> str:
         """The path a call with ``rows`` input rows takes.
@@ -298,7 +209,7 @@ class SparseLinear(nn.Module):
             if native and self.path_for(x2.shape[0]) == "sparse":
                 y = _PackedLinearFn.apply(x2, self.w_vals, self.bias, self)
             else:
-                y = F.linear(x2, self.grad_layout().dense(self.w_vals).to(x2.dtype),
+                y = F.linear(x2, self.differentiable_dense().to(x2.dtype),
                              None if self.bias is None else self.bias.to(x2.dtype))
             y = y if r2 is None else y + r2
             y = F.gelu(y) if gelu else y

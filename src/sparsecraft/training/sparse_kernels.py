@@ -1,5 +1,6 @@
-"""Sparse training on the native kernels: the masked Linear layers of a run become trainable
-SparseLinear layers, so forward, backward and the optimizer cost in proportion to the kept weights.
+"""Sparse training on the native kernels: the masked Linear and convolution layers of a run become
+trainable SparseLinear / SparseConv layers, so forward, backward and the optimizer cost in proportion
+to the kept weights.
 
 Masks sit on dense tensors everywhere else in sparsecraft, so a 90%-sparse step costs as much as a
 dense one. Here, once an updater has set its masks (``make_updater(..., sparse_kernels=True)``, or
@@ -7,7 +8,11 @@ dense one. Here, once an updater has set its masks (``make_updater(..., sparse_k
 :meth:`SparseLinear.trainable <sparsecraft.inference.SparseLinear.trainable>`: only the kept
 values are a parameter (the optimizer's moments are nnz long), the forward runs the packed
 kernel, the input gradient runs the kernel over the transposed weight and the weight gradient is
-an SDDMM at the kept positions (:mod:`sparsecraft.formats.grad`).
+an SDDMM at the kept positions (:mod:`sparsecraft.formats.grad`). Every masked Conv1d / Conv2d that
+:class:`~sparsecraft.inference.SparseConv` runs (1x1 with any stride, stride-1 k x k, padding at most
+k - 1) becomes :meth:`SparseConv.trainable <sparsecraft.inference.SparseConv.trainable>` the same way
+(:mod:`sparsecraft.inference.conv_grad`); any other target stays masked-dense, and
+:attr:`KernelSparsifier.masked_dense` says why.
 
 The updater keeps working unchanged through :class:`KernelSparsifier`, a :class:`Sparsifier`
 whose targets are those layers: it reads their dense ``weight`` views (rebuilt only when read,
@@ -26,7 +31,9 @@ import torch
 from torch import nn
 
 from ..errors import SparsecraftError
+from ..inference.conv import SparseConv, conv_train_unsupported
 from ..inference.linear import SparseLinear
+from ..inference.trainable import TrainableValues
 from ..patterns import NM, Block, Pattern, Unstructured
 from ..sparsifier import Sparsifier
 from ..target import Target
@@ -81,34 +88,44 @@ def _swap_param(optimizer: torch.optim.Optimizer | None, old: torch.Tensor, new:
                                 for k, v in state.items()}
 
 
-class KernelSparsifier(Sparsifier):
-    """A :class:`Sparsifier` whose Linear targets are trainable SparseLinear layers.
+KernelLayer = TrainableValues  # a trainable SparseLinear or SparseConv
 
-    Targets that are SparseLinear layers store only their kept weights, so :meth:`apply` has nothing
-    to zero there and :meth:`set_mask` repacks them; any other target (a Conv, an Embedding) is a
-    masked dense parameter handled as by the base class.
+
+class KernelSparsifier(Sparsifier):
+    """A :class:`Sparsifier` whose Linear and convolution targets are trainable SparseLinear / SparseConv layers.
+
+    Targets that are kernel layers store only their kept weights, so :meth:`apply` has nothing
+    to zero there and :meth:`set_mask` repacks them; any other target (an unsupported conv, an
+    Embedding) is a masked dense parameter handled as by the base class.
 
     Parameters
     ----------
     model, masks, patterns, mask_grads
-        As :class:`Sparsifier`; the modules holding the SparseLinear targets' ``weight`` must be
-        trainable :class:`~sparsecraft.inference.SparseLinear` layers with exactly these masks.
+        As :class:`Sparsifier`; the modules holding the kernel targets' ``weight`` must be trainable
+        :class:`~sparsecraft.inference.SparseLinear` / :class:`~sparsecraft.inference.SparseConv`
+        layers with exactly these masks.
+    masked_dense : dict, optional
+        ``{target name: why}`` for the targets left masked-dense (kept as :attr:`masked_dense`).
 
     Attributes
     ----------
     repack_seconds : list of float
         Wall-clock seconds of each layer repack (mask change), in order.
+    masked_dense : dict
+        ``{target name: one phrase}``: the targets that train masked-dense and why.
     """
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor],
-                 patterns: dict[str, str | Pattern] | None = None, mask_grads: bool = True) -> None:
+                 patterns: dict[str, str | Pattern] | None = None, mask_grads: bool = True,
+                 masked_dense: dict[str, str] | None = None) -> None:
         self.repack_seconds: list[float] = []
+        self.masked_dense = dict(masked_dense or {})
         self._mask_grads = mask_grads
         super().__init__(model, masks, patterns, mask_grads)
 
-    def kernel_layers(self) -> dict[str, SparseLinear]:
-        """``{target name: SparseLinear}`` of the targets trained on the kernels."""
-        return {n: t.module for n, t in getattr(self, "targets", {}).items() if isinstance(t.module, SparseLinear)}
+    def kernel_layers(self) -> dict[str, KernelLayer]:
+        """``{target name: layer}`` of the targets trained on the kernels (SparseLinear or SparseConv)."""
+        return {n: t.module for n, t in getattr(self, "targets", {}).items() if _is_kernel(t.module)}
 
     @property  # type: ignore[override]
     def mask_grads(self) -> bool:
@@ -125,14 +142,14 @@ class KernelSparsifier(Sparsifier):
     def apply(self) -> None:
         """Zero the pruned weights of the masked dense targets (kernel layers store none)."""
         for t in self.targets.values():
-            if not isinstance(t.module, SparseLinear):
+            if not _is_kernel(t.module):
                 t.param.masked_fill_(~self.mask(t), 0)
 
     @torch.no_grad()
     def set_mask(self, name: str, mask: torch.Tensor) -> None:
         """Replace a mask; a kernel layer repacks (its values and optimizer state follow the mask)."""
         t = self.targets.get(name)
-        if t is None or not isinstance(t.module, SparseLinear):
+        if t is None or not _is_kernel(t.module):
             return super().set_mask(name, mask)
         mask = mask.to(torch.bool)
         self._check_mask(name, t, mask, self.patterns[name])
@@ -145,7 +162,8 @@ class KernelSparsifier(Sparsifier):
         self.repack_seconds.append(time.perf_counter() - start)
 
     def dense_model(self) -> nn.Module:
-        """A copy of the model with every kernel layer back as an ``nn.Linear`` (pruned weights exactly zero).
+        """A copy of the model with every kernel layer back as an ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d``
+        (pruned weights exactly zero).
 
         Returns
         -------
@@ -155,26 +173,41 @@ class KernelSparsifier(Sparsifier):
         model = copy.deepcopy(self.model)
         for name in self.kernel_layers():
             module_name = name.rpartition(".")[0]
-            layer = model.get_submodule(module_name)
-            linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-            with torch.no_grad():
-                linear.weight.copy_(layer.weight)
-                if layer.bias is not None:
-                    linear.bias.copy_(layer.bias)
-            _set_submodule(model, module_name, linear)
+            _set_submodule(model, module_name, model.get_submodule(module_name).dense_module())
         return model
 
     def save(self, path: str, force: bool = False, model_spec: dict | None = None, extra: dict | None = None) -> None:
-        """Write the weights (as plain Linear weights, :meth:`dense_model`) and masks to one checkpoint."""
+        """Write the weights (as plain Linear / conv weights, :meth:`dense_model`) and masks to one checkpoint."""
         from ..checkpoint import save_checkpoint
 
         save_checkpoint(path, self.dense_model(), self.masks, {n: str(p) for n, p in self.patterns.items()},
                         force=force, model_spec=model_spec, extra=extra)
 
 
+def _is_kernel(module: nn.Module) -> bool:
+    return isinstance(module, TrainableValues) and module.is_trainable
+
+
+def _kernel_layer(t: Target, mask: torch.Tensor, pattern: Pattern) -> tuple[KernelLayer | None, str]:
+    """The trainable layer for target ``t``, or None and why it stays masked-dense."""
+    module = t.module
+    if t.param_name != "weight":
+        return None, f"parameter {t.param_name!r} is not a layer weight"
+    if type(module) is nn.Linear:
+        fmt = kernel_format(pattern, tuple(t.param.shape))
+        if fmt is None:
+            return None, f"pattern {pattern} has no packed format for a {tuple(t.param.shape)} weight"
+        return SparseLinear.trainable(module.weight.detach(), mask, module.bias, fmt[0], **fmt[1]), ""
+    if type(module) in (nn.Conv1d, nn.Conv2d):
+        why = conv_train_unsupported(module)
+        return (None, why) if why is not None else (SparseConv.trainable(module, mask), "")
+    return None, f"{type(module).__name__} layers have no sparse kernel"
+
+
 def to_kernel_layers(model: nn.Module, sparsifier: Sparsifier,
                      optimizer: torch.optim.Optimizer | None = None) -> KernelSparsifier:
-    """Replace the masked ``nn.Linear`` layers of ``sparsifier`` by trainable SparseLinear layers.
+    """Replace the masked ``nn.Linear`` / Conv1d / Conv2d layers of ``sparsifier`` by trainable
+    SparseLinear / SparseConv layers.
 
     Parameters
     ----------
@@ -189,8 +222,9 @@ def to_kernel_layers(model: nn.Module, sparsifier: Sparsifier,
     Returns
     -------
     KernelSparsifier
-        The same masks over the converted model. Targets that are not ``nn.Linear`` or whose
-        pattern has no packed format (:func:`kernel_format`) stay masked-dense.
+        The same masks over the converted model. Targets that are neither ``nn.Linear`` nor a supported
+        convolution (:func:`~sparsecraft.inference.conv.conv_train_unsupported`), and Linears whose pattern
+        has no packed format (:func:`kernel_format`), stay masked-dense (listed in ``masked_dense``).
     """
     if isinstance(sparsifier, KernelSparsifier):
         raise SparsecraftError("the model already trains on sparse kernels")
@@ -199,16 +233,16 @@ def to_kernel_layers(model: nn.Module, sparsifier: Sparsifier,
     mask_grads = sparsifier.mask_grads
     targets: dict[str, Target] = dict(sparsifier.targets)
     sparsifier.finalize()
+    masked_dense: dict[str, str] = {}
     for name, t in targets.items():
-        fmt = kernel_format(patterns[name], tuple(t.param.shape))
-        if type(t.module) is not nn.Linear or t.param_name != "weight" or fmt is None:
+        layer, why = _kernel_layer(t, masks[name], patterns[name])
+        if layer is None:
+            masked_dense[name] = why
             continue
-        linear: nn.Linear = t.module
-        layer = SparseLinear.trainable(linear.weight.detach(), masks[name], linear.bias, fmt[0], **fmt[1])
         rows, cols = layer.packed.positions()
-        _swap_param(optimizer, linear.weight, layer.w_vals, rows * linear.in_features + cols)
+        _swap_param(optimizer, t.param, getattr(layer, "w_vals"), rows * layer.packed.shape[1] + cols)
         _set_submodule(model, t.module_name, layer)
-    out = KernelSparsifier(model, masks, patterns, mask_grads)
+    out = KernelSparsifier(model, masks, patterns, mask_grads, masked_dense)
     if optimizer is not None:
         out.attach(optimizer)
     return out
@@ -260,7 +294,7 @@ def wrap_ddp(model: nn.Module, **kwargs: Any) -> nn.parallel.DistributedDataPara
 
 
 def summary(sparsifier: Sparsifier) -> dict[str, Any]:
-    """Facts for a run report: kernel layers, repacks and their mean cost.
+    """Facts for a run report: kernel layers, those left masked-dense and why, repacks and their mean cost.
 
     Parameters
     ----------
@@ -269,10 +303,11 @@ def summary(sparsifier: Sparsifier) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``kernel_layers`` (count), ``repacks`` and ``repack_ms_mean`` (0 for a plain Sparsifier).
+        ``kernel_layers`` (count), ``masked_dense`` (``{target: why}``), ``repacks`` and
+        ``repack_ms_mean`` (zeros and an empty dict for a plain Sparsifier).
     """
     if not isinstance(sparsifier, KernelSparsifier):
-        return {"kernel_layers": 0, "repacks": 0, "repack_ms_mean": 0.0}
+        return {"kernel_layers": 0, "masked_dense": {}, "repacks": 0, "repack_ms_mean": 0.0}
     s = sparsifier.repack_seconds
-    return {"kernel_layers": len(sparsifier.kernel_layers()), "repacks": len(s),
-            "repack_ms_mean": 1e3 * sum(s) / len(s) if s else 0.0}
+    return {"kernel_layers": len(sparsifier.kernel_layers()), "masked_dense": dict(sparsifier.masked_dense),
+            "repacks": len(s), "repack_ms_mean": 1e3 * sum(s) / len(s) if s else 0.0}

@@ -1,0 +1,152 @@
+"""Trainable SparseConv: output and gradients equal the masked dense convolution on every ISA path;
+repacking; the dense gradient on request; what stays masked-dense says why."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from sparsecraft.errors import SparsecraftError
+from sparsecraft.inference import SparseConv
+from sparsecraft.inference.conv import conv_train_unsupported
+
+from .conftest import require_native
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+CASES = [  # (dims, in, out, kernel, stride, padding, spatial)
+    (2, 13, 7, 1, 1, 0, (9, 11)),
+    (2, 8, 20, 1, 2, 0, (10, 7)),
+    (2, 5, 6, 3, 1, 1, (7, 9)),
+    (2, 4, 3, 3, 1, 0, (6, 5)),
+    (2, 3, 5, (5, 3), 1, (2, 0), (8, 13)),
+    (1, 6, 9, 3, 1, 1, (37,)),
+    (1, 7, 4, 1, 3, 0, (20,)),
+]
+
+
+def _conv(dims: int, cin: int, cout: int, k, stride, pad, bias: bool, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return (nn.Conv2d if dims == 2 else nn.Conv1d)(cin, cout, k, stride=stride, padding=pad, bias=bias)
+
+
+def _mask(shape: tuple[int, ...], density: float, seed: int, rows: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if rows == 1:
+        return torch.rand(shape, generator=g) < density
+    keep = torch.rand(shape[0] // rows, 1, *shape[1:], generator=g) < density
+    return keep.expand(-1, rows, *shape[1:]).reshape(shape)
+
+
+def _check(conv: nn.Module, mask: torch.Tensor, batch: int, spatial: tuple[int, ...], seed: int) -> SparseConv:
+    g = torch.Generator().manual_seed(seed + 1)
+    wd = (conv.weight.detach() * mask).requires_grad_()
+    bd = None if conv.bias is None else conv.bias.detach().clone().requires_grad_()
+    layer = SparseConv.trainable(conv, mask)
+    x = torch.randn(batch, conv.in_channels, *spatial, generator=g, requires_grad=True)
+    xd = x.detach().clone().requires_grad_()
+    fn = F.conv2d if wd.dim() == 4 else F.conv1d
+    ref = fn(xd, wd, bd, conv.stride, conv.padding)
+    y = layer(x)
+    dy = torch.randn(ref.shape, generator=g)
+    y.backward(dy)
+    ref.backward(dy)
+    torch.testing.assert_close(y.detach(), ref.detach(), **TOL)
+    torch.testing.assert_close(x.grad, xd.grad, **TOL)
+    assert layer.w_vals.grad.numel() == layer.packed.stored_values == int(mask.sum())
+    dw = layer.grad_layout().dense(layer.w_vals.grad).view_as(wd)
+    torch.testing.assert_close(dw, wd.grad * mask, **TOL)
+    if bd is not None:
+        torch.testing.assert_close(conv.bias.grad, bd.grad, **TOL)
+    return layer
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_grads_equal_masked_dense_conv(isa, case):
+    dims, cin, cout, k, stride, pad, spatial = case
+    conv = _conv(dims, cin, cout, k, stride, pad, True, cin + cout)
+    layer = _check(conv, _mask(tuple(conv.weight.shape), 0.2, cin), 3, spatial, cin)
+    assert not layer.grad_layout().dense_backward  # the kernels ran, not the dense fallback
+
+
+@SETTINGS
+@given(cin=st.sampled_from([1, 3, 10]), cout=st.sampled_from([1, 5, 16]), k=st.sampled_from([1, 2, 3]),
+       pad=st.integers(0, 2), batch=st.sampled_from([1, 2, 5]), h=st.integers(3, 9), w=st.integers(3, 17),
+       density=st.sampled_from([0.0, 0.1, 0.25, 0.6]), bias=st.booleans(), seed=st.integers(0, 500))
+def test_random_shapes_and_densities(isa, cin, cout, k, pad, batch, h, w, density, bias, seed):
+    pad = 0 if k == 1 else min(pad, k - 1)
+    conv = _conv(2, cin, cout, k, 1, pad, bias, seed)
+    _check(conv, _mask(tuple(conv.weight.shape), density, seed), batch, (h, w), seed)
+
+
+@pytest.mark.parametrize("rows", [4, 8])
+def test_kernel_group_blocks_train_on_the_block_kernel(isa, rows):
+    conv = _conv(2, 6, 16, 3, 1, 1, False, rows)
+    layer = _check(conv, _mask(tuple(conv.weight.shape), 0.25, rows, rows), 2, (7, 6), rows)
+    assert layer.R == rows
+
+
+def test_dense_grad_only_when_asked():
+    require_native()
+    conv = _conv(2, 4, 6, 3, 1, 1, False, 0)
+    mask = _mask(tuple(conv.weight.shape), 0.2, 0)
+    layer = SparseConv.trainable(conv, mask)
+    x = torch.randn(2, 4, 5, 5)
+    layer(x).sum().backward()
+    assert layer.weight.grad is None
+    layer.dense_grad = True
+    layer(x).sum().backward()
+    xd = x.clone()
+    wd = (conv.weight.detach() * mask).requires_grad_()
+    F.conv2d(xd, wd, None, 1, 1).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, wd.grad, **TOL)  # every position, kept or not
+    assert (layer.weight.grad[~mask] != 0).any()
+
+
+def test_dense_fallback_above_the_density_threshold_also_gives_dense_grad():
+    conv = _conv(1, 3, 4, 3, 1, 1, True, 1)
+    mask = _mask(tuple(conv.weight.shape), 0.9, 1)
+    layer = _check(conv, mask, 2, (11,), 1)
+    assert layer.grad_layout().dense_backward
+    layer.dense_grad = True
+    layer(torch.randn(2, 3, 11)).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.shape == conv.weight.shape
+
+
+def test_repack_keeps_shared_values_and_optimizer_state():
+    conv = _conv(2, 3, 8, 3, 1, 1, False, 2)
+    old = _mask(tuple(conv.weight.shape), 0.3, 2)
+    layer = SparseConv.trainable(conv, old)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    layer(torch.randn(2, 3, 6, 6)).sum().backward()
+    opt.step()
+    before = layer.weight.clone()
+    avg = layer.grad_layout().dense(opt.state[layer.w_vals]["exp_avg"]).view_as(before)
+    new = old.clone()
+    new[0] = ~new[0]
+    layer.repack(new, [opt])
+    assert torch.equal(layer.weight, before * new)
+    state = opt.state[layer.w_vals]["exp_avg"]
+    assert torch.equal(layer.grad_layout().dense(state).view_as(before), avg * (new & old))
+    x = torch.randn(1, 3, 5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.conv2d(x, before * new, None, 1, 1), **TOL)
+    dense = layer.dense_module()
+    assert type(dense) is nn.Conv2d and torch.equal(dense.weight.detach(), before * new)
+
+
+def test_unsupported_convs_say_why():
+    assert conv_train_unsupported(nn.Conv2d(3, 4, 3, stride=2)) == "stride (2, 2) with a 3x3 kernel"
+    assert conv_train_unsupported(nn.Conv2d(3, 4, 3, padding=3)) == "padding (3, 3) wider than kernel - 1"
+    assert conv_train_unsupported(nn.Conv2d(3, 4, 3, padding=2)) is None
+    with pytest.raises(SparsecraftError, match=r"groups=3\); keep it masked-dense"):
+        SparseConv.trainable(nn.Conv2d(3, 3, 1, groups=3), torch.ones(3, 1, 1, 1, dtype=torch.bool))
+    with pytest.raises(SparsecraftError, match="does not match weight"):
+        SparseConv.trainable(nn.Conv2d(3, 4, 1), torch.ones(4, 3, dtype=torch.bool))
+    inference = SparseConv.from_conv(nn.Conv2d(3, 4, 1))
+    with pytest.raises(SparsecraftError, match="needs a trainable SparseConv"):
+        inference.repack(torch.ones(4, 3, 1, 1, dtype=torch.bool))
