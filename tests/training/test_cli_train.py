@@ -25,6 +25,9 @@ from sparsecraft.cli import main
     (("--method", "soup", "--lambda-w", "0.1"), "--lambda-w does not apply to soup"),
     (("--method", "imp", "--rounds", "0"), "rounds must be an integer >= 1"),
     (("--method", "masksparsity", "--allocation", "erk"), "masksparsity allocates channels"),
+    (("--method", "dense", "--sparse-kernels"), "method 'dense' cannot train on the sparse kernels (it has no masks"),
+    (("--method", "imp", "--sparse-kernels"), "method 'imp' cannot train on the sparse kernels (it rewinds"),
+    (("--method", "srste", "--sparse-kernels"), "train it masked-dense (without sparse_kernels / --sparse-kernels)"),
 ])
 def test_bad_arguments_exit_2_one_line_nothing_written(args, match, tmp_path, capsys):
     out = tmp_path / "m.safetensors"
@@ -138,3 +141,20 @@ def test_help_states_the_defaults_that_differ_from_the_papers(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "the SET paper rewires until the end: 1.0" in text
     assert "the first layer is sparse too; RigL keeps it dense: --keep-dense first" in text
+
+
+def test_sparse_kernels_cnn_equals_masked_dense_run(tmp_path, capsys):
+    args = ["train", "--model", "cnn", "--data", "digits", "--method", "set", "--sparsity", "0.8", "--epochs", "1",
+            "--update-every", "5", "--no-progress", "--json"]
+    assert main([*args, "--out", str(tmp_path / "dense.safetensors")]) == 0
+    dense = json.loads(capsys.readouterr().out)
+    assert main([*args, "--sparse-kernels", "--out", str(tmp_path / "kernels.safetensors")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kernel_layers"] == 6 and report["repacks"] > 0  # 5 convs + the head
+    assert report["masked_dense"] == {"blocks.1.conv1.weight": "stride (2, 2) with a 3x3 kernel"}
+    assert abs(report["test_accuracy"] - dense["test_accuracy"]) <= 1 / 300
+    a, b = read_checkpoint(tmp_path / "dense.safetensors"), read_checkpoint(tmp_path / "kernels.safetensors")
+    assert set(a.masks) == set(b.masks) and all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks)
+    for name, t in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[name], t, rtol=0, atol=1e-4, msg=name)
+    assert b.build_model()(torch.zeros(1, 1, 8, 8)).shape == (1, 10)

@@ -26,7 +26,7 @@ def _run(method: str, sparse_kernels: bool, pattern: str = "unstructured", sizes
 
 
 @pytest.mark.parametrize("method,opts", [("static", {}), ("snip", {}), ("set", {"update_every": 2}),
-                                         ("rigl", {"update_every": 2})])
+                                         ("rigl", {"update_every": 2}), ("rigl", {"update_every": 1})])
 def test_equals_masked_dense_training(method, opts):
     dense_model, dense_up, dense = _run(method, False, **opts)
     model, up, sparse = _run(method, True, **opts)
@@ -99,6 +99,8 @@ def test_save_writes_plain_linear_weights(tmp_path):
 
 
 def test_errors_are_one_line():
+    with pytest.raises(SparsecraftError, match=r"method 'gradflow' cannot train on the sparse kernels \(it trains"):
+        make_updater("gradflow", sparse_kernels=True)
     up = make_updater("static", SparsityConfig(0.5), total_steps=3)
     with pytest.raises(SparsecraftError, match="call updater.attach"):
         use_sparse_kernels(up)

@@ -59,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="fine-tune the final model this many epochs with its masks fixed (default 0)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparse-kernels", action="store_true",
+                   help="train the masked Linear and convolution layers on the native sparse kernels (forward, "
+                        "both gradients and the optimizer over the kept weights only); refused for methods "
+                        "that keep dense weights (dense, imp, masksparsity, soup, srste, gradflow, bidirectional)")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.sparsity is not None:
         check_sparsity(args.sparsity, "--sparsity")
     config = cls.default_config(args.sparsity, args.pattern, args.allocation, keep_dense=csv_list(args.keep_dense))
-    updater = make_updater(args.method, config, seed=args.seed, **collect(cls.options, vars(args)))
+    updater = make_updater(args.method, config, seed=args.seed, sparse_kernels=args.sparse_kernels,
+                           **collect(cls.options, vars(args)))
 
     from ..checkpoint import save_checkpoint
     from ..data import load_dataset
@@ -120,4 +125,7 @@ def run(args: argparse.Namespace) -> int:
         facts = "".join(f", {k.replace('_', ' ')} {v}" for k, v in summary.items() if isinstance(v, int))
         console.print(f"test accuracy {acc:.4f} after {epochs} epochs of {args.method} "
                       f"(sparsity {updater.sparsity():.4f}{facts})")
+        if summary.get("masked_dense"):
+            console.print("trained masked-dense (no sparse kernel): "
+                          + ", ".join(f"{n} ({why})" for n, why in summary["masked_dense"].items()))
     return 0

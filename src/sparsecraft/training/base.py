@@ -192,6 +192,8 @@ class Updater:
     default_pattern: ClassVar[str] = "unstructured"
     default_allocation: ClassVar[str] = "erk"
     needs_calib = False
+    #: Why the method cannot train on the sparse kernels (``make_updater(..., sparse_kernels=True)``), or None.
+    no_sparse_kernels: ClassVar[str | None] = None
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
         self.config = config or self.default_config()
@@ -349,10 +351,16 @@ class Updater:
         Returns
         -------
         dict
-            ``left_dense`` (targets whose shape did not fit the pattern) and, after :meth:`run`,
+            ``left_dense`` (targets whose shape did not fit the pattern); with sparse kernels
+            ``kernel_layers``, ``masked_dense`` (``{target: why}``), ``repacks`` and ``repack_ms_mean``
+            (:func:`sparsecraft.training.sparse_kernels.summary`); after :meth:`run`,
             ``final_train_loss`` (nats), ``steps`` and ``ms_per_step`` (median, milliseconds).
         """
         out: dict[str, Any] = {"left_dense": list(self.skipped)}
+        if self.sparse_kernels and self.sparsifier is not None:
+            from .sparse_kernels import summary
+
+            out.update(summary(self.sparsifier))
         if self.result is not None and self.result.steps:
             out.update(final_train_loss=self.result.epoch_loss[-1], steps=self.result.steps,
                        ms_per_step=1e3 * self.result.median_step_seconds)
@@ -440,10 +448,10 @@ def make_updater(method: str, config: SparsityConfig | None = None, total_steps:
     total_steps : int, optional
     seed : int
     sparse_kernels : bool
-        Train the masked Linear layers on the native sparse kernels: at :meth:`Updater.attach`,
-        once the masks are set, they become trainable SparseLinear layers
-        (:func:`sparsecraft.training.sparse_kernels.use_sparse_kernels`); the model must not be
-        DDP-wrapped yet.
+        Train the masked Linear and convolution layers on the native sparse kernels: at
+        :meth:`Updater.attach`, once the masks are set, they become trainable SparseLinear / SparseConv
+        layers (:func:`sparsecraft.training.sparse_kernels.use_sparse_kernels`); the model must not be
+        DDP-wrapped yet. Refused for methods whose ``no_sparse_kernels`` says why they cannot.
     **options
         Any of the method's declared ``options``.
 
@@ -455,7 +463,8 @@ def make_updater(method: str, config: SparsityConfig | None = None, total_steps:
     ------
     SparsecraftError
         One line for an unknown method, an option the method does not declare (listing its
-        valid options), or a value of the wrong type or outside the option's bounds.
+        valid options), a value of the wrong type or outside the option's bounds, or
+        ``sparse_kernels`` for a method that cannot use them.
     """
     cls = UPDATERS.get(method)
     declared = {o.name: o for o in cls.options}
@@ -464,6 +473,9 @@ def make_updater(method: str, config: SparsityConfig | None = None, total_steps:
             allowed = f"its options are: {', '.join(declared)}" if declared else "it takes no options"
             raise SparsecraftError(f"training method {method!r} has no option {name!r}; {allowed}")
     checked = {name: declared[name].check(value) for name, value in options.items()}  # types and bounds
+    if sparse_kernels and cls.no_sparse_kernels:
+        raise SparsecraftError(f"method {method!r} cannot train on the sparse kernels ({cls.no_sparse_kernels}); "
+                               "train it masked-dense (without sparse_kernels / --sparse-kernels)")
     updater = cls(config, total_steps=total_steps, seed=seed, **checked)
     updater.sparse_kernels = bool(sparse_kernels)
     return updater

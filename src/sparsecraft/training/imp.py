@@ -36,6 +36,7 @@ class IMP(Updater):
 
     name = "imp"
     default_allocation = "global"
+    no_sparse_kernels = "it rewinds the dense weights between rounds"
     options = (
         Option("rounds", int, 3, "prune rounds (geometric sparsity schedule)", bounds="[1, inf)"),
         Option("rewind_step", int, 0, "step whose weights, optimizer and LR state each round rewinds to",

@@ -101,6 +101,7 @@ class NMTraining(Updater):
     options = (Option("mask_every", int, 1, "steps between recomputing the N:M masks from |W|", bounds="[1, inf)"),)
     default_sparsity = 0.5
     default_pattern = "2:4"
+    no_sparse_kernels = "it trains dense weights through a masked forward whose N:M masks follow |W|"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  mask_every: int = 1) -> None:

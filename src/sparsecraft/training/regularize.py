@@ -36,6 +36,7 @@ class MaskSparsity(Updater):
     )
     default_sparsity = 0.5
     default_allocation = "uniform"
+    no_sparse_kernels = "it trains dense channels and removes them at the end, with no masks meanwhile"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0,
                  penalty: float = 1e-3, select_fraction: float = 0.25) -> None:

@@ -195,6 +195,7 @@ class SoupUpdater(Updater):
     """
 
     name = "soup"
+    no_sparse_kernels = "it retrains and averages dense copies of the model"
     options = (
         Option("rounds", int, 3, "prune-retrain phases (geometric sparsity schedule)", bounds="[1, inf)"),
         Option("round_sparsities", float_list, None, "sparsity after each phase, comma-separated "

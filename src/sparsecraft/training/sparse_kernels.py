@@ -122,6 +122,7 @@ class KernelSparsifier(Sparsifier):
         self.masked_dense = dict(masked_dense or {})
         self._mask_grads = mask_grads
         super().__init__(model, masks, patterns, mask_grads)
+        self.mask_grads = mask_grads  # now that the targets are known: their layers' dense_grad follows
 
     def kernel_layers(self) -> dict[str, KernelLayer]:
         """``{target name: layer}`` of the targets trained on the kernels (SparseLinear or SparseConv)."""
@@ -261,6 +262,9 @@ def use_sparse_kernels(updater: "Updater") -> KernelSparsifier:
     KernelSparsifier
         Now ``updater.sparsifier``; the updater's later mask updates repack the layers.
     """
+    if type(updater).no_sparse_kernels:
+        raise SparsecraftError(f"method {updater.name!r} cannot train on the sparse kernels "
+                               f"({type(updater).no_sparse_kernels}); train it without sparse kernels")
     if updater.model is None or updater.sparsifier is None:
         raise SparsecraftError("sparse kernels need an attached updater with masks: call updater.attach(model, "
                                "optimizer) first (method 'dense' and mask-free methods have no sparse layers)")

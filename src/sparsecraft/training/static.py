@@ -22,6 +22,7 @@ class Dense(Updater):
 
     name = "dense"
     default_sparsity = 0.0
+    no_sparse_kernels = "it has no masks: nothing is sparse"
 
     def __init__(self, config: SparsityConfig | None = None, total_steps: int | None = None, seed: int = 0) -> None:
         super().__init__(dataclasses.replace(config, sparsity=0.0) if config else None, total_steps, seed)
