@@ -150,3 +150,39 @@ def test_unsupported_convs_say_why():
     inference = SparseConv.from_conv(nn.Conv2d(3, 4, 1))
     with pytest.raises(SparsecraftError, match="needs a trainable SparseConv"):
         inference.repack(torch.ones(4, 3, 1, 1, dtype=torch.bool))
+
+
+def test_weight_bytes_counts_conv_weights_converted_and_trained():
+    from sparsecraft.inference import convert, weight_bytes
+    from sparsecraft.models.resnet import ResNetCNN
+    from sparsecraft.training import SparsityConfig, make_updater
+
+    from .conftest import magnitude_prune
+
+    torch.manual_seed(0)
+    model = ResNetCNN(in_channels=2, num_classes=5, channels=(8, 16))
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    dense_bytes = 4 * sum(w.numel() for w in weights)
+    assert weight_bytes(model) == (dense_bytes, dense_bytes)
+    with torch.no_grad():
+        for w in weights:
+            w.copy_(magnitude_prune(w, 0.9))
+    converted, report = convert(model.eval(), mode="sparse")
+    stored, dense = weight_bytes(converted)
+    assert dense == dense_bytes and stored == sum(r.nbytes for r in report)
+    packed = [r for r in report if r.format == "csr16"]
+    assert [r.name for r in packed] == ["stem.0", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv2",
+                                        "blocks.1.shortcut.0", "head"]
+    assert all(r.nbytes == 6 * round((1 - r.sparsity) * r.shape[0] * r.shape[1]) + 4 * (r.shape[0] + 1)
+               for r in packed)
+
+    torch.manual_seed(0)
+    trained = ResNetCNN(in_channels=2, num_classes=5, channels=(8, 16))
+    up = make_updater("static", SparsityConfig(0.9, allocation="uniform"), total_steps=2, sparse_kernels=True)
+    up.attach(trained, torch.optim.SGD(trained.parameters(), lr=0.1))
+    stored, dense = weight_bytes(trained)
+    kept = {n: int(m.sum()) for n, m in up.masks().items()}
+    layers = up.sparsifier.kernel_layers()
+    left = 4 * sum(up.sparsifier.targets[n].param.numel() for n in up.sparsifier.masked_dense)
+    assert dense == dense_bytes
+    assert stored == left + sum(6 * kept[n] + 4 * (layer.packed.shape[0] + 1) for n, layer in layers.items())

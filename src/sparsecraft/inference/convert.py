@@ -1,6 +1,7 @@
 """Replace pruned nn.Linear layers of a model by SparseLinear, choosing each layer's format."""
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional
@@ -15,6 +16,7 @@ from ..target import find_targets
 from .conv import SparseConv, conv_unsupported
 from .dispatch import Dispatcher
 from .linear import MODES, SparseLinear
+from .trainable import TrainableValues
 
 FORMAT_CHOICES = ("auto", "csr16", "bitmask", "block", "nm")
 FUSE_CHOICES = ("auto", "never")
@@ -210,13 +212,24 @@ def set_mode(model: nn.Module, mode: str) -> None:
 
 
 def weight_bytes(model: nn.Module) -> tuple[int, int]:
-    """(stored bytes, dense float32 bytes) over the Linear / SparseLinear weights of ``model``."""
+    """Weight memory of a converted (or sparse-kernel trained) model.
+
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    (int, int)
+        Stored bytes and dense float32 bytes over its Linear, Conv1d and Conv2d weights, packed
+        (SparseLinear, SparseConv: values and indices) or dense as they are.
+    """
     stored = dense = 0
     for m in model.modules():
-        if isinstance(m, SparseLinear):
+        if isinstance(m, TrainableValues):
             stored += m.weight_nbytes
-            dense += 4 * m.in_features * m.out_features
-        elif type(m) is nn.Linear:
+            dense += 4 * math.prod(m.weight_shape)
+        elif type(m) in (nn.Linear, *CONVS):
             stored += 4 * m.weight.numel()
             dense += 4 * m.weight.numel()
     return stored, dense

@@ -223,11 +223,6 @@ class SparseLinear(TrainableValues, nn.Module):
             y = self.packed._native_linear(x2, self.bias, None if r2 is None else r2.contiguous(), int(gelu))
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
-    @property
-    def weight_nbytes(self) -> int:
-        """Bytes of the stored (packed) weight."""
-        return self.packed.nbytes
-
     def extra_repr(self) -> str:
         density = self.packed.stored_values / max(1, self.out_features * self.in_features)
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -93,6 +93,11 @@ class TrainableValues:
             self._view_key = key
         return self._view
 
+    @property
+    def weight_nbytes(self) -> int:
+        """Bytes of the stored (packed) weight: values and indices."""
+        return self.packed.nbytes
+
     def store_dense_grad(self, dense: torch.Tensor) -> None:
         """Keep ``dense`` (the full ``dL/dW``, any shape with W's element count) as ``weight.grad``,
         all-reduced to the ranks' mean inside an initialised process group."""
