@@ -186,3 +186,63 @@ def test_weight_bytes_counts_conv_weights_converted_and_trained():
     left = 4 * sum(up.sparsifier.targets[n].param.numel() for n in up.sparsifier.masked_dense)
     assert dense == dense_bytes
     assert stored == left + sum(6 * kept[n] + 4 * (layer.packed.shape[0] + 1) for n, layer in layers.items())
+
+
+class _Rule(__import__("sparsecraft.inference.dispatch", fromlist=["Dispatcher"]).Dispatcher):
+    """Chooses by a fixed rule instead of a measurement: the kernel only for 1x1 convs."""
+
+    def choose_conv(self, layer, x):
+        self.calls = getattr(self, "calls", 0) + 1
+        return "sparse" if layer.kernel_size in ((1, 1), (1,)) else "dense"
+
+
+def test_convert_with_a_sample_keeps_convs_dense_where_the_kernel_loses():
+    from sparsecraft.inference import convert
+    from sparsecraft.models.resnet import ResNetCNN
+
+    from .conftest import magnitude_prune
+
+    require_native()
+    torch.manual_seed(0)
+    model = ResNetCNN(in_channels=2, num_classes=5, channels=(8, 16)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(magnitude_prune(m.weight, 0.9))
+    x = torch.randn(3, 2, 10, 9)
+    with torch.no_grad():
+        ref = model(x)
+    rule = _Rule()
+    converted, report = convert(model, sample=x, dispatcher=rule)
+    rows = {r.name: r for r in report}
+    assert isinstance(converted.get_submodule("blocks.1.shortcut.0"), SparseConv)
+    assert "auto: kernel or dense conv" in rows["blocks.1.shortcut.0"].note
+    for name in ("stem.0", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv2"):
+        assert type(converted.get_submodule(name)) is nn.Conv2d and rows[name].format == "dense"
+        assert rows[name].note.startswith("kept dense: the sparse kernel measured slower than torch's conv")
+        assert rows[name].note.endswith(")") and "on input (3, " in rows[name].note
+        assert rows[name].nbytes == rows[name].dense_nbytes
+    assert rule.calls == 5
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_dispatch_measures_once_per_shape_and_picks_the_faster():
+    from sparsecraft.inference import Dispatcher
+
+    require_native()
+    conv = _conv(2, 8, 8, 3, 1, 1, True, 0)
+    with torch.no_grad():
+        conv.weight.mul_(_mask(tuple(conv.weight.shape), 0.1, 0))
+    d = Dispatcher()
+    layer = SparseConv.from_conv(conv, mode="auto", dispatcher=d)
+    x = torch.randn(2, 8, 6, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), conv(x), **TOL)
+        layer(x[:1])
+        layer(torch.randn(2, 8, 5, 5))
+    assert sorted(layer.choices) == [(1, 6, 7), (2, 5, 5), (2, 6, 7)] and len(d.table) == 3
+    for row in d.table.values():
+        assert row["choice"] == ("sparse" if row["sparse_s"] < (1 - d.margin) * row["dense_s"] else "dense")
+    with pytest.raises(SparsecraftError, match="mode must be one of auto, sparse, dense"):
+        SparseConv.from_conv(conv, mode="fast")

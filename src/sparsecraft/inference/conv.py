@@ -35,6 +35,8 @@ from ..formats.blocks import MAX_BLOCK_COLS, fills_row_blocks
 from ..formats.grad import pack_mask
 from ..kernels import available as kernels_available
 from .conv_grad import ConvGradLayout, Geometry, PackedConvFn
+from .dispatch import Dispatcher, batch_bucket, default_dispatcher
+from .linear import MODES
 from .trainable import TrainableValues
 
 CONV_BLOCK_ROWS = (8, 4)  # R x 1 block heights the block kernel vectorizes, preferred first
@@ -124,10 +126,18 @@ class SparseConv(TrainableValues, nn.Module):
         As the convolution's (one entry per spatial dimension: 1 for Conv1d, 2 for Conv2d).
     bias : torch.Tensor, optional
         (out_channels,).
+    mode : {'sparse', 'auto', 'dense'}
+        'sparse': always the kernel; 'auto': per input shape (batch bucket and spatial size), the faster
+        of the kernel and torch's dense convolution, measured once by the dispatcher (``choices`` keeps
+        each decision); 'dense': torch's convolution on the unpacked weight. Inference only: a trainable
+        layer under autograd always trains as :meth:`forward` says.
+    dispatcher : Dispatcher, optional
+        Where 'auto' measures and caches; :func:`default_dispatcher` when None.
     """
 
     def __init__(self, packed: PackedWeight, kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                 padding: tuple[int, ...], bias: Optional[torch.Tensor] = None) -> None:
+                 padding: tuple[int, ...], bias: Optional[torch.Tensor] = None, mode: str = "sparse",
+                 dispatcher: Optional[Dispatcher] = None) -> None:
         super().__init__()
         block = packed.format == "block" and packed.params().get("C") == 1 and packed.params()["R"] in CONV_BLOCK_ROWS
         if packed.format != "csr16" and not block:
@@ -149,13 +159,19 @@ class SparseConv(TrainableValues, nn.Module):
         self.weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self._offsets: dict[tuple[int, int], torch.Tensor] = {}
         self._conv_layout: Optional[ConvGradLayout] = None
+        if mode not in MODES:
+            raise SparsecraftError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode, self.dispatcher = mode, dispatcher
+        self.choices: dict[tuple[int, ...], str] = {}
         self._init_values()
 
     @classmethod
-    def from_conv(cls, conv: nn.Module, weight: Optional[torch.Tensor] = None, format: str = "auto") -> "SparseConv":
+    def from_conv(cls, conv: nn.Module, weight: Optional[torch.Tensor] = None, format: str = "auto",
+                  mode: str = "sparse", dispatcher: Optional[Dispatcher] = None) -> "SparseConv":
         """Pack a Conv1d/Conv2d (its ``weight``, or the given masked copy); one-line error when unsupported.
 
-        ``format``: 'auto' (R x 1 blocks when the zeros form them, see :func:`conv_format`) or 'csr16'.
+        ``format``: 'auto' (R x 1 blocks when the zeros form them, see :func:`conv_format`) or 'csr16';
+        ``mode``, ``dispatcher``: as in the class.
         """
         why = conv_unsupported(conv)
         if why is not None:
@@ -167,7 +183,7 @@ class SparseConv(TrainableValues, nn.Module):
         flat = w.reshape(w.shape[0], -1)
         fmt, params = conv_format(flat) if format == "auto" else ("csr16", {})
         return cls(pack(flat, fmt, **params), tuple(conv.kernel_size), tuple(conv.stride), padding,
-                   None if conv.bias is None else conv.bias)
+                   None if conv.bias is None else conv.bias, mode, dispatcher)
 
     @classmethod
     def trainable(cls, conv: nn.Module, mask: torch.Tensor, format: str = "auto") -> "SparseConv":
@@ -215,7 +231,21 @@ class SparseConv(TrainableValues, nn.Module):
         return self._conv_layout
 
     def _forget_mask_derived(self) -> None:
-        self._offsets, self._conv_layout = {}, None
+        self._offsets, self._conv_layout, self.choices = {}, None, {}
+
+    def path_for(self, x: torch.Tensor) -> str:
+        """'sparse' or 'dense': the path an inference call on ``x`` takes (see ``mode``); in 'auto' the first
+        call with a new (batch bucket, spatial size) measures (eager mode only; compiling takes 'sparse')."""
+        if self.mode != "auto":
+            return self.mode
+        key = (batch_bucket(int(x.shape[0])), *x.shape[2:])
+        choice = self.choices.get(key)
+        if choice is None:
+            if torch.compiler.is_compiling():
+                return "sparse"
+            choice = (self.dispatcher or default_dispatcher()).choose_conv(self, x)
+            self.choices[key] = choice
+        return choice
 
     def dense_module(self) -> nn.Module:
         """A plain Conv1d / Conv2d with this layer's weight (pruned weights exactly zero) and bias."""
@@ -241,11 +271,14 @@ class SparseConv(TrainableValues, nn.Module):
         return self._offsets[key]
 
     def dense_weight(self) -> torch.Tensor:
-        """The dense weight (out_channels, in_channels, *kernel_size)."""
-        if self.is_trainable:
-            return self.weight.clone()
-        self.packed.vals = self.w_vals.view_as(self.packed.vals)
-        return self.packed.to_dense().view(self.out_channels, self.in_channels, *self.kernel_size)
+        """The dense weight (out_channels, in_channels, *kernel_size), a copy."""
+        return self._dense_view().clone()
+
+    def _dense_view(self) -> torch.Tensor:
+        """:attr:`weight` (rebuilt only when the values changed) over the current value buffer."""
+        if not self.is_trainable:
+            self.packed.vals = self.w_vals.view_as(self.packed.vals)
+        return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of x (N, in_channels, *spatial). A trainable layer under autograd runs its backward
@@ -262,8 +295,8 @@ class SparseConv(TrainableValues, nn.Module):
             if native and not self.grad_layout().dense_backward:
                 return PackedConvFn.apply(x, self.w_vals, self.bias, self)
             return conv(x, self.differentiable_dense().to(x.dtype), bias, self.stride, self.padding)
-        if not native or (torch.is_grad_enabled() and x.requires_grad):
-            return conv(x, self.dense_weight().to(x.dtype), bias, self.stride, self.padding)
+        if not native or (torch.is_grad_enabled() and x.requires_grad) or self.path_for(x) == "dense":
+            return conv(x, self._dense_view().to(x.dtype), bias, self.stride, self.padding)
         flat, geo = self.lower(x)
         return self.run_lowered(flat, geo, self.w_vals, self.bias)
 
@@ -305,4 +338,5 @@ class SparseConv(TrainableValues, nn.Module):
         density = self.packed.stored_values / max(1, self.packed.shape[0] * self.packed.shape[1])
         fmt = f"block{self.R}x1" if self.R > 1 else "csr16"
         return (f"{self.in_channels}, {self.out_channels}, format={fmt}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, density={density:.3f}")
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, density={density:.3f}, "
+                f"mode={self.mode}")

@@ -82,7 +82,7 @@ def _pack_layer(w: torch.Tensor, fmt: str, params: dict[str, int]) -> PackedWeig
 def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_dense: Iterable[str] = (),
             format: str = "auto", format_params: Optional[dict[str, int]] = None, min_sparsity: float = 0.3,
             mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
-            fuse: str = "auto") -> tuple[nn.Module, list[ConvertedLayer]]:
+            fuse: str = "auto", sample: Optional[torch.Tensor] = None) -> tuple[nn.Module, list[ConvertedLayer]]:
     """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear,
     and each such Conv1d / Conv2d for a :class:`~sparsecraft.inference.conv.SparseConv` (R x 1 kernel-group
     blocks when its zeros form block8x1 / block4x1, else csr16; 1x1 with any stride, k x k with stride 1;
@@ -107,9 +107,14 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
     min_sparsity : float
         Layers with fewer zeros stay dense.
     mode, dispatcher
-        Kernel or dense execution per call: see :class:`SparseLinear`.
+        Kernel or dense execution per call: see :class:`SparseLinear` and :class:`SparseConv` (a conv in
+        'auto' measures the kernel against torch's convolution per input shape on its first call).
     fuse : {'auto', 'never'}
         'never' skips the fused path (and its fallback line).
+    sample : torch.Tensor, optional
+        A model input. With ``mode='auto'`` the converted model runs it once (no grad) so every SparseConv
+        measures its input's shape now, and each conv whose kernel measured slower than dense is put back as
+        the plain (masked) convolution, its report row saying so.
 
     Returns
     -------
@@ -140,7 +145,41 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
     # exact type: subclasses (MultiheadAttention's out_proj) are read directly by their owners
     targets = [t for t in find_targets(model, layers, keep_dense, types=(nn.Linear, *CONVS))
                if type(t.module) in (nn.Linear, *CONVS)]
-    return model, _convert_layers(model, targets, format, format_params, min_sparsity, mode, dispatcher)
+    convs = {t.module_name: t.module for t in targets if type(t.module) in CONVS}
+    report = _convert_layers(model, targets, format, format_params, min_sparsity, mode, dispatcher)
+    if sample is not None and mode == "auto":
+        _keep_slower_convs_dense(model, convs, report, sample)
+    return model, report
+
+
+def _keep_slower_convs_dense(model: nn.Module, convs: dict[str, nn.Module], report: list[ConvertedLayer],
+                             sample: torch.Tensor) -> None:
+    """Run ``sample`` through the converted model; put back the original conv wherever the kernel lost."""
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple) -> None:
+            seen.setdefault(name, tuple(args[0].shape))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name))
+             for name, m in model.named_modules() if isinstance(m, SparseConv)]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    for row in report:
+        layer = model.get_submodule(row.name) if row.name in seen else None
+        if not isinstance(layer, SparseConv) or "sparse" in layer.choices.values():
+            continue
+        conv = convs[row.name]
+        with torch.no_grad():
+            conv.weight.copy_(masked_weight(conv))
+        _set_submodule(model, row.name, conv)
+        row.format, row.params, row.nbytes = "dense", {}, row.dense_nbytes
+        row.note = f"kept dense: the sparse kernel measured slower than torch's conv on input {seen[row.name]}"
 
 
 def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_params: Optional[dict[str, int]],
@@ -152,7 +191,7 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
         name, module = t.module_name, t.module
         w = masked_weight(module)
         if type(module) in CONVS:
-            report.append(_convert_conv(model, name, module, w, format, min_sparsity))
+            report.append(_convert_conv(model, name, module, w, format, min_sparsity, mode, dispatcher))
             continue
         out, inp = w.shape
         sparsity = 1.0 - float((w != 0).sum()) / max(1, w.numel())
@@ -173,7 +212,7 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
 
 
 def _convert_conv(model: nn.Module, name: str, conv: nn.Module, w: torch.Tensor, format: str,
-                  min_sparsity: float) -> ConvertedLayer:
+                  min_sparsity: float, mode: str, dispatcher: Optional[Dispatcher]) -> ConvertedLayer:
     """Swap one Conv1d / Conv2d for a SparseConv when it is sparse enough and supported; its report row."""
     flat = w.reshape(w.shape[0], -1)
     shape = (int(flat.shape[0]), int(flat.shape[1]))
@@ -187,10 +226,12 @@ def _convert_conv(model: nn.Module, name: str, conv: nn.Module, w: torch.Tensor,
     if sparsity < min_sparsity or why is not None:
         return ConvertedLayer(name, shape, sparsity, "dense", {}, dense_bytes, dense_bytes,
                               "" if sparsity < min_sparsity else why)
-    layer = SparseConv.from_conv(conv, w, format=format)
+    layer = SparseConv.from_conv(conv, w, format=format, mode=mode, dispatcher=dispatcher)
     _set_submodule(model, name, layer)
     packed = layer.packed
-    note = f"block{layer.R}x1 kernel groups: direct block kernel" if packed.format == "block" else ""
+    notes = [f"block{layer.R}x1 kernel groups: direct block kernel" if packed.format == "block" else "",
+             "auto: kernel or dense conv, whichever measures faster per input shape" if mode == "auto" else ""]
+    note = "; ".join(n for n in notes if n)
     return ConvertedLayer(name, shape, sparsity, packed.format, packed.params(), packed.nbytes, dense_bytes, note)
 
 
@@ -206,9 +247,12 @@ def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
 
 
 def set_mode(model: nn.Module, mode: str) -> None:
-    """Set every SparseLinear of ``model`` to ``mode`` ('auto', 'sparse' or 'dense')."""
-    for layer in sparse_layers(model).values():
-        layer.mode = mode
+    """Set every SparseLinear and SparseConv of ``model`` to ``mode`` ('auto', 'sparse' or 'dense')."""
+    if mode not in MODES:
+        raise SparsecraftError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for layer in model.modules():
+        if isinstance(layer, (SparseLinear, SparseConv)):
+            layer.mode = mode
 
 
 def weight_bytes(model: nn.Module) -> tuple[int, int]:

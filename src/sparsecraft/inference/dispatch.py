@@ -1,7 +1,8 @@
 """Per-layer dispatch: time dense against the sparse kernel once per (layer kind, batch bucket).
 
 A sparse kernel only pays above some sparsity, and where that point lies depends on the shape,
-the pattern, the batch and the CPU. Rather than guess, the first call of a layer in a new batch
+the pattern, the batch and the CPU (for convolutions also the spatial size and the kernel:
+:meth:`Dispatcher.choose_conv`). Rather than guess, the first call of a layer in a new batch
 bucket times both paths on that layer's real weights with :func:`sparsecraft.timing.compare`
 (interleaved rounds, minimum time, thread CPU time when single-threaded, so a busy machine biases
 neither side) and keeps the faster. Sparse must win by ``margin`` (2%) to be
@@ -16,7 +17,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,54 @@ class Dispatcher:
         choice = "sparse" if t_sparse < (1.0 - self.margin) * t_dense else "dense"
         with self._lock:
             self.table[key] = {"choice": choice, "sparse_s": t_sparse, "dense_s": t_dense, "rows": rows}
+            if self.path:
+                self._save()
+        return choice
+
+    def choose_conv(self, layer: Any, x: torch.Tensor) -> str:
+        """The faster path for a :class:`~sparsecraft.inference.SparseConv` on inputs shaped like ``x``.
+
+        Parameters
+        ----------
+        layer : SparseConv
+        x : torch.Tensor
+            float32 (N, in_channels, *spatial); a random input of its shape is timed (the batch is
+            rounded up to its bucket, the spatial size kept exact).
+
+        Returns
+        -------
+        str
+            'sparse' (the direct sparse kernel) or 'dense' (torch's convolution on the unpacked weight);
+            'dense' without the native kernels.
+        """
+        from .. import kernels
+
+        if not kernels.available():
+            return "dense"
+        bucket = batch_bucket(int(x.shape[0]))
+        packed = layer.packed
+        density = packed.stored_values / max(1, packed.shape[0] * packed.shape[1])
+        key = json.dumps(["conv", packed.format, packed.params(), list(layer.weight_shape), list(layer.stride),
+                          list(layer.padding), round(density, 2), [bucket, *x.shape[2:]], kernels.get_isa(),
+                          torch.get_num_threads()])
+        hit = self.table.get(key)
+        if hit is not None:
+            return str(hit["choice"])
+        probe = torch.randn(bucket, *x.shape[1:])
+        w = layer.dense_weight()  # (out, in, *kernel)
+        conv = F.conv2d if w.dim() == 4 else F.conv1d
+
+        def sparse() -> torch.Tensor:
+            flat, geo = layer.lower(probe)
+            return layer.run_lowered(flat, geo, layer.w_vals, layer.bias)
+
+        with torch.no_grad():
+            t = compare({"sparse": sparse, "dense": lambda: conv(probe, w, layer.bias, layer.stride, layer.padding)},
+                        rounds=MIN_REPS, warmup=1, min_time=BUDGET_S, max_rounds=MAX_REPS, clock=default_clock())
+        choice = "sparse" if t["sparse"] < (1.0 - self.margin) * t["dense"] else "dense"
+        with self._lock:
+            self.table[key] = {"choice": choice, "sparse_s": t["sparse"], "dense_s": t["dense"],
+                               "rows": bucket * int(torch.tensor(x.shape[2:]).prod())}
             if self.path:
                 self._save()
         return choice
