@@ -246,3 +246,18 @@ def test_conv_dispatch_measures_once_per_shape_and_picks_the_faster():
         assert row["choice"] == ("sparse" if row["sparse_s"] < (1 - d.margin) * row["dense_s"] else "dense")
     with pytest.raises(SparsecraftError, match="mode must be one of auto, sparse, dense"):
         SparseConv.from_conv(conv, mode="fast")
+
+
+def test_weight_grad_over_several_pixel_chunks(isa, monkeypatch):
+    from sparsecraft.inference import conv_grad
+
+    monkeypatch.setattr(conv_grad, "SDDMM_CHUNK_FLOATS", 1)  # 256-pixel chunks: this input spans 3 of them
+    conv = _conv(2, 5, 6, 3, 1, 1, True, 4)
+    mask = _mask(tuple(conv.weight.shape), 0.2, 4)
+    layer = _check(conv, mask, 4, (9, 11), 4)
+    layer.dense_grad = True
+    x = torch.randn(4, 5, 9, 11)
+    layer(x).sum().backward()
+    wd = (conv.weight.detach() * mask).requires_grad_()
+    F.conv2d(x, wd, None, 1, 1).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, wd.grad, **TOL)
