@@ -122,7 +122,7 @@ class ConvGradLayout:
             float32 (N, L): the forward's flattened padded input.
         geo : Geometry
         dense : torch.Tensor, optional
-            float32 (out, in, kh * kw), filled with the dense weight gradient when given.
+            float32 (out, in, kh * kw), zero on entry: the dense weight gradient is added into it.
 
         Returns
         -------
