@@ -13,7 +13,7 @@ from sparsecraft.errors import SparsecraftError
 from sparsecraft.patterns import get_pattern
 from sparsecraft.posttrain.gradual import GradualConfig, GradualDistiller, lr_factor, nested_masks
 from sparsecraft.posttrain.longrun import Interrupted, MetricsLog, load_state, read_metrics, run_to_end, save_state
-from sparsecraft.posttrain.saliency import SALIENCIES, OBert, fisher_block_size, make_saliency
+from sparsecraft.posttrain.saliency import SALIENCIES, OBert, Wanda, fisher_block_size, make_saliency
 from sparsecraft.target import Target
 from sparsecraft.training.schedules import cubic_sparsity
 
@@ -53,7 +53,7 @@ def test_lr_warms_up_then_decays_to_zero() -> None:
     assert [lr_factor(s, 4, 12) for s in (0, 3, 4, 8, 12)] == [0.25, 1.0, 1.0, 0.5, 0.0]
 
 
-@pytest.mark.parametrize("criterion", ["magnitude", "movement", "obert"])
+@pytest.mark.parametrize("criterion", ["magnitude", "movement", "wanda", "obert"])
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4", "block4x1"])
 def test_schedule_pattern_and_fixed_masks(tiny_bert, batches, criterion: str, pattern: str) -> None:
     options = {"fisher_grads": 2, "fisher_block": 8} if criterion == "obert" else {}
@@ -107,8 +107,27 @@ def test_obert_scores_and_update_follow_obs() -> None:
     assert fisher_block_size(384, 32) == 32 and fisher_block_size(12, 32) == 12 and fisher_block_size(20, 8) == 5
 
 
+def test_wanda_scores_weight_times_input_norm_of_real_tokens() -> None:
+    layer = torch.nn.Linear(6, 3)
+    t = Target("", layer)
+    x = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(0))
+    real = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+
+    def gradients(count, recorder=None):
+        assert count == 2
+        recorder.token_mask = real
+        layer(x)
+        return []
+
+    scores = Wanda(wanda_batches=2).scores([t], gradients)["weight"]
+    norms = x[real.bool()].norm(dim=0)  # padding positions do not count
+    torch.testing.assert_close(scores, layer.weight.detach().abs() * norms)
+    with pytest.raises(SparsecraftError, match="wanda-batches must be an integer >= 1"):
+        make_saliency("wanda", wanda_batches=0)
+
+
 def test_config_and_criterion_errors(tiny_bert, batches) -> None:
-    assert SALIENCIES.names() == ["magnitude", "movement", "obert"]
+    assert SALIENCIES.names() == ["magnitude", "movement", "obert", "wanda"]
     cases = [({"sparsity": 1.0}, "sparsity must be a fraction"), ({"steps": 0}, "steps must be an integer"),
              ({"prune_end": 20}, "prune_start < prune_end <= steps"), ({"allocation": "erk"}, "allocation"),
              ({"criterion": "snip"}, "unknown gradual pruning criterion"), ({"loss": "kl"}, "loss must be"),

@@ -12,7 +12,7 @@ Acceleration of Large Language Models", arXiv:2310.06927).
 * Targets: every ``nn.Linear`` inside the transformer blocks (:func:`block_targets`, the core's
   :func:`sparsecraft.find_targets`), so embeddings and the pooler stay dense.
 * Scores: a criterion of :data:`~sparsecraft.posttrain.saliency.SALIENCIES` (magnitude, movement,
-  obert). Masks: :func:`sparsecraft.oneshot.plan_masks` (pattern groups, global or uniform
+  wanda, obert). Masks: :func:`sparsecraft.oneshot.plan_masks` (pattern groups, global or uniform
   allocation) on *nested* scores, so a pruned weight never comes back. N:M patterns ramp up
   unstructured among the weights outside each group's current top N, and are exact N:M from
   ``prune_end`` on.
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..calibration import InputRecorder
 from ..errors import SparsecraftError, check_positive_int, check_sparsity
 from ..oneshot import plan_masks
 from ..patterns import NM, Pattern, Unstructured, get_pattern
@@ -63,7 +64,8 @@ class GradualConfig:
     pattern : str
         ``unstructured``, N:M (``2:4``) or ``blockRxC`` (``block4x1``).
     criterion : str
-        A name in :data:`~sparsecraft.posttrain.saliency.SALIENCIES` (``magnitude``, ``movement``, ``obert``).
+        A name in :data:`~sparsecraft.posttrain.saliency.SALIENCIES` (``magnitude``, ``movement``, ``wanda``,
+        ``obert``).
     allocation : str
         ``global`` (one threshold over all targets) or ``uniform`` (every layer alike).
     steps : int
@@ -280,11 +282,16 @@ class GradualDistiller:
             target = features(self.teacher, batch)
         return distill_loss(target, features(self.student, batch), batch.get("attention_mask"), self.config.loss)
 
-    def _gradients(self, count: int) -> list[Scores]:
-        """Gradients of the loss on ``count`` batches drawn by the step number (no state to save)."""
+    def _gradients(self, count: int, recorder: InputRecorder | None = None) -> list[Scores]:
+        """Gradients of the loss on ``count`` batches drawn by the step number (no state to save).
+
+        A ``recorder`` sees the student's layer inputs on those batches, padding left out.
+        """
         pick = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
         grads = []
         for i in torch.randint(len(self.batches), (count,), generator=pick).tolist():
+            if recorder is not None:
+                recorder.token_mask = self.batches[i].get("attention_mask")
             self.optimizer.zero_grad(set_to_none=True)
             self._loss(self.batches[i]).backward()
             grads.append({t.name: t.param.grad.detach().clone() for t in self.targets})

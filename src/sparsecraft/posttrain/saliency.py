@@ -10,6 +10,9 @@ builds its flags without naming any criterion.
   prune", arXiv:1710.01878), the same scores as :func:`sparsecraft.criteria.magnitude`;
 * ``movement``: ``S = -sum_t w_t * g_t`` accumulated over every step (Sanh, Wolf & Rush 2020,
   "Movement Pruning", arXiv:2005.07683): weights moving away from zero score high;
+* ``wanda``: ``|w_ij| * ||x_j||_2`` with the input norms of each layer recorded on a few fresh
+  batches at every pruning event (Sun et al. 2023, "A Simple and Effective Pruning Approach for
+  Large Language Models", arXiv:2306.11695): a weight counts as much as the activations it scales;
 * ``obert``: the Optimal BERT Surgeon (Kurtic et al. 2022, "The Optimal BERT Surgeon: Scalable and
   Accurate Second-Order Pruning for Large Language Models", arXiv:2203.07259). The Hessian is the
   empirical Fisher ``F = lambda I + 1/m sum_i g_i g_i^T`` of ``m`` gradients, kept block-diagonal
@@ -26,6 +29,7 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
+from ..calibration import InputRecorder, wanda_scores
 from ..criteria import magnitude as magnitude_scores
 from ..errors import SparsecraftError, check_positive_int
 from ..options import Option
@@ -33,8 +37,9 @@ from ..registry import Registry
 from ..target import Target
 
 Scores = dict[str, torch.Tensor]
-#: ``gradients()`` returns fresh gradients: one ``{target name: grad}`` per batch
-GradientSource = Callable[[int], list[Scores]]
+#: ``gradients(count, recorder=None)`` returns fresh gradients, one ``{target name: grad}`` per batch;
+#: a given :class:`~sparsecraft.calibration.InputRecorder` also sees those batches' real tokens
+GradientSource = Callable[..., list[Scores]]
 
 
 class Saliency:
@@ -100,6 +105,23 @@ class Movement(Saliency):
 
     def load_state_dict(self, state: Scores) -> None:
         self.acc = {k: v.clone() for k, v in state.items()}
+
+
+@SALIENCIES.register("wanda")
+class Wanda(Saliency):
+    """``|w_ij| * ||x_j||_2``, input norms from fresh batches at each pruning event (Sun et al. 2023)."""
+
+    name = "wanda"
+    options = (Option("wanda_batches", int, 4, "wanda: batches whose input norms score each pruning step",
+                      bounds="[1, inf)"),)
+
+    def __init__(self, wanda_batches: int = 4) -> None:
+        self.wanda_batches = check_positive_int(wanda_batches, "wanda_batches")
+
+    def scores(self, targets: Sequence[Target], gradients: GradientSource) -> Scores:
+        with InputRecorder({t.name: t.module for t in targets}, diag_only=True) as recorder:
+            gradients(self.wanda_batches, recorder=recorder)
+        return {t.name: wanda_scores(t.param.detach(), recorder.stats[t.name]) for t in targets}
 
 
 def fisher_block_size(in_features: int, block: int) -> int:
