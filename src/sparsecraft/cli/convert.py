@@ -9,7 +9,7 @@ from ..errors import SparsecraftError, check_sparsity
 from ..io import check_output
 from ._common import csv_list, print_rows
 
-COLUMNS = ["layer", "shape", "sparsity", "format", "params", "bytes_vs_dense"]
+COLUMNS = ["layer", "shape", "sparsity", "format", "params", "bytes_per_weight", "bytes_vs_dense"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "bitmask, RxC blocks or N:M, detected per layer unless --format is given) and save it to "
                     "--out. Load it back with sparsecraft.inference.load_converted(path).",
         epilog="example: sparsecraft posttrain --model minilm --method magnitude --sparsity 0.9 --out m90.safetensors\n"
-               "         sparsecraft convert --checkpoint m90.safetensors --out m90.sparse.safetensors",
+               "         sparsecraft convert --checkpoint m90.safetensors --out m90.sparse.safetensors\n"
+               "         sparsecraft convert --checkpoint m90.safetensors --int8 --out m90.int8.safetensors",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -32,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-dense", default="", help="comma-separated Linear layers/globs to leave dense")
     p.add_argument("--format", default="auto", help="auto (default), csr16, bitmask, block, nm")
     p.add_argument("--min-sparsity", type=float, default=0.3, help="leave layers with fewer zeros dense (default 0.3)")
+    p.add_argument("--int8", action="store_true",
+                   help="store every selected Linear's values as int8 with one fp32 scale per --group-size stored "
+                        "values (csr16_int8, or dense_int8 below --min-sparsity): weight-only, activations stay fp32")
+    p.add_argument("--group-size", type=int, default=None, help="stored values per int8 scale, a multiple of 16 "
+                                                                "(default 64; needs --int8)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true", help="print the per-layer report as JSON")
     p.set_defaults(func=run)
@@ -54,6 +60,7 @@ def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, dict | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..formats.int8 import DEFAULT_GROUP, check_group
     from ..inference import convert
     from ..inference.convert import FORMAT_CHOICES
     from ..inference.serialize import save_converted
@@ -62,16 +69,26 @@ def run(args: argparse.Namespace) -> int:
     if args.format not in FORMAT_CHOICES:
         raise SparsecraftError(f"unknown --format {args.format!r}; choose one of: {', '.join(FORMAT_CHOICES)}")
     check_sparsity(args.min_sparsity, "--min-sparsity")
+    if args.group_size is not None and not args.int8:
+        raise SparsecraftError("--group-size applies to int8 weights only; add --int8 or drop --group-size")
+    int8 = {"weights": "int8", "group_size": args.group_size or DEFAULT_GROUP} if args.int8 else {}
+    if int8:
+        check_group(int8["group_size"])
+        if args.format != "auto":
+            raise SparsecraftError(f"--int8 stores csr16_int8 or dense_int8, not --format {args.format}; "
+                                   "drop --format")
     model, source = _load(args)
     with torch.no_grad():
         model, report = convert(model, layers=csv_list(args.layers) or None, keep_dense=csv_list(args.keep_dense),
-                                format=args.format, min_sparsity=args.min_sparsity)
+                                format=args.format, min_sparsity=args.min_sparsity, **int8)
     save_converted(model, args.out, force=args.force, source=source)
     rows = [{"layer": r.name, "shape": list(r.shape), "sparsity": r.sparsity, "format": r.format,
-             "params": ",".join(f"{k}={v}" for k, v in r.params.items()), "bytes_vs_dense": r.nbytes / r.dense_nbytes}
-            for r in report]
+             "params": ",".join(f"{k}={v}" for k, v in r.params.items()), "bytes_per_weight": r.bytes_per_weight,
+             "bytes_vs_dense": r.nbytes / r.dense_nbytes} for r in report]
     stored, dense = sum(r.nbytes for r in report), sum(r.dense_nbytes for r in report)
+    per_weight = 4 * stored / max(dense, 1)
     print_rows(rows, COLUMNS, title=f"{args.out}: Linear weights {stored / 1e6:.2f} MB vs {dense / 1e6:.2f} MB dense "
-               f"({stored / max(dense, 1):.3f}x)", as_json=args.json,
-               extra={"out": str(args.out), "weight_bytes": stored, "dense_weight_bytes": dense})
+               f"({stored / max(dense, 1):.3f}x, {per_weight:.3f} bytes per weight)", as_json=args.json,
+               extra={"out": str(args.out), "weight_bytes": stored, "dense_weight_bytes": dense,
+                      "bytes_per_weight": per_weight})
     return 0

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..errors import SparsecraftError, check_sparsity
-from ..formats import FORMATS, PackedWeight, pack
+from ..formats import FORMATS, PackedWeight, pack, pack_int8
 from ..formats.blocks import MAX_BLOCK_COLS, fills_row_blocks
+from ..formats.int8 import DEFAULT_GROUP, check_group
 from ..target import find_targets
 from .conv import SparseConv, conv_unsupported
 from .dispatch import Dispatcher
@@ -20,6 +21,7 @@ from .trainable import TrainableValues
 
 FORMAT_CHOICES = ("auto", "csr16", "bitmask", "block", "nm")
 FUSE_CHOICES = ("auto", "never")
+WEIGHT_CHOICES = ("fp32", "int8")
 
 
 @dataclass
@@ -35,8 +37,13 @@ class ConvertedLayer:
     dense_nbytes: int
     note: str = ""  # why a sparse-enough layer stayed dense, or which conv kernel runs it
 
+    @property
+    def bytes_per_weight(self) -> float:
+        """Stored bytes (values, indices, pointers, scales) per weight of the dense shape (fp32 dense: 4)."""
+        return self.nbytes / max(1, self.shape[0] * self.shape[1])
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "bytes_per_weight": self.bytes_per_weight}
 
 
 CONVS = (nn.Conv1d, nn.Conv2d)
@@ -82,7 +89,8 @@ def _pack_layer(w: torch.Tensor, fmt: str, params: dict[str, int]) -> PackedWeig
 def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_dense: Iterable[str] = (),
             format: str = "auto", format_params: Optional[dict[str, int]] = None, min_sparsity: float = 0.3,
             mode: str = "auto", dispatcher: Optional[Dispatcher] = None,
-            fuse: str = "auto", sample: Optional[torch.Tensor] = None) -> tuple[nn.Module, list[ConvertedLayer]]:
+            fuse: str = "auto", sample: Optional[torch.Tensor] = None, weights: str = "fp32",
+            group_size: int = DEFAULT_GROUP) -> tuple[nn.Module, list[ConvertedLayer]]:
     """Swap each selected nn.Linear whose (masked) weight is at least ``min_sparsity`` zeros for a SparseLinear,
     and each such Conv1d / Conv2d for a :class:`~sparsecraft.inference.conv.SparseConv` (R x 1 kernel-group
     blocks when its zeros form block8x1 / block4x1, else csr16; 1x1 with any stride, k x k with stride 1;
@@ -105,7 +113,7 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
         'auto' picks N:M, R x 1 blocks or csr16 per layer from the zeros it finds; or one of
         :data:`FORMAT_CHOICES`, with ``format_params``.
     min_sparsity : float
-        Layers with fewer zeros stay dense.
+        Layers with fewer zeros stay dense (nn.Linear; dense_int8 with int8 weights).
     mode, dispatcher
         Kernel or dense execution per call: see :class:`SparseLinear` and :class:`SparseConv` (a conv in
         'auto' measures the kernel against torch's convolution per input shape on its first call).
@@ -115,12 +123,19 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
         A model input. With ``mode='auto'`` the converted model runs it once (no grad) so every SparseConv
         measures its input's shape now, and each conv whose kernel measured slower than dense is put back as
         the plain (masked) convolution, its report row saying so.
+    weights : {'fp32', 'int8'}
+        'int8' stores every selected Linear's values as int8 with one fp32 scale per ``group_size``
+        stored values (:mod:`sparsecraft.formats.int8`, weight-only): layers with at least
+        ``min_sparsity`` zeros as csr16_int8 (N:M and block zeros too: there is no int8 N:M or block
+        kernel), the others as dense_int8, so no selected Linear stays fp32. Convolutions stay fp32.
+    group_size : int
+        Stored values per scale for 'int8' (a multiple of 16).
 
     Returns
     -------
     model : nn.Module
         The same object, or the FusedBert; outputs equal the dense masked model's (fp32, to rounding;
-        FusedBert's are zero at padded tokens).
+        FusedBert's are zero at padded tokens; with int8 weights, the model with dequantised weights').
     report : list of ConvertedLayer
         One row per considered Linear, in module order (fused names such as ``layers.0.qkv``).
     """
@@ -131,6 +146,15 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
     check_sparsity(min_sparsity, "min_sparsity")
     if fuse not in FUSE_CHOICES:
         raise SparsecraftError(f"fuse must be one of {', '.join(FUSE_CHOICES)}, got {fuse!r}")
+    if weights not in WEIGHT_CHOICES:
+        raise SparsecraftError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    if weights == "int8":
+        check_group(group_size)
+        if format not in ("auto", "csr16") or format_params:
+            raise SparsecraftError(f"int8 weights are stored as csr16_int8 or dense_int8, not format {format!r}; "
+                                   "leave format='auto'")
+    opts = {"format": format, "format_params": format_params, "min_sparsity": min_sparsity, "mode": mode,
+            "dispatcher": dispatcher, "group_size": group_size if weights == "int8" else None}
     if fuse == "auto":
         from .bert import fuse_bert, fused_names, why_not_bert
 
@@ -140,13 +164,13 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
             fused = fuse_bert(model)
             names = set(fused_names(model, selected))
             targets = [t for t in find_targets(fused, types=(nn.Linear,)) if t.module_name in names]
-            return fused, _convert_layers(fused, targets, format, format_params, min_sparsity, mode, dispatcher)
+            return fused, _convert_layers(fused, targets, **opts)
         print(f"sparsecraft: converting layer by layer (no fused path: {reason})", file=sys.stderr)
     # exact type: subclasses (MultiheadAttention's out_proj) are read directly by their owners
     targets = [t for t in find_targets(model, layers, keep_dense, types=(nn.Linear, *CONVS))
                if type(t.module) in (nn.Linear, *CONVS)]
     convs = {t.module_name: t.module for t in targets if type(t.module) in CONVS}
-    report = _convert_layers(model, targets, format, format_params, min_sparsity, mode, dispatcher)
+    report = _convert_layers(model, targets, **opts)
     if sample is not None and mode == "auto":
         _keep_slower_convs_dense(model, convs, report, sample)
     return model, report
@@ -183,19 +207,37 @@ def _keep_slower_convs_dense(model: nn.Module, convs: dict[str, nn.Module], repo
 
 
 def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_params: Optional[dict[str, int]],
-                    min_sparsity: float, mode: str, dispatcher: Optional[Dispatcher]) -> list[ConvertedLayer]:
-    """Swap the targets (``sparsecraft.Target`` of nn.Linear) for SparseLinear in place; the report rows."""
+                    min_sparsity: float, mode: str, dispatcher: Optional[Dispatcher],
+                    group_size: Optional[int]) -> list[ConvertedLayer]:
+    """Swap the targets (``sparsecraft.Target`` of nn.Linear) for SparseLinear in place; the report rows.
+    ``group_size`` set: int8 weights (every Linear target, sparse or not), None: fp32."""
     params = dict(format_params or {})
     report: list[ConvertedLayer] = []
     for t in targets:
         name, module = t.module_name, t.module
         w = masked_weight(module)
         if type(module) in CONVS:
-            report.append(_convert_conv(model, name, module, w, format, min_sparsity, mode, dispatcher))
+            row = _convert_conv(model, name, module, w, format, min_sparsity, mode, dispatcher)
+            if group_size is not None:
+                row.note = "; ".join(filter(None, [row.note, "int8 covers Linear layers: convolutions stay fp32"]))
+            report.append(row)
             continue
         out, inp = w.shape
         sparsity = 1.0 - float((w != 0).sum()) / max(1, w.numel())
         dense_bytes = 4 * w.numel()
+        bias = None if module.bias is None else module.bias.detach()
+        if group_size is not None:
+            packed = pack_int8(w, sparsity >= min_sparsity, group_size)
+            note = ""
+            if packed.format == "csr16_int8":
+                found, _ = detect_format(w)
+                note = f"{found} zeros stored as csr16_int8 (no int8 {found} kernel)" if found != "csr16" else ""
+            elif sparsity >= min_sparsity:
+                note = f"{inp} inputs exceed csr16's 16-bit index: dense_int8"
+            _set_submodule(model, name, SparseLinear(packed, bias, mode=mode, dispatcher=dispatcher))
+            report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
+                                         dense_bytes, note))
+            continue
         stays_dense = sparsity < min_sparsity or (format in ("auto", "csr16") and inp > MAX_BLOCK_COLS and not params)
         if stays_dense:
             report.append(ConvertedLayer(name, (out, inp), sparsity, "dense", {}, dense_bytes, dense_bytes))
@@ -204,7 +246,6 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
             packed = _pack_layer(w, format, params)
         except SparsecraftError as err:
             raise SparsecraftError(f"layer {name}: {err}") from None
-        bias = None if module.bias is None else module.bias.detach()
         _set_submodule(model, name, SparseLinear(packed, bias, mode=mode, dispatcher=dispatcher))
         report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
                                      dense_bytes))

@@ -117,6 +117,9 @@ class SparseLinear(TrainableValues, nn.Module):
         SparseLinear
             Gradients equal those of ``F.linear(x, weight * mask, bias)`` (to fp32 rounding).
         """
+        if format.endswith("_int8"):
+            raise SparsecraftError(f"format {format!r} is inference only; train in fp32 and convert with "
+                                   "weights='int8'")
         packed = pack_mask(weight, mask, format, **params)
         layer = cls(packed, None, mode=mode)
         layer._set_values(nn.Parameter(packed.tensors()["vals"]))

@@ -39,7 +39,7 @@ class TrainableValues:
         self.dense_grad = False
         self._layout: Optional[GradLayout] = None
         self._view: Optional[torch.Tensor] = None
-        self._view_key: tuple[int, int] = (0, -1)
+        self._view_key: tuple[tuple[int, int], ...] = ()
 
     def _set_values(self, vals: torch.Tensor) -> None:
         """Make ``vals`` (a parameter, or a buffer tensor) the stored values ``w_vals`` of the packed weight."""
@@ -71,7 +71,8 @@ class TrainableValues:
             self.packed = FORMATS.get(self.format).from_tensors(
                 tuple(self.packed.shape), self.format_params,
                 {k: getattr(self, f"w_{k}").view_as(v) for k, v in tensors.items()})
-            self.packed.vals = getattr(self, "w_vals")
+            if "vals" in tensors:  # the same object, a parameter when trainable (int8 formats store q and scales)
+                self.packed.vals = getattr(self, "w_vals")
             self._layout = None
 
     @property
@@ -80,11 +81,12 @@ class TrainableValues:
         values changed, for readers of dense weights (magnitudes for drop/grow, reports). With
         ``dense_grad`` set, each backward stores the dense ``dL/dW`` in its ``.grad`` (RigL's growth),
         averaged over the ranks inside an initialised process group (as DDP averages gradients)."""
-        vals = getattr(self, "w_vals")
-        key = (id(vals), vals._version)
+        stored = [getattr(self, f"w_{k}") for k in self.packed.tensors()]
+        key = tuple((id(t), t._version) for t in stored)  # any format: fp32 vals, or int8 q and scales
         if self._view is None or self._view_key != key:
             with torch.no_grad():
-                dense = self.grad_layout().dense(vals.detach()) if self.is_trainable else self.packed.to_dense()
+                dense = (self.grad_layout().dense(getattr(self, "w_vals").detach()) if self.is_trainable
+                         else self.packed.to_dense())
                 dense = dense.view(self.weight_shape)
                 if self._view is None:
                     self._view = dense

@@ -1,5 +1,5 @@
-"""Fake (meta) implementations of the native ops (block_linear, nm_linear, bitmask_linear, sddmm,
-conv_cf):
+"""Fake (meta) implementations of the native ops (block_linear, nm_linear, bitmask_linear, q8_linear,
+sddmm, conv_cf):
 output shape and dtype only, so converted models trace under torch.compile. ``residual`` and ``act``
 are the fused epilogue (``y = act(x W^T + bias + residual)``, act 0: none, 1: GELU)."""
 from __future__ import annotations
@@ -27,6 +27,13 @@ def _bitmask_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, masks: torch.Ten
                          bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                          act: int = 0) -> torch.Tensor:
     return x.new_empty((x.shape[0], masks.shape[0]))
+
+
+@torch.library.register_fake("sparsecraft::q8_linear")
+def _q8_linear_fake(x: torch.Tensor, rowptr: Optional[torch.Tensor], cols: Optional[torch.Tensor], q: torch.Tensor,
+                    scales: torch.Tensor, bias: Optional[torch.Tensor], out_features: int, group: int,
+                    residual: Optional[torch.Tensor] = None, act: int = 0) -> torch.Tensor:
+    return x.new_empty((x.shape[0], out_features))
 
 
 @torch.library.register_fake("sparsecraft::sddmm")

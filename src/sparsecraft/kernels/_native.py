@@ -8,9 +8,10 @@ changed source or torch rebuilds and an unchanged one loads in milliseconds.
 fails, :func:`native` returns ``None`` after one warning line, and every sparse layer falls back
 to torch's dense matmul (correct, not faster).
 
-The extension registers five operators, ``torch.ops.sparsecraft.block_linear``, ``nm_linear``,
-``bitmask_linear``, ``sddmm`` (the weight gradient at kept positions) and ``conv_cf`` (direct
-sparse convolution, csr16 or R x 1 blocks) (fake implementations in ``_fake.py``). Three copies of their hot loops are
+The extension registers six operators, ``torch.ops.sparsecraft.block_linear``, ``nm_linear``,
+``bitmask_linear``, ``q8_linear`` (int8 values with per-group scales, csr16 or dense order), ``sddmm``
+(the weight gradient at kept positions) and ``conv_cf`` (direct sparse convolution, csr16 or R x 1
+blocks) (fake implementations in ``_fake.py``). Three copies of their hot loops are
 compiled (AVX-512, AVX2+FMA, portable) with per-file target pragmas and the best one the CPU
 supports is used; ``SPARSECRAFT_ISA=avx2|portable`` or :func:`set_isa` forces a lower one.
 """
@@ -96,8 +97,9 @@ def _build(verbose: bool = False) -> ModuleType:
 def native(verbose: bool = False) -> Optional[ModuleType]:
     """The loaded extension module, building it on first use (thread-safe, once per process).
 
-    Loading registers the five ops (``torch.ops.sparsecraft.block_linear``, ``nm_linear``,
-    ``bitmask_linear``, ``sddmm``, ``conv_cf``) and their fake implementations, and applies ``$SPARSECRAFT_ISA`` if set.
+    Loading registers the six ops (``torch.ops.sparsecraft.block_linear``, ``nm_linear``,
+    ``bitmask_linear``, ``q8_linear``, ``sddmm``, ``conv_cf``) and their fake implementations, and applies
+    ``$SPARSECRAFT_ISA`` if set.
 
     Parameters
     ----------

@@ -93,6 +93,28 @@ struct CfArgs {
   int R;                   // outputs per block (1: CSR)
 };
 
+// y = x W^T + b with W's values stored as symmetric int8 and one fp32 scale per group of G consecutive
+// stored values (weight-only quantization, after GQSA, Zeng et al. 2024): w_k = scales[k / G] * q[k].
+// The stored order is csr16's (row-major nonzeros; rowptr and cols given) or dense row-major (rowptr
+// and cols null, ncols values per row). q is zero-padded to a multiple of G, G a multiple of 16, so
+// every aligned run of 16 values has one scale and can be read whole: the kernels dequantise 16 at a
+// time (int8 -> int32 -> fp32, times the scale) into a small L1 buffer and run the fp32 inner loop on it.
+struct Q8Args {
+  const float* x;          // small batch: (B, in) row-major; transposed path: panels of xT, as BlockArgs
+  const int32_t* rowptr;   // (out + 1), or nullptr: dense rows
+  const uint16_t* cols;    // (nnz), or nullptr: dense rows
+  const int8_t* q;         // (ceil(nnz / G) * G)
+  const float* scales;     // (ceil(nnz / G))
+  const float* bias;       // (out) or nullptr
+  float* y;                // (B, out)
+  const float* res;        // epilogue, as in BlockArgs
+  int act;
+  int64_t B, Bp, in, out;  // in: row stride of x (small path) or rows of xT
+  int64_t PW;
+  int64_t ncols;           // dense: values per row (in_features)
+  int64_t G;
+};
+
 // Epilogues fused into the kernels: y = act(x W^T + b [+ res]).
 constexpr int kActNone = 0;
 constexpr int kActGelu = 1;  // exact (erf) GELU, to ~1e-6
@@ -107,6 +129,7 @@ using BitFn = void (*)(const BitArgs&, int64_t, int64_t);
 using NMFn = void (*)(const NMArgs&, int64_t, int64_t);
 using SddmmFn = void (*)(const SddmmArgs&, int64_t, int64_t);  // stored weights [k0, k1)
 using CfFn = void (*)(const CfArgs&, int64_t, int64_t);        // output channels (block rows) [r0, r1)
+using Q8Fn = void (*)(const Q8Args&, int64_t, int64_t);
 
 // One set of kernels per ISA; each processes output (block) rows [r0, r1).
 struct KernelTable {
@@ -123,6 +146,8 @@ struct KernelTable {
   SddmmFn sddmm;
   CfFn spmm_cf;
   CfFn block_cf;        // R x 1 blocks (R = 4 or 8 vectorized, any R scalar)
+  Q8Fn q8_small;        // int8 values, csr16 or dense order, B <= 4
+  Q8Fn q8_t;            // int8 values, B > 4, x transposed
 };
 
 extern const KernelTable kPortable;

@@ -261,6 +261,47 @@ inline void pack_one(const float* x, int64_t B, int64_t in, int64_t PW, float* d
   }
 }
 
+// ---------------------- int8 values with per-group scales (csr16 or dense order) ----------------------
+// Value k is scales[k / G] * q[k]; row o holds the values [q8_begin, q8_end) of the stored order and
+// value k sits at input column cols[k] (csr16) or k - q8_begin (dense rows).
+inline int64_t q8_begin(const Q8Args& a, int64_t o) { return a.rowptr ? a.rowptr[o] : o * a.ncols; }
+inline int64_t q8_end(const Q8Args& a, int64_t o) { return a.rowptr ? a.rowptr[o + 1] : (o + 1) * a.ncols; }
+
+[[maybe_unused]] void q8_small_scalar(const Q8Args& a, int64_t r0, int64_t r1) {
+  for (int64_t o = r0; o < r1; ++o) {
+    float acc[kSmallBatch] = {0.f, 0.f, 0.f, 0.f};
+    const int64_t s = q8_begin(a, o), e = q8_end(a, o);
+    for (int64_t k = s; k < e; ++k) {
+      const float w = a.scales[k / a.G] * (float)a.q[k];
+      const int64_t col = a.cols ? (int64_t)a.cols[k] : k - s;
+      for (int64_t b = 0; b < a.B; ++b) acc[b] += w * a.x[b * a.in + col];
+    }
+    const float bo = a.bias ? a.bias[o] : 0.f;
+    for (int64_t b = 0; b < a.B; ++b) a.y[b * a.out + o] = acc[b] + bo;
+  }
+}
+
+[[maybe_unused]] void q8_t_scalar(const Q8Args& a, int64_t r0, int64_t r1) {
+  constexpr int BC = 64;
+  const int64_t PW = a.PW, B = a.B;
+  float acc[BC];
+  for (int64_t o = r0; o < r1; ++o) {
+    const int64_t s = q8_begin(a, o), e = q8_end(a, o);
+    for (int64_t b0 = 0; b0 < B; b0 += PW) {
+      const float* xp = a.x + (b0 / PW) * a.in * PW;
+      const int nb = (int)((B - b0) < PW ? (B - b0) : PW);
+      for (int j = 0; j < nb; ++j) acc[j] = 0.f;
+      for (int64_t k = s; k < e; ++k) {
+        const float w = a.scales[k / a.G] * (float)a.q[k];
+        const float* xr = xp + (a.cols ? (int64_t)a.cols[k] : k - s) * PW;
+        for (int j = 0; j < nb; ++j) acc[j] += w * xr[j];
+      }
+      const float bo = a.bias ? a.bias[o] : 0.f;
+      for (int j = 0; j < nb; ++j) a.y[(b0 + j) * a.out + o] = acc[j] + bo;
+    }
+  }
+}
+
 #if SC_ISA >= 1
 // ------------------------------------------------------------------------------------------------
 // Vector helpers: V<W> wraps a W-float register.
@@ -1087,6 +1128,148 @@ void sddmm_vec(const SddmmArgs& a, int64_t k0, int64_t k1) {
   }
   if (k < k1) sddmm_scalar(a, k, k1);
 }
+
+// ------------------------- int8 values: dequantise 16 at a time, fp32 loops -------------------------
+// Rows are walked in segments of at most kSeg values; each segment is dequantised into an L1 buffer
+// from the aligned 16-value runs that cover it (one scale per run, as G is a multiple of 16; the
+// padding of q past the last value makes the last run whole), then the fp32 loop reads it.
+constexpr int64_t kSeg = 256;
+
+// buf (kSeg + 32 floats) <- the values of the runs covering [s, e); returns p with p[k - s] = w_k.
+inline const float* q8_dequant(const Q8Args& a, int64_t s, int64_t e, float* buf) {
+  const int64_t base = s & ~(int64_t)15;
+  for (int64_t k0 = base; k0 < e; k0 += 16) {
+    float* d = buf + (k0 - base);
+    const int8_t* qp = a.q + k0;
+#if SC_ISA == 2
+    const __m512i qi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)qp));
+    _mm512_storeu_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(a.scales[k0 / a.G])));
+#else
+    const __m256 sc = _mm256_set1_ps(a.scales[k0 / a.G]);
+    const __m256i q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)qp));
+    const __m256i q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(qp + 8)));
+    _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(q0), sc));
+    _mm256_storeu_ps(d + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(q1), sc));
+#endif
+  }
+  return buf + (s - base);
+}
+
+// Small batch: csr16 gathers x at the column indices, dense rows load x contiguously.
+template <int NB, bool DENSE>
+void q8_small_vec(const Q8Args& a, int64_t r0, int64_t r1) {
+  alignas(64) float buf[kSeg + 32];
+  for (int64_t o = r0; o < r1; ++o) {
+    TW acc[NB], acc2[NB];
+    float tail[NB];
+    for (int b = 0; b < NB; ++b) {
+      acc[b] = acc2[b] = VW::zero();
+      tail[b] = 0.f;
+    }
+    const int64_t s = q8_begin(a, o), e = q8_end(a, o);
+    for (int64_t s0 = s; s0 < e; s0 += kSeg) {
+      const int64_t n = ((s0 + kSeg) < e ? s0 + kSeg : e) - s0;
+      const float* w = q8_dequant(a, s0, s0 + n, buf);
+      const float* xs = a.x + (s0 - s);  // dense: x columns of this segment
+      const uint16_t* cs = DENSE ? nullptr : a.cols + s0;
+      int64_t i = 0;
+#if SC_ISA == 2
+      for (; i + 16 <= n; i += 16) {
+        const __m512 wv = _mm512_loadu_ps(w + i);
+        if (DENSE) {
+          for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xs + b * a.in + i), acc[b]);
+        } else {
+          const __m512i ix = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(cs + i)));
+          for (int b = 0; b < NB; ++b) acc2[b] = _mm512_fmadd_ps(wv, _mm512_i32gather_ps(ix, a.x + b * a.in, 4), acc2[b]);
+        }
+      }
+      if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 wv = _mm512_maskz_loadu_ps(m, w + i);
+        if (DENSE) {
+          for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, xs + b * a.in + i), acc[b]);
+        } else {
+          const __m512i ix = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, cs + i));
+          for (int b = 0; b < NB; ++b)
+            acc[b] = _mm512_fmadd_ps(wv, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ix, a.x + b * a.in, 4),
+                                     acc[b]);
+        }
+      }
+#else
+      for (; i + 8 <= n; i += 8) {
+        const __m256 wv = _mm256_loadu_ps(w + i);
+        if (DENSE) {
+          for (int b = 0; b < NB; ++b) acc[b] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + b * a.in + i), acc[b]);
+        } else {
+          const __m256i ix = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(cs + i)));
+          for (int b = 0; b < NB; ++b) acc2[b] = _mm256_fmadd_ps(wv, _mm256_i32gather_ps(a.x + b * a.in, ix, 4), acc2[b]);
+        }
+      }
+      for (; i < n; ++i) {
+        const int64_t col = DENSE ? (s0 - s) + i : (int64_t)cs[i];
+        for (int b = 0; b < NB; ++b) tail[b] += w[i] * a.x[b * a.in + col];
+      }
+#endif
+    }
+    const float bo = a.bias ? a.bias[o] : 0.f;
+    for (int b = 0; b < NB; ++b) a.y[b * a.out + o] = hsum(VW::add(acc[b], acc2[b])) + tail[b] + bo;
+  }
+}
+
+// Transposed path: one output row over NV vectors of batch columns (as t_chunk's plain CSR loop).
+template <int NV, bool DENSE>
+inline void q8_t_chunk(const Q8Args& a, int64_t o, const float* xp, float* tile) {
+  constexpr int64_t ld = NV * kW;  // == a.PW
+  alignas(64) float buf[kSeg + 32];
+  TW acc[NV], acc2[NV];
+  for (int q = 0; q < NV; ++q) acc[q] = acc2[q] = VW::zero();
+  const int64_t s = q8_begin(a, o), e = q8_end(a, o);
+  for (int64_t s0 = s; s0 < e; s0 += kSeg) {
+    const int64_t n = ((s0 + kSeg) < e ? s0 + kSeg : e) - s0;
+    const float* w = q8_dequant(a, s0, s0 + n, buf);
+    const float* xs = xp + (s0 - s) * ld;  // dense: x row of this segment's first value
+    const uint16_t* cs = DENSE ? nullptr : a.cols + s0;
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+      const float* x0 = DENSE ? xs + i * ld : xp + (int64_t)cs[i] * ld;
+      const float* x1 = DENSE ? x0 + ld : xp + (int64_t)cs[i + 1] * ld;
+      const TW w0 = VW::set1(w[i]), w1 = VW::set1(w[i + 1]);
+      for (int q = 0; q < NV; ++q) {
+        acc[q] = VW::fma(w0, VW::load(x0 + q * kW), acc[q]);
+        acc2[q] = VW::fma(w1, VW::load(x1 + q * kW), acc2[q]);
+      }
+    }
+    if (i < n) {
+      const float* x0 = DENSE ? xs + i * ld : xp + (int64_t)cs[i] * ld;
+      const TW w0 = VW::set1(w[i]);
+      for (int q = 0; q < NV; ++q) acc[q] = VW::fma(w0, VW::load(x0 + q * kW), acc[q]);
+    }
+  }
+  for (int q = 0; q < NV; ++q) VW::store(tile + q * kW, VW::add(acc[q], acc2[q]));
+}
+
+template <int NV, bool DENSE>
+void q8_t_vec(const Q8Args& a, int64_t r0, int64_t r1) {
+  alignas(64) float tile[16 * kTile];
+  const int64_t PW = a.PW;
+  for (int64_t b0 = 0; b0 < a.B; b0 += PW) {
+    const float* xp = a.x + (b0 / PW) * a.in * PW;
+    const int64_t nb = (a.B - b0) < PW ? (a.B - b0) : PW;
+    for (int64_t o0 = r0; o0 < r1; o0 += 16) {
+      const int64_t o1 = (o0 + 16) < r1 ? o0 + 16 : r1;
+      for (int64_t o = o0; o < o1; ++o) q8_t_chunk<NV, DENSE>(a, o, xp, tile + (o - o0) * kTile);
+      write_tile(tile, Epi{a.bias, a.res, a.act, a.y, a.out}, o0, o1 - o0, b0, nb);
+    }
+  }
+}
+
+template <bool DENSE>
+void q8_t_nv(const Q8Args& a, int64_t r0, int64_t r1) {
+  const int64_t nv = a.PW / kW;
+  if (nv >= 4) return q8_t_vec<4, DENSE>(a, r0, r1);
+  if (nv >= 2) return q8_t_vec<2, DENSE>(a, r0, r1);
+  q8_t_vec<1, DENSE>(a, r0, r1);
+}
 #endif  // SC_ISA >= 1
 
 // ------------------------------------------------------------------------------------------------
@@ -1200,6 +1383,33 @@ void nm_t(const NMArgs& a, int64_t r0, int64_t r1) {
 #endif
 }
 
+#if SC_ISA >= 1
+template <int NB> struct Q8SmallCsr { static void run(const Q8Args& a, int64_t r0, int64_t r1) { q8_small_vec<NB, false>(a, r0, r1); } };
+template <int NB> struct Q8SmallDense { static void run(const Q8Args& a, int64_t r0, int64_t r1) { q8_small_vec<NB, true>(a, r0, r1); } };
+#endif
+
+void q8_small(const Q8Args& a, int64_t r0, int64_t r1) {
+#if SC_ISA >= 1
+  if (a.rowptr)
+    by_batch<Q8SmallCsr>(a, r0, r1);
+  else
+    by_batch<Q8SmallDense>(a, r0, r1);
+#else
+  q8_small_scalar(a, r0, r1);
+#endif
+  epilogue(a.y, a.out, a.B, r0, r1, a.res, a.act);
+}
+
+void q8_t(const Q8Args& a, int64_t r0, int64_t r1) {
+#if SC_ISA >= 1
+  if (a.rowptr) return q8_t_nv<false>(a, r0, r1);
+  q8_t_nv<true>(a, r0, r1);
+#else
+  q8_t_scalar(a, r0, r1);
+  epilogue(a.y, a.out, a.B, r0, r1, a.res, a.act);
+#endif
+}
+
 }  // namespace
 }  // namespace SC_NS
 
@@ -1235,6 +1445,6 @@ extern const KernelTable SC_TABLE = {
 #endif
     SC_NS::kW, &SC_NS::max_nv, &SC_NS::block_small, &SC_NS::block_t, &SC_NS::nm_small, &SC_NS::nm_t,
     &SC_NS::bit_small, &SC_NS::bit_t, SC_NS::pack_panels, SC_NS::sddmm, SC_NS::spmm_cf,
-    SC_NS::block_cf};
+    SC_NS::block_cf, &SC_NS::q8_small, &SC_NS::q8_t};
 
 }  // namespace sc

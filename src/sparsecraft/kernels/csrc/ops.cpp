@@ -1,6 +1,6 @@
 // Torch bindings: the sparsecraft::block_linear (CSR and block-CSR), sparsecraft::nm_linear (packed
-// N:M) and sparsecraft::bitmask_linear operators, the run-time ISA choice, and the OpenMP split of
-// output rows across torch's intra-op threads.
+// N:M), sparsecraft::bitmask_linear and sparsecraft::q8_linear (int8 values, csr16 or dense) operators,
+// the run-time ISA choice, and the OpenMP split of output rows across torch's intra-op threads.
 #include <torch/extension.h>
 #include <torch/library.h>
 #include <ATen/Parallel.h>
@@ -293,6 +293,69 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr
   return y;
 }
 
+// y = x W^T + b with W's values int8 with one fp32 scale per `group` consecutive stored values, in csr16
+// order (rowptr, cols given) or dense row-major (both absent; in_features values per row).
+torch::Tensor q8_linear(const torch::Tensor& x, const c10::optional<torch::Tensor>& rowptr,
+                        const c10::optional<torch::Tensor>& cols, const torch::Tensor& q, const torch::Tensor& scales,
+                        const c10::optional<torch::Tensor>& bias, int64_t out, int64_t group,
+                        const c10::optional<torch::Tensor>& residual, int64_t act) {
+  check_x(x);
+  TORCH_CHECK(group >= 16 && group % 16 == 0, "group must be a positive multiple of 16, got ", group);
+  TORCH_CHECK(q.scalar_type() == torch::kChar && q.is_contiguous() && q.dim() == 1, "q must be contiguous 1-D int8");
+  TORCH_CHECK(scales.scalar_type() == torch::kFloat && scales.is_contiguous() && scales.dim() == 1,
+              "scales must be contiguous 1-D float32");
+  const bool csr = rowptr.has_value() && rowptr->defined();
+  TORCH_CHECK(csr == (cols.has_value() && cols->defined()), "give both rowptr and cols (csr16) or neither (dense)");
+  auto xc = x.contiguous();
+  const int64_t B = xc.size(0), in = xc.size(1);
+  int64_t nnz = out * in;
+  sc::Q8Args a{};
+  if (csr) {
+    TORCH_CHECK(rowptr->scalar_type() == torch::kInt && rowptr->is_contiguous() && rowptr->numel() == out + 1,
+                "rowptr must be contiguous int32 of length out + 1");
+    TORCH_CHECK(cols->scalar_type() == torch::kShort && cols->is_contiguous(),
+                "cols must be contiguous int16 (uint16 bits)");
+    nnz = cols->numel();
+    a.rowptr = rowptr->data_ptr<int32_t>();
+    a.cols = reinterpret_cast<const uint16_t*>(cols->data_ptr<int16_t>());
+  }
+  const int64_t ngroups = (nnz + group - 1) / group;
+  TORCH_CHECK(q.numel() == ngroups * group, "q has ", q.numel(), " values, expected ", ngroups * group,
+              " (stored values padded to a multiple of the group)");
+  TORCH_CHECK(scales.numel() == ngroups, "scales has ", scales.numel(), " entries, expected ", ngroups);
+  auto y = torch::empty({B, out}, x.options());
+  if (B == 0 || out == 0) return y;
+  set_epilogue(residual, act, B, out, &a.res, &a.act);
+  a.q = q.data_ptr<int8_t>();
+  a.scales = scales.data_ptr<float>();
+  a.bias = bias_ptr(bias, out);
+  a.y = y.data_ptr<float>();
+  a.B = B;
+  a.out = out;
+  a.ncols = in;
+  a.G = group;
+  const sc::KernelTable& tab = table();
+  torch::Tensor xs;
+  const int64_t work = std::max<int64_t>(nnz, out) * B;
+  if (B <= sc::kSmallBatch) {
+    a.x = xc.data_ptr<float>();
+    a.in = in;
+    a.Bp = B;
+    a.PW = 0;
+    parallel_rows(out, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.q8_small(a, r0, r1); });
+  } else {
+    const int64_t PW = panel_width(tab, 1, in, q.numel() + (csr ? nnz * 2 : 0) + scales.numel() * 4, B);
+    const int64_t Bp = (B + PW - 1) / PW * PW;
+    xs = transpose_panels(tab, xc, in, PW, Bp);
+    a.x = xs.data_ptr<float>();
+    a.in = in;
+    a.Bp = Bp;
+    a.PW = PW;
+    parallel_rows(out, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.q8_t(a, r0, r1); });
+  }
+  return y;
+}
+
 // The weight gradient at the stored positions: out[k] = (dy^T x)[rows[k], cols[k]], dy (B, out), x (B, in).
 torch::Tensor sddmm(const torch::Tensor& dy, const torch::Tensor& x, const torch::Tensor& rows,
                     const torch::Tensor& cols) {
@@ -385,6 +448,8 @@ TORCH_LIBRARY(sparsecraft, m) {
         "-> Tensor");
   m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias, Tensor? residual=None, "
         "int act=0) -> Tensor");
+  m.def("q8_linear(Tensor x, Tensor? rowptr, Tensor? cols, Tensor q, Tensor scales, Tensor? bias, int out_features, "
+        "int group, Tensor? residual=None, int act=0) -> Tensor");
   m.def("sddmm(Tensor dy, Tensor x, Tensor rows, Tensor cols) -> Tensor");
   m.def("conv_cf(Tensor x, Tensor rowptr, Tensor xoff, Tensor vals, Tensor? bias, int out_channels, int P, int R=1) "
         "-> Tensor");
@@ -394,6 +459,7 @@ TORCH_LIBRARY_IMPL(sparsecraft, CPU, m) {
   m.impl("block_linear", &block_linear);
   m.impl("nm_linear", &nm_linear);
   m.impl("bitmask_linear", &bitmask_linear);
+  m.impl("q8_linear", &q8_linear);
   m.impl("sddmm", &sddmm);
   m.impl("conv_cf", &conv_cf);
 }
