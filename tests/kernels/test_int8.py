@@ -15,7 +15,7 @@ import sparsecraft
 from sparsecraft.cli import main
 from sparsecraft.errors import SparsecraftError
 from sparsecraft.formats import Int8CSR, Int8Dense, load_packed, pack, save_packed
-from sparsecraft.formats.int8 import dequantize, quantize
+from sparsecraft.formats.int8 import dequantize, int8_nbytes, pack_int8, quantize
 from sparsecraft.inference import FusedBert, SparseLinear, convert, load_converted, save_converted, sparse_layers
 
 from .conftest import magnitude_prune, nm_prune, require_native
@@ -105,7 +105,7 @@ def test_save_load_roundtrip_and_corrupt_files(tmp_path, fmt):
     meta = {"sparsecraft_packed": json.dumps({"format": fmt, "shape": [20, 50], "params": {"G": 24}, "version": "1"})}
     tensors = load_file(str(path))
     save_file(tensors, str(tmp_path / "g.safetensors"), metadata=meta)
-    with pytest.raises(SparsecraftError, match="multiple of 16"):
+    with pytest.raises(SparsecraftError, match="power of two"):
         load_packed(tmp_path / "g.safetensors")
     meta = {"sparsecraft_packed": json.dumps({"format": fmt, "shape": [20, 50], "params": {"G": 16}, "version": "1"})}
     save_file({**tensors, "scales": -tensors["scales"] - 1}, str(tmp_path / "s.safetensors"), metadata=meta)
@@ -118,7 +118,7 @@ def test_save_load_roundtrip_and_corrupt_files(tmp_path, fmt):
 
 def test_bad_parameters_are_one_line_errors():
     w = torch.randn(4, 32)
-    for G, msg in ((24, "multiple of 16"), (8, r"G must be an integer in \[16, 4096\]"), (True, "G must be")):
+    for G, msg in ((24, "power of two"), (8, r"G must be an integer in \[16, 4096\]"), (True, "G must be")):
         with pytest.raises(SparsecraftError, match=msg):
             pack(w, "csr16_int8", G=G)
     with pytest.raises(SparsecraftError, match="unknown parameter"):
@@ -128,20 +128,20 @@ def test_bad_parameters_are_one_line_errors():
     model = nn.Sequential(nn.Linear(32, 4))
     with pytest.raises(SparsecraftError, match="weights must be one of fp32, int8"):
         convert(model, weights="int4")
-    with pytest.raises(SparsecraftError, match="multiple of 16"):
+    with pytest.raises(SparsecraftError, match="power of two"):
         convert(model, weights="int8", group_size=40)
     with pytest.raises(SparsecraftError, match="not format 'nm'"):
         convert(model, weights="int8", format="nm")
 
 
 def test_convert_int8_layer_by_layer():
-    """Sparse layers -> csr16_int8, dense ones -> dense_int8, 2:4 zeros kept in csr16_int8 with a note."""
+    """Sparse layers -> csr16_int8, dense ones -> dense_int8, 1:4 zeros kept in csr16_int8 with a note."""
     require_native()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 8))
     with torch.no_grad():
         model[0].weight.copy_(magnitude_prune(model[0].weight, 0.8))
-        model[2].weight.copy_(nm_prune(model[2].weight, 2, 4))
+        model[2].weight.copy_(nm_prune(model[2].weight, 1, 4))
     dense = copy.deepcopy(model)
     fast, report = convert(model, fuse="never", weights="int8", mode="sparse")
     assert [r.format for r in report] == ["csr16_int8", "csr16_int8", "dense_int8"]
@@ -158,6 +158,24 @@ def test_convert_int8_layer_by_layer():
     with torch.no_grad():
         torch.testing.assert_close(fast(x), dequantised(x), rtol=1e-5, atol=1e-5)
         assert float(torch.nn.functional.cosine_similarity(fast(x), dense(x)).min()) > 0.999
+
+
+def test_int8_picks_the_smaller_layout():
+    """csr16_int8 only where it takes fewer bytes than dense_int8 (above ~65% zeros); 2:4 stays dense_int8."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(32, 64, generator=g)
+    for sparsity, fmt in ((0.0, "dense_int8"), (0.5, "dense_int8"), (0.6, "dense_int8"), (0.7, "csr16_int8"),
+                          (0.9, "csr16_int8")):
+        pruned = magnitude_prune(w, sparsity)
+        sizes = int8_nbytes((32, 64), int((pruned != 0).sum()), 64)
+        packed = pack_int8(pruned, sparse=True)
+        assert packed.format == fmt and packed.nbytes == min(sizes.values()) == sizes[fmt]
+    assert pack_int8(magnitude_prune(w, 0.9), sparse=False).format == "dense_int8"
+    model = nn.Sequential(nn.Linear(64, 32))
+    with torch.no_grad():
+        model[0].weight.copy_(nm_prune(w, 2, 4))
+    _, report = convert(model, weights="int8", fuse="never")
+    assert report[0].format == "dense_int8" and "smaller than csr16_int8" in report[0].note
 
 
 def test_convert_int8_fused_bert_and_save_load(tmp_path, isa):
@@ -217,4 +235,4 @@ def test_cli_convert_int8(tmp_path, capsys):
                  "--group-size", "20"]) == 2
     assert main(["convert", "--checkpoint", str(ckpt), "--out", str(tmp_path / "z"), "--int8", "--format", "nm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "add --int8" in err[0] and "multiple of 16" in err[1] and "drop --format" in err[2]
+    assert len(err) == 3 and "add --int8" in err[0] and "power of two" in err[1] and "drop --format" in err[2]

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="store every selected Linear's values as int8 with one fp32 scale per --group-size stored "
                         "values (csr16_int8, or dense_int8 below --min-sparsity): weight-only, activations stay fp32")
-    p.add_argument("--group-size", type=int, default=None, help="stored values per int8 scale, a multiple of 16 "
+    p.add_argument("--group-size", type=int, default=None, help="stored values per int8 scale, a power of two >= 16 "
                                                                 "(default 64; needs --int8)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true", help="print the per-layer report as JSON")

@@ -8,10 +8,10 @@ stored as symmetric int8 ``q = round(w / s)`` in [-127, 127] with ``s = max|w| /
 group of G consecutive values of the stored order; ``w_hat = s * q`` differs from ``w`` by at most
 ``s / 2``. Bytes per stored value: 1 (+ 2 for the csr16 column) + 4 / G.
 
-Why groups of the stored order (which may run from the end of one row into the next) and G a
-multiple of 16: every aligned run of 16 stored values then has a single scale, so the kernel
-dequantises 16 values with one int8 -> int32 -> fp32 convert and one multiply and runs the fp32
-loop unchanged, with no per-row group pointer. Activations stay fp32 (weight-only): the AVX-512
+Why groups of the stored order (which may run from the end of one row into the next) and G a power
+of two >= 16: every aligned run of 16 stored values then has a single scale, found by a shift, so the
+kernel dequantises 16 values with one int8 -> int32 -> fp32 convert and one multiply and runs the
+fp32 loop unchanged, with no per-row group pointer. Activations stay fp32 (weight-only): the AVX-512
 path dequantises, and VNNI (int8 x int8 dot products) is not used.
 """
 from __future__ import annotations
@@ -39,11 +39,12 @@ def check_group(G: Any) -> int:
     Returns
     -------
     int
-        ``G``; a one-line SparsecraftError unless it is an int multiple of 16 in [16, 4096].
+        ``G``; a one-line SparsecraftError unless it is an int power of two in [16, 4096].
     """
     G = int_param({"G": G}, "G", 16, MAX_GROUP)
-    if G % 16:
-        raise SparsecraftError(f"group size G must be a multiple of 16 (the kernel dequantises 16 at a time), got {G}")
+    if G & (G - 1):
+        raise SparsecraftError(f"group size G must be a power of two (16, 32, 64, ...; the kernel finds a value's "
+                               f"scale by a shift), got {G}")
     return G
 
 
@@ -55,7 +56,7 @@ def quantize(values: torch.Tensor, G: int) -> tuple[torch.Tensor, torch.Tensor]:
     values : torch.Tensor
         float32 (n,), in stored order.
     G : int
-        Values per scale (a multiple of 16).
+        Values per scale (a power of two >= 16).
 
     Returns
     -------
@@ -133,7 +134,7 @@ class Int8CSR(_Int8Weight):
     shape : tuple[int, int]
         (out, in), in <= 65536.
     G : int
-        Stored values per scale (a multiple of 16).
+        Stored values per scale (a power of two >= 16).
     rowptr : torch.Tensor
         int32 (out + 1).
     cols : torch.Tensor
@@ -205,7 +206,7 @@ class Int8Dense(_Int8Weight):
     shape : tuple[int, int]
         (out, in).
     G : int
-        Values per scale (a multiple of 16).
+        Values per scale (a power of two >= 16).
     q : torch.Tensor
         int8 (ceil(out * in / G) * G,), zero-padded.
     scales : torch.Tensor
@@ -255,15 +256,40 @@ class Int8Dense(_Int8Weight):
                                                residual, act)
 
 
+def int8_nbytes(shape: tuple[int, int], nnz: int, G: int) -> dict[str, int]:
+    """Bytes of each int8 layout for a weight.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out_features, in_features).
+    nnz : int
+        Its nonzeros.
+    G : int
+        Values per scale.
+
+    Returns
+    -------
+    dict[str, int]
+        ``{"csr16_int8": ..., "dense_int8": ...}``: values (padded to G), scales, and for csr16 the
+        column indices and row pointers.
+    """
+    out, inp = shape
+    return {"csr16_int8": 4 * (out + 1) + 2 * nnz + -(-nnz // G) * (G + 4),
+            "dense_int8": -(-out * inp // G) * (G + 4)}
+
+
 def pack_int8(weight: torch.Tensor, sparse: bool, G: int = DEFAULT_GROUP) -> PackedWeight:
-    """The int8 layout for a weight: csr16_int8 when ``sparse`` and the row fits the 16-bit index, else dense_int8.
+    """The smaller int8 layout for a weight: csr16_int8 when ``sparse``, the row fits the 16-bit index
+    and it takes fewer bytes than dense_int8 (below ~65% zeros it does not: 3 + 4/G bytes per nonzero
+    against 1 + 4/G per weight), else dense_int8.
 
     Parameters
     ----------
     weight : torch.Tensor
         Floating (out_features, in_features).
     sparse : bool
-        Store only the nonzeros.
+        Whether storing only the nonzeros may be chosen.
     G : int
         Values per scale.
 
@@ -272,5 +298,6 @@ def pack_int8(weight: torch.Tensor, sparse: bool, G: int = DEFAULT_GROUP) -> Pac
     PackedWeight
         An :class:`Int8CSR` or :class:`Int8Dense`.
     """
-    fmt = "csr16_int8" if sparse and weight.shape[-1] <= MAX_BLOCK_COLS else "dense_int8"
-    return FORMATS.get(fmt).pack(weight, G=G)
+    sizes = int8_nbytes((weight.shape[0], weight.shape[1]), int((weight != 0).sum()), G)
+    use_csr = sparse and weight.shape[-1] <= MAX_BLOCK_COLS and sizes["csr16_int8"] < sizes["dense_int8"]
+    return FORMATS.get("csr16_int8" if use_csr else "dense_int8").pack(weight, G=G)

@@ -125,11 +125,12 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
         the plain (masked) convolution, its report row saying so.
     weights : {'fp32', 'int8'}
         'int8' stores every selected Linear's values as int8 with one fp32 scale per ``group_size``
-        stored values (:mod:`sparsecraft.formats.int8`, weight-only): layers with at least
-        ``min_sparsity`` zeros as csr16_int8 (N:M and block zeros too: there is no int8 N:M or block
-        kernel), the others as dense_int8, so no selected Linear stays fp32. Convolutions stay fp32.
+        stored values (:mod:`sparsecraft.formats.int8`, weight-only), so no selected Linear stays fp32:
+        layers with at least ``min_sparsity`` zeros as csr16_int8 where that is smaller than dense_int8
+        (above ~65% zeros; N:M and block zeros too: there is no int8 N:M or block kernel), the others
+        as dense_int8. Convolutions stay fp32.
     group_size : int
-        Stored values per scale for 'int8' (a multiple of 16).
+        Stored values per scale for 'int8' (a power of two >= 16).
 
     Returns
     -------
@@ -233,7 +234,8 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
                 found, _ = detect_format(w)
                 note = f"{found} zeros stored as csr16_int8 (no int8 {found} kernel)" if found != "csr16" else ""
             elif sparsity >= min_sparsity:
-                note = f"{inp} inputs exceed csr16's 16-bit index: dense_int8"
+                note = (f"{inp} inputs exceed csr16's 16-bit index" if inp > MAX_BLOCK_COLS
+                        else "dense_int8 is smaller than csr16_int8 at this sparsity")
             _set_submodule(model, name, SparseLinear(packed, bias, mode=mode, dispatcher=dispatcher))
             report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
                                          dense_bytes, note))

@@ -96,9 +96,10 @@ struct CfArgs {
 // y = x W^T + b with W's values stored as symmetric int8 and one fp32 scale per group of G consecutive
 // stored values (weight-only quantization, after GQSA, Zeng et al. 2024): w_k = scales[k / G] * q[k].
 // The stored order is csr16's (row-major nonzeros; rowptr and cols given) or dense row-major (rowptr
-// and cols null, ncols values per row). q is zero-padded to a multiple of G, G a multiple of 16, so
-// every aligned run of 16 values has one scale and can be read whole: the kernels dequantise 16 at a
-// time (int8 -> int32 -> fp32, times the scale) into a small L1 buffer and run the fp32 inner loop on it.
+// and cols null, ncols values per row). q is zero-padded to a multiple of G, G a power of two >= 16, so
+// every aligned run of 16 values has one scale (scales[k >> gshift]) and can be read whole: the kernels
+// dequantise 16 at a time (int8 -> int32 -> fp32, times the scale) in registers (small batch) or into a
+// small L1 buffer that the fp32 inner loop broadcasts from (transposed path).
 struct Q8Args {
   const float* x;          // small batch: (B, in) row-major; transposed path: panels of xT, as BlockArgs
   const int32_t* rowptr;   // (out + 1), or nullptr: dense rows
@@ -112,7 +113,7 @@ struct Q8Args {
   int64_t B, Bp, in, out;  // in: row stride of x (small path) or rows of xT
   int64_t PW;
   int64_t ncols;           // dense: values per row (in_features)
-  int64_t G;
+  int gshift;              // G = 1 << gshift
 };
 
 // Epilogues fused into the kernels: y = act(x W^T + b [+ res]).

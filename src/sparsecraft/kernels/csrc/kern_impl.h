@@ -272,7 +272,7 @@ inline int64_t q8_end(const Q8Args& a, int64_t o) { return a.rowptr ? a.rowptr[o
     float acc[kSmallBatch] = {0.f, 0.f, 0.f, 0.f};
     const int64_t s = q8_begin(a, o), e = q8_end(a, o);
     for (int64_t k = s; k < e; ++k) {
-      const float w = a.scales[k / a.G] * (float)a.q[k];
+      const float w = a.scales[k >> a.gshift] * (float)a.q[k];
       const int64_t col = a.cols ? (int64_t)a.cols[k] : k - s;
       for (int64_t b = 0; b < a.B; ++b) acc[b] += w * a.x[b * a.in + col];
     }
@@ -292,7 +292,7 @@ inline int64_t q8_end(const Q8Args& a, int64_t o) { return a.rowptr ? a.rowptr[o
       const int nb = (int)((B - b0) < PW ? (B - b0) : PW);
       for (int j = 0; j < nb; ++j) acc[j] = 0.f;
       for (int64_t k = s; k < e; ++k) {
-        const float w = a.scales[k / a.G] * (float)a.q[k];
+        const float w = a.scales[k >> a.gshift] * (float)a.q[k];
         const float* xr = xp + (a.cols ? (int64_t)a.cols[k] : k - s) * PW;
         for (int j = 0; j < nb; ++j) acc[j] += w * xr[j];
       }
@@ -1143,9 +1143,9 @@ inline const float* q8_dequant(const Q8Args& a, int64_t s, int64_t e, float* buf
     const int8_t* qp = a.q + k0;
 #if SC_ISA == 2
     const __m512i qi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)qp));
-    _mm512_storeu_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(a.scales[k0 / a.G])));
+    _mm512_storeu_ps(d, _mm512_mul_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(a.scales[k0 >> a.gshift])));
 #else
-    const __m256 sc = _mm256_set1_ps(a.scales[k0 / a.G]);
+    const __m256 sc = _mm256_set1_ps(a.scales[k0 >> a.gshift]);
     const __m256i q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)qp));
     const __m256i q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(qp + 8)));
     _mm256_storeu_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(q0), sc));
@@ -1156,14 +1156,52 @@ inline const float* q8_dequant(const Q8Args& a, int64_t s, int64_t e, float* buf
 }
 
 // Small batch: csr16 gathers x at the column indices, dense rows load x contiguously.
+#if SC_ISA == 2
+// The aligned 16-value runs covering a row are dequantised in registers (lanes outside the row masked
+// off), two runs per step into two accumulator sets so the FMA chains overlap.
+template <int NB, bool DENSE>
+inline void q8_run(const Q8Args& a, int64_t s, int64_t e, int64_t k0, __m512* acc) {
+  __mmask16 m = 0xFFFF;
+  if (k0 < s) m = (__mmask16)(m & (0xFFFFu << (s - k0)));
+  if (k0 + 16 > e) m = (__mmask16)(m & ((1u << (e - k0)) - 1u));
+  const __m512i qi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(a.q + k0)));
+  const __m512 w = _mm512_mul_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(a.scales[k0 >> a.gshift]));
+  if (DENSE) {
+    const float* xk = a.x + (k0 - s);  // lanes before s are masked off
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, xk + b * a.in), acc[b]);
+  } else {
+    const __m512i ix = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, a.cols + k0));
+    for (int b = 0; b < NB; ++b)
+      acc[b] = _mm512_fmadd_ps(w, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ix, a.x + b * a.in, 4), acc[b]);
+  }
+}
+
+template <int NB, bool DENSE>
+void q8_small_vec(const Q8Args& a, int64_t r0, int64_t r1) {
+  for (int64_t o = r0; o < r1; ++o) {
+    __m512 acc[NB], acc2[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = acc2[b] = _mm512_setzero_ps();
+    const int64_t s = q8_begin(a, o), e = q8_end(a, o);
+    int64_t k0 = s & ~(int64_t)15;
+    for (; k0 + 16 < e; k0 += 32) {
+      q8_run<NB, DENSE>(a, s, e, k0, acc);
+      q8_run<NB, DENSE>(a, s, e, k0 + 16, acc2);
+    }
+    if (k0 < e) q8_run<NB, DENSE>(a, s, e, k0, acc);
+    const float bo = a.bias ? a.bias[o] : 0.f;
+    for (int b = 0; b < NB; ++b) a.y[b * a.out + o] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b], acc2[b])) + bo;
+  }
+}
+#else
+// AVX2: each row segment is dequantised into the L1 buffer, then 16 values per step in two chains.
 template <int NB, bool DENSE>
 void q8_small_vec(const Q8Args& a, int64_t r0, int64_t r1) {
   alignas(64) float buf[kSeg + 32];
   for (int64_t o = r0; o < r1; ++o) {
-    TW acc[NB], acc2[NB];
+    __m256 acc[NB], acc2[NB];
     float tail[NB];
     for (int b = 0; b < NB; ++b) {
-      acc[b] = acc2[b] = VW::zero();
+      acc[b] = acc2[b] = _mm256_setzero_ps();
       tail[b] = 0.f;
     }
     const int64_t s = q8_begin(a, o), e = q8_end(a, o);
@@ -1172,49 +1210,31 @@ void q8_small_vec(const Q8Args& a, int64_t r0, int64_t r1) {
       const float* w = q8_dequant(a, s0, s0 + n, buf);
       const float* xs = a.x + (s0 - s);  // dense: x columns of this segment
       const uint16_t* cs = DENSE ? nullptr : a.cols + s0;
-      int64_t i = 0;
-#if SC_ISA == 2
-      for (; i + 16 <= n; i += 16) {
-        const __m512 wv = _mm512_loadu_ps(w + i);
-        if (DENSE) {
-          for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xs + b * a.in + i), acc[b]);
-        } else {
-          const __m512i ix = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(cs + i)));
-          for (int b = 0; b < NB; ++b) acc2[b] = _mm512_fmadd_ps(wv, _mm512_i32gather_ps(ix, a.x + b * a.in, 4), acc2[b]);
-        }
-      }
-      if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        const __m512 wv = _mm512_maskz_loadu_ps(m, w + i);
-        if (DENSE) {
-          for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, xs + b * a.in + i), acc[b]);
-        } else {
-          const __m512i ix = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, cs + i));
-          for (int b = 0; b < NB; ++b)
-            acc[b] = _mm512_fmadd_ps(wv, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ix, a.x + b * a.in, 4),
-                                     acc[b]);
-        }
-      }
-#else
-      for (; i + 8 <= n; i += 8) {
+      auto step = [&](int64_t i, __m256* ac) {
         const __m256 wv = _mm256_loadu_ps(w + i);
         if (DENSE) {
-          for (int b = 0; b < NB; ++b) acc[b] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + b * a.in + i), acc[b]);
+          for (int b = 0; b < NB; ++b) ac[b] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + b * a.in + i), ac[b]);
         } else {
           const __m256i ix = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(cs + i)));
-          for (int b = 0; b < NB; ++b) acc2[b] = _mm256_fmadd_ps(wv, _mm256_i32gather_ps(a.x + b * a.in, ix, 4), acc2[b]);
+          for (int b = 0; b < NB; ++b) ac[b] = _mm256_fmadd_ps(wv, _mm256_i32gather_ps(a.x + b * a.in, ix, 4), ac[b]);
         }
+      };
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) {
+        step(i, acc);
+        step(i + 8, acc2);
       }
+      for (; i + 8 <= n; i += 8) step(i, acc);
       for (; i < n; ++i) {
         const int64_t col = DENSE ? (s0 - s) + i : (int64_t)cs[i];
         for (int b = 0; b < NB; ++b) tail[b] += w[i] * a.x[b * a.in + col];
       }
-#endif
     }
     const float bo = a.bias ? a.bias[o] : 0.f;
-    for (int b = 0; b < NB; ++b) a.y[b * a.out + o] = hsum(VW::add(acc[b], acc2[b])) + tail[b] + bo;
+    for (int b = 0; b < NB; ++b) a.y[b * a.out + o] = hsum(_mm256_add_ps(acc[b], acc2[b])) + tail[b] + bo;
   }
 }
+#endif
 
 // Transposed path: one output row over NV vectors of batch columns (as t_chunk's plain CSR loop).
 template <int NV, bool DENSE>
@@ -1248,8 +1268,38 @@ inline void q8_t_chunk(const Q8Args& a, int64_t o, const float* xp, float* tile)
   for (int q = 0; q < NV; ++q) VW::store(tile + q * kW, VW::add(acc[q], acc2[q]));
 }
 
+// Dense rows, RB of them at once (register blocking over outputs, as R x 1 blocks): each x vector is
+// loaded once for RB weights, so RB * NV FMAs cost NV loads and RB broadcasts instead of RB * (NV + 1).
+template <int NV, int RB>
+inline void q8_t_rows(const Q8Args& a, int64_t o, const float* xp, float* tile) {
+  constexpr int64_t ld = NV * kW;
+  alignas(64) float buf[RB][kSeg + 32];
+  TW acc[RB][NV];
+  for (int r = 0; r < RB; ++r)
+    for (int q = 0; q < NV; ++q) acc[r][q] = VW::zero();
+  const int64_t s = o * a.ncols, e = s + a.ncols;
+  for (int64_t s0 = s; s0 < e; s0 += kSeg) {
+    const int64_t n = ((s0 + kSeg) < e ? s0 + kSeg : e) - s0;
+    const float* w[RB];
+    for (int r = 0; r < RB; ++r) w[r] = q8_dequant(a, s0 + r * a.ncols, s0 + r * a.ncols + n, buf[r]);
+    const float* xs = xp + (s0 - s) * ld;
+    for (int64_t i = 0; i < n; ++i) {
+      TW xv[NV];
+      for (int q = 0; q < NV; ++q) xv[q] = VW::load(xs + i * ld + q * kW);
+      for (int r = 0; r < RB; ++r) {
+        const TW wv = VW::set1(w[r][i]);
+        for (int q = 0; q < NV; ++q) acc[r][q] = VW::fma(wv, xv[q], acc[r][q]);
+      }
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int q = 0; q < NV; ++q) VW::store(tile + r * kTile + q * kW, acc[r][q]);
+}
+
 template <int NV, bool DENSE>
 void q8_t_vec(const Q8Args& a, int64_t r0, int64_t r1) {
+  // AVX-512 has 32 registers: 4 rows x 4 vectors; AVX2's 16 take 4 x 2 or 2 x 4.
+  constexpr int RB = (SC_ISA == 2 || NV <= 2) ? 4 : 2;
   alignas(64) float tile[16 * kTile];
   const int64_t PW = a.PW;
   for (int64_t b0 = 0; b0 < a.B; b0 += PW) {
@@ -1257,7 +1307,10 @@ void q8_t_vec(const Q8Args& a, int64_t r0, int64_t r1) {
     const int64_t nb = (a.B - b0) < PW ? (a.B - b0) : PW;
     for (int64_t o0 = r0; o0 < r1; o0 += 16) {
       const int64_t o1 = (o0 + 16) < r1 ? o0 + 16 : r1;
-      for (int64_t o = o0; o < o1; ++o) q8_t_chunk<NV, DENSE>(a, o, xp, tile + (o - o0) * kTile);
+      int64_t o = o0;
+      if (DENSE)
+        for (; o + RB <= o1; o += RB) q8_t_rows<NV, RB>(a, o, xp, tile + (o - o0) * kTile);
+      for (; o < o1; ++o) q8_t_chunk<NV, DENSE>(a, o, xp, tile + (o - o0) * kTile);
       write_tile(tile, Epi{a.bias, a.res, a.act, a.y, a.out}, o0, o1 - o0, b0, nb);
     }
   }

@@ -300,7 +300,7 @@ torch::Tensor q8_linear(const torch::Tensor& x, const c10::optional<torch::Tenso
                         const c10::optional<torch::Tensor>& bias, int64_t out, int64_t group,
                         const c10::optional<torch::Tensor>& residual, int64_t act) {
   check_x(x);
-  TORCH_CHECK(group >= 16 && group % 16 == 0, "group must be a positive multiple of 16, got ", group);
+  TORCH_CHECK(group >= 16 && (group & (group - 1)) == 0, "group must be a power of two >= 16, got ", group);
   TORCH_CHECK(q.scalar_type() == torch::kChar && q.is_contiguous() && q.dim() == 1, "q must be contiguous 1-D int8");
   TORCH_CHECK(scales.scalar_type() == torch::kFloat && scales.is_contiguous() && scales.dim() == 1,
               "scales must be contiguous 1-D float32");
@@ -333,7 +333,7 @@ torch::Tensor q8_linear(const torch::Tensor& x, const c10::optional<torch::Tenso
   a.B = B;
   a.out = out;
   a.ncols = in;
-  a.G = group;
+  a.gshift = __builtin_ctzll((unsigned long long)group);
   const sc::KernelTable& tab = table();
   torch::Tensor xs;
   const int64_t work = std::max<int64_t>(nnz, out) * B;
