@@ -79,7 +79,8 @@ def test_bad_inputs_are_one_line_errors():
         pack(torch.randn(3), "csr16")
     with pytest.raises(SparsecraftError, match="block columns"):
         pack(torch.zeros(1, 70000), "csr16")
-    assert set(FORMATS.names()) == {"bitmask", "block", "csr16", "nm", "csr16_int8", "dense_int8"}
+    assert set(FORMATS.names()) == {"bitmask", "block", "csr16", "nm", "csr16_int8", "block_int8",
+                                    "dense_int8"}
 
 
 def test_nm_format_and_nm_pattern_have_distinct_names():

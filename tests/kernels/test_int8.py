@@ -1,5 +1,6 @@
-"""int8 weights with per-group scales: the kernels against the dequantised weight on every ISA path, the
-quantisation bound, byte counts, save/load, convert(weights="int8"), the CLI and the one-line errors."""
+"""int8 weights with per-group scales (csr16_int8, block_int8, dense_int8): the kernels against the dequantised
+weight on every ISA path, the quantisation bound, byte counts, save/load, convert(weights="int8"), the CLI and
+the one-line errors."""
 from __future__ import annotations
 
 import copy
@@ -14,29 +15,37 @@ from torch import nn
 import sparsecraft
 from sparsecraft.cli import main
 from sparsecraft.errors import SparsecraftError
-from sparsecraft.formats import Int8CSR, Int8Dense, load_packed, pack, save_packed
+from sparsecraft.formats import Int8Block, Int8CSR, Int8Dense, load_packed, pack, save_packed
 from sparsecraft.formats.int8 import dequantize, int8_nbytes, pack_int8, quantize
 from sparsecraft.inference import FusedBert, SparseLinear, convert, load_converted, save_converted, sparse_layers
 
-from .conftest import magnitude_prune, nm_prune, require_native
+from .conftest import block_prune, magnitude_prune, nm_prune, require_native
 from .test_bert import _batch, _bert, _pruned
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+FORMATS = st.sampled_from([("csr16_int8", {}), ("dense_int8", {}), ("block_int8", {"R": 4}), ("block_int8", {"R": 8}),
+                           ("block_int8", {"R": 2}), ("block_int8", {"R": 16})])
+
+
 @SETTINGS
-@given(fmt=st.sampled_from(["csr16_int8", "dense_int8"]), out=st.sampled_from([1, 7, 16, 33, 100]),
+@given(fmt=FORMATS, out=st.sampled_from([1, 7, 16, 33, 100]),
        inp=st.sampled_from([1, 5, 17, 48, 130, 300]), rows=st.sampled_from([1, 2, 3, 4, 5, 16, 23, 70]),
        sparsity=st.sampled_from([0.0, 0.5, 0.9, 1.0]), G=st.sampled_from([16, 32, 64, 128]), bias=st.booleans(),
        residual=st.booleans(), gelu=st.booleans(), seed=st.integers(0, 2**16))
 def test_kernel_equals_the_dequantised_weight(isa, fmt, out, inp, rows, sparsity, G, bias, residual, gelu, seed):
-    """Odd shapes, both regimes (<= 4 rows: gathers / contiguous loads; more: token panels), every epilogue."""
+    """Odd shapes, both regimes (<= 4 rows: gathers / contiguous loads; more: token panels), every epilogue;
+    R x 1 blocks vectorized (R = 4, 8) and scalar (R = 2, 16), with a partial last block row."""
+    fmt, params = fmt
     g = torch.Generator().manual_seed(seed)
-    w = magnitude_prune(torch.randn(out, inp, generator=g), sparsity)
+    w = torch.randn(out, inp, generator=g)
+    w = block_prune(w, sparsity, params["R"], 1) if params else magnitude_prune(w, sparsity)
     x = torch.randn(rows, inp, generator=g) * 2
     b = torch.randn(out, generator=g) if bias else None
     res = torch.randn(rows, out, generator=g) if residual else None
-    packed = pack(w, fmt, G=G)
+    packed = pack(w, fmt, G=G, **params)
+    assert bool((packed.to_dense()[w == 0] == 0).all())
     ref = torch.nn.functional.linear(x.double(), packed.to_dense().double(), None if b is None else b.double())
     ref = ref if res is None else ref + res.double()
     ref = torch.nn.functional.gelu(ref) if gelu else ref
@@ -51,8 +60,9 @@ def test_minilm_shapes(isa, shape, rows):
     out, inp = shape
     g = torch.Generator().manual_seed(rows)
     x, b = torch.randn(rows, inp, generator=g), torch.randn(out, generator=g)
-    for fmt, sparsity in (("csr16_int8", 0.5), ("dense_int8", 0.0)):
-        packed = pack(magnitude_prune(torch.randn(out, inp, generator=g), sparsity), fmt)
+    for fmt, sparsity in (("csr16_int8", 0.5), ("dense_int8", 0.0), ("block_int8", 0.9)):
+        w = torch.randn(out, inp, generator=g)
+        packed = pack(block_prune(w, sparsity, 4, 1) if fmt == "block_int8" else magnitude_prune(w, sparsity), fmt)
         ref = torch.nn.functional.linear(x.double(), packed.to_dense().double(), b.double())
         torch.testing.assert_close(packed.linear(x, b).double(), ref, rtol=1e-5,
                                    atol=1e-5 * (1 + float(ref.abs().max())))
@@ -91,23 +101,26 @@ def test_sparse_layout_keeps_zeros_and_counts_bytes():
     assert full.describe() == 'dense_int8{"G": 32} 33x70'
 
 
-@pytest.mark.parametrize("fmt", ["csr16_int8", "dense_int8"])
+@pytest.mark.parametrize("fmt", ["csr16_int8", "dense_int8", "block_int8"])
 def test_save_load_roundtrip_and_corrupt_files(tmp_path, fmt):
     from safetensors.torch import load_file, save_file
 
-    w = magnitude_prune(torch.randn(20, 50, generator=torch.Generator().manual_seed(1)), 0.6)
-    packed = pack(w, fmt, G=16)
+    w = block_prune(torch.randn(20, 50, generator=torch.Generator().manual_seed(1)), 0.6, 4, 1)
+    params = {"R": 4} if fmt == "block_int8" else {}
+    packed = pack(w, fmt, G=16, **params)
     path = save_packed(packed, tmp_path / "w.safetensors")
     back = load_packed(path)
     assert type(back) is type(packed) and back.G == 16 and torch.equal(back.to_dense(), packed.to_dense())
     x = torch.randn(3, 50)
     assert torch.equal(back.linear(x), packed.linear(x))
-    meta = {"sparsecraft_packed": json.dumps({"format": fmt, "shape": [20, 50], "params": {"G": 24}, "version": "1"})}
+    meta = {"sparsecraft_packed": json.dumps({"format": fmt, "shape": [20, 50], "params": {"G": 24, **params},
+                                              "version": "1"})}
     tensors = load_file(str(path))
     save_file(tensors, str(tmp_path / "g.safetensors"), metadata=meta)
     with pytest.raises(SparsecraftError, match="power of two"):
         load_packed(tmp_path / "g.safetensors")
-    meta = {"sparsecraft_packed": json.dumps({"format": fmt, "shape": [20, 50], "params": {"G": 16}, "version": "1"})}
+    meta = {"sparsecraft_packed": json.dumps({"format": fmt, "shape": [20, 50], "params": {"G": 16, **params},
+                                              "version": "1"})}
     save_file({**tensors, "scales": -tensors["scales"] - 1}, str(tmp_path / "s.safetensors"), metadata=meta)
     with pytest.raises(SparsecraftError, match="finite and >= 0"):
         load_packed(tmp_path / "s.safetensors")
@@ -123,6 +136,8 @@ def test_bad_parameters_are_one_line_errors():
             pack(w, "csr16_int8", G=G)
     with pytest.raises(SparsecraftError, match="unknown parameter"):
         pack(w, "dense_int8", N=2)
+    with pytest.raises(SparsecraftError, match="R a power of two"):
+        pack(w, "block_int8", R=3)
     with pytest.raises(SparsecraftError, match="inference only"):
         SparseLinear.trainable(w, w != 0, format="csr16_int8")
     model = nn.Sequential(nn.Linear(32, 4))
@@ -138,25 +153,29 @@ def test_convert_int8_layer_by_layer():
     """Sparse layers -> csr16_int8, dense ones -> dense_int8, 1:4 zeros kept in csr16_int8 with a note."""
     require_native()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 8))
+    model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 8),
+                          nn.ReLU(), nn.Linear(8, 16))
     with torch.no_grad():
         model[0].weight.copy_(magnitude_prune(model[0].weight, 0.8))
         model[2].weight.copy_(nm_prune(model[2].weight, 1, 4))
+        model[6].weight.copy_(block_prune(model[6].weight, 0.5, 8, 1))
     dense = copy.deepcopy(model)
     fast, report = convert(model, fuse="never", weights="int8", mode="sparse")
-    assert [r.format for r in report] == ["csr16_int8", "csr16_int8", "dense_int8"]
+    assert [r.format for r in report] == ["csr16_int8", "csr16_int8", "dense_int8", "block_int8"]
+    assert report[3].params == {"R": 8, "G": 64}
     assert "nm zeros stored as csr16_int8" in report[1].note
-    assert all(r.params == {"G": 64} for r in report)
+    assert all(r.params == {"G": 64} for r in report[:3])
     nnz = int((dense[0].weight != 0).sum())
     groups = -(-nnz // 64)
     assert report[0].bytes_per_weight == (4 * 49 + 2 * nnz + 64 * groups + 4 * groups) / (48 * 64)
     assert report[2].as_dict()["bytes_per_weight"] == (-(-256 // 64) * 68) / 256
     dequantised = copy.deepcopy(dense)
-    for i, layer in zip((0, 2, 4), sparse_layers(fast).values()):
+    for i, layer in zip((0, 2, 4, 6), sparse_layers(fast).values()):
         dequantised[i].weight.data = layer.packed.to_dense()
     x = torch.randn(5, 64)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), dequantised(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast(x[:2]), dequantised(x[:2]), rtol=1e-5, atol=1e-5)
         assert float(torch.nn.functional.cosine_similarity(fast(x), dense(x)).min()) > 0.999
 
 
@@ -171,22 +190,28 @@ def test_int8_picks_the_smaller_layout():
         packed = pack_int8(pruned, sparse=True)
         assert packed.format == fmt and packed.nbytes == min(sizes.values()) == sizes[fmt]
     assert pack_int8(magnitude_prune(w, 0.9), sparse=False).format == "dense_int8"
+    for sparsity, fmt in ((0.2, "dense_int8"), (0.5, "block_int8")):  # 4 x 1 blocks pay above ~35% zeros
+        blocked = block_prune(w, sparsity, 4, 1)
+        packed = pack_int8(blocked, sparse=True)
+        assert packed.format == fmt and packed.nbytes == min(int8_nbytes((32, 64), int((blocked != 0).sum()), 64,
+                                                                          {4: int((blocked != 0).sum()) // 4}).values())
     model = nn.Sequential(nn.Linear(64, 32))
     with torch.no_grad():
         model[0].weight.copy_(nm_prune(w, 2, 4))
     _, report = convert(model, weights="int8", fuse="never")
-    assert report[0].format == "dense_int8" and "smaller than csr16_int8" in report[0].note
+    assert report[0].format == "dense_int8" and "smaller than the sparse int8 layouts" in report[0].note
 
 
+@pytest.mark.slow
 def test_convert_int8_fused_bert_and_save_load(tmp_path, isa):
     """FusedBert with int8 Linears at 90% and 0%: equal to the dequantised dense model, padded inputs, and
     save_converted / load_converted give the same outputs bit for bit."""
-    for model in (_pruned("unstructured", 0.9), _bert()):
+    for model, want in ((_pruned("unstructured", 0.9), "csr16_int8"), (_pruned("block4x1", 0.7), "block_int8"),
+                        (_bert(), "dense_int8")):
         dense = copy.deepcopy(model)
         fast, report = convert(model, weights="int8", group_size=32, mode="sparse")
         assert isinstance(fast, FusedBert)
-        encoder = {r.format for r in report if r.name.startswith("layers.")}
-        assert encoder == ({"csr16_int8"} if report[0].sparsity > 0.5 else {"dense_int8"})
+        assert {r.format for r in report if r.name.startswith("layers.")} == {want}
         assert [r.format for r in report if r.name == "pooler.dense"] == ["dense_int8"]  # not pruned
         feed = _batch([5, 1, 9, 3], 12)
         keep = feed["attention_mask"].bool()
@@ -195,10 +220,10 @@ def test_convert_int8_fused_bert_and_save_load(tmp_path, isa):
             ref = dense(**feed).last_hidden_state
         cos = torch.nn.functional.cosine_similarity(got[keep], ref[keep])
         assert float(cos.min()) > 0.999
-        path = save_converted(fast, tmp_path / f"m{report[0].sparsity:.1f}.safetensors")
+        path = save_converted(fast, tmp_path / f"{want}.safetensors")
         loaded = load_converted(path)
         sparsecraft.inference.set_mode(loaded, "sparse")
-        assert all(type(m.packed).__name__ in ("Int8CSR", "Int8Dense") for m in sparse_layers(loaded).values())
+        assert {type(m.packed) for m in sparse_layers(loaded).values()} <= {Int8CSR, Int8Block, Int8Dense}
         with torch.no_grad():
             assert torch.equal(loaded(**feed).last_hidden_state, got)
 
@@ -206,7 +231,7 @@ def test_convert_int8_fused_bert_and_save_load(tmp_path, isa):
 def test_int8_layer_dequantised_model_equality(isa):
     """One layer, the model-level statement: a SparseLinear over int8 equals nn.Linear on the dequantised weight."""
     w = magnitude_prune(torch.randn(40, 96, generator=torch.Generator().manual_seed(3)), 0.5)
-    for packed in (Int8CSR.pack(w), Int8Dense.pack(w, G=16)):
+    for packed in (Int8CSR.pack(w), Int8Dense.pack(w, G=16), Int8Block.pack(w, R=8)):
         layer = SparseLinear(packed, torch.randn(40), mode="sparse")
         ref = nn.Linear(96, 40)
         ref.weight.data, ref.bias.data = packed.to_dense(), layer.bias.data.clone()

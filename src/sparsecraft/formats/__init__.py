@@ -4,8 +4,9 @@ Formats (registry :data:`FORMATS`, name -> class): ``csr16`` -> :class:`CSR16` (
 uint16 column indices), ``bitmask`` -> :class:`Bitmask` (unstructured, a 16-bit mask per 16
 inputs), ``block`` -> :class:`BlockCSR` (R x C blocks, e.g. 4x1, 1x4, 8x1), ``nm`` ->
 :class:`PackedNM` (packed N:M, e.g. 2:4; the storage format, not the pruning pattern
-:class:`sparsecraft.patterns.NM`); ``csr16_int8`` -> :class:`Int8CSR` and ``dense_int8`` ->
-:class:`Int8Dense` (int8 values, one fp32 scale per G stored values: lossy, within scale / 2).
+:class:`sparsecraft.patterns.NM`); ``csr16_int8`` -> :class:`Int8CSR`, ``block_int8`` ->
+:class:`Int8Block` (R x 1) and ``dense_int8`` -> :class:`Int8Dense` (int8 values, one fp32 scale per
+G stored values: lossy, within scale / 2).
 Every other format packs exactly (``to_dense()`` returns the weight),
 reports its bytes, runs ``x @ W.T + b`` with the native kernels (:mod:`sparsecraft.kernels`), and
 saves to / loads from safetensors with validation (:func:`save_packed`, :func:`load_packed`).
@@ -23,7 +24,7 @@ import torch
 from .base import FORMATS, PackedWeight
 from .bitmask import Bitmask
 from .blocks import CSR16, BlockCSR
-from .int8 import Int8CSR, Int8Dense, pack_int8
+from .int8 import Int8Block, Int8CSR, Int8Dense, pack_int8
 from .io import load_packed, save_packed
 from .nm import PackedNM
 
@@ -36,10 +37,10 @@ def pack(weight: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWe
     weight : torch.Tensor
         Floating (out_features, in_features); its zeros are dropped.
     format : str
-        'csr16', 'bitmask', 'block', 'nm', 'csr16_int8' or 'dense_int8'.
+        'csr16', 'bitmask', 'block', 'nm', 'csr16_int8', 'block_int8' or 'dense_int8'.
     **params
-        R and C (1..16) for 'block'; N and M for 'nm' (default 2:4); G (values per scale, a multiple
-        of 16, default 64) for the int8 formats; none otherwise.
+        R and C (1..16) for 'block'; N and M for 'nm' (default 2:4); G (values per scale, a power of
+        two >= 16, default 64) for the int8 formats, and R (default 4) for 'block_int8'; none otherwise.
 
     Returns
     -------
@@ -49,5 +50,5 @@ def pack(weight: torch.Tensor, format: str = "csr16", **params: Any) -> PackedWe
     return FORMATS.get(format).pack(weight, **params)
 
 
-__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "Int8CSR", "Int8Dense", "PackedNM", "pack",
-           "pack_int8", "load_packed", "save_packed"]
+__all__ = ["FORMATS", "PackedWeight", "Bitmask", "CSR16", "BlockCSR", "Int8Block", "Int8CSR", "Int8Dense", "PackedNM",
+           "pack", "pack_int8", "load_packed", "save_packed"]

@@ -167,7 +167,8 @@ class PackedWeight(ABC):
 
 
 FORMATS: Registry[type[PackedWeight]] = Registry("format")
-"""Format name -> PackedWeight subclass: 'csr16', 'bitmask', 'block', 'nm', 'csr16_int8', 'dense_int8'."""
+"""Format name -> PackedWeight subclass: 'csr16', 'bitmask', 'block', 'nm', 'csr16_int8', 'block_int8',
+'dense_int8'."""
 
 
 def as_weight(weight: torch.Tensor) -> torch.Tensor:

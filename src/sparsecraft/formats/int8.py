@@ -22,7 +22,7 @@ import torch
 
 from ..errors import SparsecraftError
 from .base import FORMATS, PackedWeight, as_weight, expect, int_param
-from .blocks import CSR16, MAX_BLOCK_COLS
+from .blocks import MAX_BLOCK_COLS, BlockCSR, fills_row_blocks
 
 DEFAULT_GROUP = 64
 MAX_GROUP = 4096
@@ -122,65 +122,86 @@ class _Int8Weight(PackedWeight):
         return {"G": self.G}
 
 
-@FORMATS.register("csr16_int8")
-class Int8CSR(_Int8Weight):
-    """csr16 (uint16 column indices) with int8 values and one fp32 scale per G stored values (param G).
+@FORMATS.register("block_int8")
+class Int8Block(_Int8Weight):
+    """R x 1 block-CSR (uint16 block columns) with int8 values and one fp32 scale per G stored values
+    (params R, G). csr16_int8 is the R = 1 case.
 
     Lossy: ``to_dense()`` is the dequantised weight, within ``scale / 2`` of the packed one at every
-    stored position and exactly zero elsewhere. Bytes per nonzero: 1 + 2 + 4 / G, plus 4 per row.
+    stored position and exactly zero elsewhere. Bytes per stored block: R (1 + 4 / G) + 2, plus 4 per
+    block row. R is a power of two (1..16) so a block never spans two groups.
 
     Parameters
     ----------
     shape : tuple[int, int]
         (out, in), in <= 65536.
+    R : int
+        Outputs per block: 1, 2, 4, 8 or 16 (4 and 8 have vector kernels).
     G : int
         Stored values per scale (a power of two >= 16).
     rowptr : torch.Tensor
-        int32 (out + 1).
+        int32 (ceil(out / R) + 1): each block row's first block.
     cols : torch.Tensor
-        int16 (nnz,): uint16 bits of each value's input index.
+        int16 (nblocks,): uint16 bits of each block's input index.
     q : torch.Tensor
-        int8 (ceil(nnz / G) * G,), zero-padded.
+        int8 (ceil(nblocks R / G) * G,), zero-padded: block k's values at [k R, k R + R).
     scales : torch.Tensor
-        float32 (ceil(nnz / G),).
+        float32 (ceil(nblocks R / G),).
     """
 
-    format = "csr16_int8"
+    format = "block_int8"
 
-    def __init__(self, shape: tuple[int, int], G: int, rowptr: torch.Tensor, cols: torch.Tensor, q: torch.Tensor,
-                 scales: torch.Tensor) -> None:
+    def __init__(self, shape: tuple[int, int], R: int, G: int, rowptr: torch.Tensor, cols: torch.Tensor,
+                 q: torch.Tensor, scales: torch.Tensor) -> None:
         super().__init__(shape)
-        self.G, self.rowptr, self.cols, self.q, self.scales = int(G), rowptr, cols, q, scales
+        self.R, self.G, self.rowptr, self.cols, self.q, self.scales = int(R), int(G), rowptr, cols, q, scales
 
     @property
     def stored_values(self) -> int:
-        return int(self.cols.numel())
+        return int(self.cols.numel()) * self.R
+
+    @staticmethod
+    def _check_R(R: Any) -> int:
+        R = int_param({"R": R}, "R", 1, 16)
+        if R & (R - 1):
+            raise SparsecraftError(f"block_int8 needs R a power of two (1, 2, 4, 8, 16), got {R}")
+        return R
 
     @classmethod
-    def pack(cls, weight: torch.Tensor, G: int = DEFAULT_GROUP, **unused: Any) -> "Int8CSR":
+    def pack(cls, weight: torch.Tensor, R: int = 4, G: int = DEFAULT_GROUP, **unused: Any) -> "Int8Block":
         if unused:
-            raise SparsecraftError(f"unknown parameter(s) for format 'csr16_int8': {', '.join(unused)}")
-        G = check_group(G)
-        csr = CSR16.pack(as_weight(weight))
-        q, scales = quantize(csr.vals.reshape(-1), G)
-        return cls(csr.shape, G, csr.rowptr, csr.cols, q, scales)
+            raise SparsecraftError(f"unknown parameter(s) for format {cls.format!r}: {', '.join(unused)}")
+        return cls._pack(weight, cls._check_R(R), check_group(G))
+
+    @classmethod
+    def _pack(cls, weight: torch.Tensor, R: int, G: int) -> "Int8Block":
+        blocks = BlockCSR.pack(as_weight(weight), R=R, C=1)
+        q, scales = quantize(blocks.vals.reshape(-1), G)
+        return cls(blocks.shape, R, G, blocks.rowptr, blocks.cols, q, scales)
 
     @classmethod
     def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any],
-                     tensors: dict[str, torch.Tensor]) -> "Int8CSR":
-        G = check_group(params.get("G"))
+                     tensors: dict[str, torch.Tensor]) -> "Int8Block":
+        return cls._from_tensors(shape, cls._check_R(params.get("R")), check_group(params.get("G")), tensors)
+
+    @classmethod
+    def _from_tensors(cls, shape: tuple[int, int], R: int, G: int, tensors: dict[str, torch.Tensor]) -> "Int8Block":
         if "cols" not in tensors:
             raise SparsecraftError("packed weight is missing tensor 'cols'; the file is corrupt or of another format")
-        nnz = int(tensors["cols"].numel())
-        q, scales = _expect_quantized(tensors, nnz, G)
-        layout = CSR16.from_tensors(shape, {}, {**tensors, "vals": torch.zeros(nnz, 1, 1)})  # checks rowptr, cols
-        return cls(layout.shape, G, layout.rowptr, layout.cols, q, scales)
+        nblocks = int(tensors["cols"].numel())
+        q, scales = _expect_quantized(tensors, nblocks * R, G)
+        layout = BlockCSR.from_tensors(shape, {"R": R, "C": 1},  # checks rowptr and cols
+                                       {**tensors, "vals": torch.zeros(nblocks, 1, R)})
+        return cls(layout.shape, R, G, layout.rowptr, layout.cols, q, scales)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"rowptr": self.rowptr, "cols": self.cols, "q": self.q, "scales": self.scales}
 
-    def _layout(self) -> CSR16:
-        return CSR16(self.shape, 1, 1, self.rowptr, self.cols, self.values().view(-1, 1, 1))
+    def params(self) -> dict[str, Any]:
+        return {"R": self.R, "G": self.G}
+
+    def _layout(self) -> BlockCSR:
+        return BlockCSR(self.shape, self.R, 1, self.rowptr, self.cols, self.values().view(-1, 1, self.R))
 
     def to_dense(self) -> torch.Tensor:
         return self._layout().to_dense()
@@ -191,7 +212,40 @@ class Int8CSR(_Int8Weight):
     def _native_linear(self, x: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None,
                        act: int = 0) -> torch.Tensor:
         return torch.ops.sparsecraft.q8_linear(x, self.rowptr, self.cols, self.q, self.scales, bias, self.shape[0],
-                                               self.G, residual, act)
+                                               self.G, residual, act, self.R)
+
+
+@FORMATS.register("csr16_int8")
+class Int8CSR(Int8Block):
+    """csr16 (uint16 column indices) with int8 values and one fp32 scale per G stored values (param G).
+
+    :class:`Int8Block` with R = 1. Bytes per nonzero: 1 + 2 + 4 / G, plus 4 per row.
+
+    Parameters
+    ----------
+    shape : tuple[int, int]
+        (out, in), in <= 65536.
+    R : int
+        1.
+    G, rowptr, cols, q, scales
+        As :class:`Int8Block` (rowptr has out + 1 entries, one col and one value per nonzero).
+    """
+
+    format = "csr16_int8"
+
+    @classmethod
+    def pack(cls, weight: torch.Tensor, G: int = DEFAULT_GROUP, **unused: Any) -> "Int8CSR":
+        if unused:
+            raise SparsecraftError(f"unknown parameter(s) for format 'csr16_int8': {', '.join(unused)}")
+        return cls._pack(weight, 1, check_group(G))  # type: ignore[return-value]
+
+    @classmethod
+    def from_tensors(cls, shape: tuple[int, int], params: dict[str, Any],
+                     tensors: dict[str, torch.Tensor]) -> "Int8CSR":
+        return cls._from_tensors(shape, 1, check_group(params.get("G")), tensors)  # type: ignore[return-value]
+
+    def params(self) -> dict[str, Any]:
+        return {"G": self.G}
 
 
 @FORMATS.register("dense_int8")
@@ -256,7 +310,7 @@ class Int8Dense(_Int8Weight):
                                                residual, act)
 
 
-def int8_nbytes(shape: tuple[int, int], nnz: int, G: int) -> dict[str, int]:
+def int8_nbytes(shape: tuple[int, int], nnz: int, G: int, blocks: Optional[dict[int, int]] = None) -> dict[str, int]:
     """Bytes of each int8 layout for a weight.
 
     Parameters
@@ -267,22 +321,29 @@ def int8_nbytes(shape: tuple[int, int], nnz: int, G: int) -> dict[str, int]:
         Its nonzeros.
     G : int
         Values per scale.
+    blocks : dict[int, int], optional
+        R -> stored R x 1 blocks, for the block heights whose blocks the nonzeros fill.
 
     Returns
     -------
     dict[str, int]
-        ``{"csr16_int8": ..., "dense_int8": ...}``: values (padded to G), scales, and for csr16 the
-        column indices and row pointers.
+        ``{"csr16_int8": ..., "dense_int8": ..., "block_int8 R=4": ...}``: values (padded to G),
+        scales, and for the sparse layouts the column indices and row pointers.
     """
     out, inp = shape
-    return {"csr16_int8": 4 * (out + 1) + 2 * nnz + -(-nnz // G) * (G + 4),
-            "dense_int8": -(-out * inp // G) * (G + 4)}
+    sizes = {"csr16_int8": 4 * (out + 1) + 2 * nnz + -(-nnz // G) * (G + 4),
+             "dense_int8": -(-out * inp // G) * (G + 4)}
+    for R, n in (blocks or {}).items():
+        sizes[f"block_int8 R={R}"] = 4 * (-(-out // R) + 1) + 2 * n + -(-n * R // G) * (G + 4)
+    return sizes
 
 
 def pack_int8(weight: torch.Tensor, sparse: bool, G: int = DEFAULT_GROUP) -> PackedWeight:
-    """The smaller int8 layout for a weight: csr16_int8 when ``sparse``, the row fits the 16-bit index
-    and it takes fewer bytes than dense_int8 (below ~65% zeros it does not: 3 + 4/G bytes per nonzero
-    against 1 + 4/G per weight), else dense_int8.
+    """The smallest int8 layout for a weight: dense_int8, or when ``sparse`` (and the row fits the 16-bit
+    index) csr16_int8 or, where the nonzeros fill whole R x 1 blocks (R = 8 or 4), block_int8, if fewer bytes.
+
+    csr16_int8 needs fewer bytes than dense_int8 above ~65% zeros (3 + 4/G bytes per nonzero against
+    1 + 4/G per weight); 4 x 1 blocks above ~35% zeros (1.5 + 4/G per nonzero).
 
     Parameters
     ----------
@@ -296,8 +357,16 @@ def pack_int8(weight: torch.Tensor, sparse: bool, G: int = DEFAULT_GROUP) -> Pac
     Returns
     -------
     PackedWeight
-        An :class:`Int8CSR` or :class:`Int8Dense`.
+        An :class:`Int8CSR`, :class:`Int8Block` or :class:`Int8Dense`.
     """
-    sizes = int8_nbytes((weight.shape[0], weight.shape[1]), int((weight != 0).sum()), G)
-    use_csr = sparse and weight.shape[-1] <= MAX_BLOCK_COLS and sizes["csr16_int8"] < sizes["dense_int8"]
-    return FORMATS.get("csr16_int8" if use_csr else "dense_int8").pack(weight, G=G)
+    w = as_weight(weight)
+    out, inp = w.shape
+    nnz = int((w != 0).sum())
+    if not sparse or inp > MAX_BLOCK_COLS:
+        return Int8Dense.pack(w, G=G)
+    blocks = {R: nnz // R for R in (8, 4) if fills_row_blocks(w, R)}
+    sizes = int8_nbytes((out, inp), nnz, G, blocks)
+    best = min(sizes, key=sizes.__getitem__)
+    if best.startswith("block_int8"):
+        return Int8Block.pack(w, R=int(best.split("=")[1]), G=G)
+    return FORMATS.get(best).pack(w, G=G)

@@ -126,9 +126,10 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
     weights : {'fp32', 'int8'}
         'int8' stores every selected Linear's values as int8 with one fp32 scale per ``group_size``
         stored values (:mod:`sparsecraft.formats.int8`, weight-only), so no selected Linear stays fp32:
-        layers with at least ``min_sparsity`` zeros as csr16_int8 where that is smaller than dense_int8
-        (above ~65% zeros; N:M and block zeros too: there is no int8 N:M or block kernel), the others
-        as dense_int8. Convolutions stay fp32.
+        layers with at least ``min_sparsity`` zeros in the smallest of block_int8 (zeros filling R x 1
+        blocks, R = 8 or 4), csr16_int8 (above ~65% zeros) and dense_int8 (N:M zeros too: there is no
+        int8 N:M kernel, which would be no smaller than dense_int8 at 2:4), the others as dense_int8.
+        Convolutions stay fp32.
     group_size : int
         Stored values per scale for 'int8' (a power of two >= 16).
 
@@ -232,10 +233,10 @@ def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_pa
             note = ""
             if packed.format == "csr16_int8":
                 found, _ = detect_format(w)
-                note = f"{found} zeros stored as csr16_int8 (no int8 {found} kernel)" if found != "csr16" else ""
-            elif sparsity >= min_sparsity:
+                note = f"{found} zeros stored as csr16_int8 (no int8 {found} kernel)" if found == "nm" else ""
+            elif packed.format == "dense_int8" and sparsity >= min_sparsity:
                 note = (f"{inp} inputs exceed csr16's 16-bit index" if inp > MAX_BLOCK_COLS
-                        else "dense_int8 is smaller than csr16_int8 at this sparsity")
+                        else "dense_int8 is smaller than the sparse int8 layouts at this sparsity")
             _set_submodule(model, name, SparseLinear(packed, bias, mode=mode, dispatcher=dispatcher))
             report.append(ConvertedLayer(name, (out, inp), sparsity, packed.format, packed.params(), packed.nbytes,
                                          dense_bytes, note))

@@ -32,7 +32,7 @@ def _bitmask_linear_fake(x: torch.Tensor, rowptr: torch.Tensor, masks: torch.Ten
 @torch.library.register_fake("sparsecraft::q8_linear")
 def _q8_linear_fake(x: torch.Tensor, rowptr: Optional[torch.Tensor], cols: Optional[torch.Tensor], q: torch.Tensor,
                     scales: torch.Tensor, bias: Optional[torch.Tensor], out_features: int, group: int,
-                    residual: Optional[torch.Tensor] = None, act: int = 0) -> torch.Tensor:
+                    residual: Optional[torch.Tensor] = None, act: int = 0, R: int = 1) -> torch.Tensor:
     return x.new_empty((x.shape[0], out_features))
 
 

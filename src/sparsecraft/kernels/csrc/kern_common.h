@@ -95,8 +95,9 @@ struct CfArgs {
 
 // y = x W^T + b with W's values stored as symmetric int8 and one fp32 scale per group of G consecutive
 // stored values (weight-only quantization, after GQSA, Zeng et al. 2024): w_k = scales[k / G] * q[k].
-// The stored order is csr16's (row-major nonzeros; rowptr and cols given) or dense row-major (rowptr
-// and cols null, ncols values per row). q is zero-padded to a multiple of G, G a power of two >= 16, so
+// The stored order is csr16's (row-major nonzeros; rowptr and cols given, R = 1), R x 1 block-CSR's
+// (rowptr over block rows, one col per block, its R values contiguous; R = 4 or 8 vectorized) or dense
+// row-major (rowptr and cols null, ncols values per row). q is zero-padded to a multiple of G, G a power of two >= 16, so
 // every aligned run of 16 values has one scale (scales[k >> gshift]) and can be read whole: the kernels
 // dequantise 16 at a time (int8 -> int32 -> fp32, times the scale) in registers (small batch) or into a
 // small L1 buffer that the fp32 inner loop broadcasts from (transposed path).
@@ -114,6 +115,7 @@ struct Q8Args {
   int64_t PW;
   int64_t ncols;           // dense: values per row (in_features)
   int gshift;              // G = 1 << gshift
+  int R;                   // outputs per block (1: csr16 or dense), a power of two <= 16
 };
 
 // Epilogues fused into the kernels: y = act(x W^T + b [+ res]).

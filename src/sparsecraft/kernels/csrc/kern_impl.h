@@ -302,6 +302,59 @@ inline int64_t q8_end(const Q8Args& a, int64_t o) { return a.rowptr ? a.rowptr[o
   }
 }
 
+// R x 1 blocks: block row br holds blocks [rowptr[br], rowptr[br + 1]), block k's R values are the stored
+// values [k R, k R + R) and its input column is cols[k].
+[[maybe_unused]] void q8b_small_rows(const Q8Args& a, int64_t r0, int64_t r1) {
+  const int R = a.R;
+  for (int64_t br = r0; br < r1; ++br) {
+    float acc[kSmallBatch][16] = {};
+    for (int32_t k = a.rowptr[br]; k < a.rowptr[br + 1]; ++k) {
+      const int64_t k0 = (int64_t)k * R;
+      const float sc = a.scales[k0 >> a.gshift];  // a block never spans two groups (R | 16 | G)
+      const int8_t* qk = a.q + k0;
+      for (int64_t b = 0; b < a.B; ++b) {
+        const float xv = a.x[b * a.in + a.cols[k]];
+        for (int r = 0; r < R; ++r) acc[b][r] += sc * (float)qk[r] * xv;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int64_t o = br * R + r;
+      if (o >= a.out) break;
+      const float bo = a.bias ? a.bias[o] : 0.f;
+      for (int64_t b = 0; b < a.B; ++b) a.y[b * a.out + o] = acc[b][r] + bo;
+    }
+  }
+}
+
+[[maybe_unused]] void q8b_t_scalar(const Q8Args& a, int64_t r0, int64_t r1) {
+  constexpr int BC = 64;
+  const int R = a.R;
+  const int64_t PW = a.PW, B = a.B;
+  float acc[16][BC];
+  for (int64_t br = r0; br < r1; ++br) {
+    for (int64_t b0 = 0; b0 < B; b0 += PW) {
+      const float* xp = a.x + (b0 / PW) * a.in * PW;
+      const int nb = (int)((B - b0) < PW ? (B - b0) : PW);
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < nb; ++j) acc[r][j] = 0.f;
+      for (int32_t k = a.rowptr[br]; k < a.rowptr[br + 1]; ++k) {
+        const int64_t k0 = (int64_t)k * R;
+        const float* xr = xp + (int64_t)a.cols[k] * PW;
+        for (int r = 0; r < R; ++r) {
+          const float w = a.scales[(k0 + r) >> a.gshift] * (float)a.q[k0 + r];
+          for (int j = 0; j < nb; ++j) acc[r][j] += w * xr[j];
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t o = br * R + r;
+        if (o >= a.out) break;
+        const float bo = a.bias ? a.bias[o] : 0.f;
+        for (int j = 0; j < nb; ++j) a.y[(b0 + j) * a.out + o] = acc[r][j] + bo;
+      }
+    }
+  }
+}
+
 #if SC_ISA >= 1
 // ------------------------------------------------------------------------------------------------
 // Vector helpers: V<W> wraps a W-float register.
@@ -1316,6 +1369,108 @@ void q8_t_vec(const Q8Args& a, int64_t r0, int64_t r1) {
   }
 }
 
+// R x 1 blocks (R = 4 or 8), small batch: a block's R int8 values become one R-lane register (convert,
+// times its group's scale), multiplied by the broadcast x value of its column; U independent
+// accumulator sets (blocks round robin) hide the FMA latency when the batch gives too few chains.
+template <int R> inline typename V<R>::T q8_lanes(const int8_t* q, float scale);
+template <> inline __m128 q8_lanes<4>(const int8_t* q, float scale) {
+  int32_t bits;
+  std::memcpy(&bits, q, 4);
+  return _mm_mul_ps(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(bits))), _mm_set1_ps(scale));
+}
+template <> inline __m256 q8_lanes<8>(const int8_t* q, float scale) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)q))),
+                       _mm256_set1_ps(scale));
+}
+
+template <int R, int NB>
+void q8b_small_vec(const Q8Args& a, int64_t r0, int64_t r1) {
+  using Op = V<R>;
+  using T = typename Op::T;
+  constexpr int U = NB == 1 ? 4 : (NB == 2 ? 2 : 1);
+  alignas(32) float tmp[R];
+  for (int64_t br = r0; br < r1; ++br) {
+    T acc[U][NB];
+    for (int u = 0; u < U; ++u)
+      for (int b = 0; b < NB; ++b) acc[u][b] = Op::zero();
+    const int32_t e = a.rowptr[br + 1];
+    int32_t k = a.rowptr[br];
+    auto block = [&](int32_t kk, T* ac) {
+      const int64_t k0 = (int64_t)kk * R;
+      const T w = q8_lanes<R>(a.q + k0, a.scales[k0 >> a.gshift]);
+      const float* xk = a.x + a.cols[kk];
+      for (int b = 0; b < NB; ++b) ac[b] = Op::fma(w, Op::set1(xk[b * a.in]), ac[b]);
+    };
+    for (; k + U <= e; k += U)
+      for (int u = 0; u < U; ++u) block(k + u, acc[u]);
+    for (; k < e; ++k) block(k, acc[0]);
+    for (int u = 1; u < U; ++u)
+      for (int b = 0; b < NB; ++b) acc[0][b] = Op::add(acc[0][b], acc[u][b]);
+    for (int b = 0; b < NB; ++b) {
+      Op::store(tmp, acc[0][b]);
+      for (int r = 0; r < R; ++r) {
+        const int64_t o = br * R + r;
+        if (o >= a.out) break;
+        a.y[b * a.out + o] = tmp[r] + (a.bias ? a.bias[o] : 0.f);
+      }
+    }
+  }
+}
+
+// R x 1 blocks on token panels: per block one load of NV x vectors feeds R rows of accumulators
+// (as t_chunk), the block row's values dequantised into the L1 buffer a segment at a time.
+template <int R, int NV>
+inline void q8b_t_chunk(const Q8Args& a, int64_t br, const float* xp, float* tile) {
+  constexpr int64_t ld = NV * kW;
+  constexpr int64_t kBlocks = kSeg / R;
+  alignas(64) float buf[kSeg + 32];
+  TW acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < NV; ++q) acc[r][q] = VW::zero();
+  const int64_t e = a.rowptr[br + 1];
+  for (int64_t s0 = a.rowptr[br]; s0 < e; s0 += kBlocks) {
+    const int64_t n = ((s0 + kBlocks) < e ? s0 + kBlocks : e) - s0;
+    const float* w = q8_dequant(a, s0 * R, (s0 + n) * R, buf);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xk = xp + (int64_t)a.cols[s0 + i] * ld;
+      TW xv[NV];
+      for (int q = 0; q < NV; ++q) xv[q] = VW::load(xk + q * kW);
+      for (int r = 0; r < R; ++r) {
+        const TW wv = VW::set1(w[i * R + r]);
+        for (int q = 0; q < NV; ++q) acc[r][q] = VW::fma(wv, xv[q], acc[r][q]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < NV; ++q) VW::store(tile + r * kTile + q * kW, acc[r][q]);
+}
+
+template <int R, int NV>
+void q8b_t_vec(const Q8Args& a, int64_t r0, int64_t r1) {
+  constexpr int GR = 16 / R;  // block rows per 16-output tile
+  alignas(64) float tile[16 * kTile];
+  const int64_t PW = a.PW;
+  for (int64_t b0 = 0; b0 < a.B; b0 += PW) {
+    const float* xp = a.x + (b0 / PW) * a.in * PW;
+    const int64_t nb = (a.B - b0) < PW ? (a.B - b0) : PW;
+    for (int64_t g0 = r0; g0 < r1; g0 += GR) {
+      const int64_t g1 = (g0 + GR) < r1 ? g0 + GR : r1;
+      const int64_t o1 = (g1 * R) < a.out ? g1 * R : a.out;
+      for (int64_t br = g0; br < g1; ++br) q8b_t_chunk<R, NV>(a, br, xp, tile + (br - g0) * R * kTile);
+      write_tile(tile, Epi{a.bias, a.res, a.act, a.y, a.out}, g0 * R, o1 - g0 * R, b0, nb);
+    }
+  }
+}
+
+// NV = PW / kW, at most max_nv(R) (the caller's panel width respects it).
+template <int R, int NVMAX>
+void q8b_t_r(const Q8Args& a, int64_t r0, int64_t r1) {
+  const int64_t nv = a.PW / kW;
+  if (nv >= 4 && NVMAX >= 4) return q8b_t_vec<R, (NVMAX >= 4 ? 4 : 1)>(a, r0, r1);
+  if (nv >= 2 && NVMAX >= 2) return q8b_t_vec<R, (NVMAX >= 2 ? 2 : 1)>(a, r0, r1);
+  q8b_t_vec<R, 1>(a, r0, r1);
+}
+
 template <bool DENSE>
 void q8_t_nv(const Q8Args& a, int64_t r0, int64_t r1) {
   const int64_t nv = a.PW / kW;
@@ -1439,9 +1594,21 @@ void nm_t(const NMArgs& a, int64_t r0, int64_t r1) {
 #if SC_ISA >= 1
 template <int NB> struct Q8SmallCsr { static void run(const Q8Args& a, int64_t r0, int64_t r1) { q8_small_vec<NB, false>(a, r0, r1); } };
 template <int NB> struct Q8SmallDense { static void run(const Q8Args& a, int64_t r0, int64_t r1) { q8_small_vec<NB, true>(a, r0, r1); } };
+template <int R> struct Q8BlockSmall {
+  template <int NB> struct F { static void run(const Q8Args& a, int64_t r0, int64_t r1) { q8b_small_vec<R, NB>(a, r0, r1); } };
+};
 #endif
 
 void q8_small(const Q8Args& a, int64_t r0, int64_t r1) {
+  if (a.R > 1) {
+#if SC_ISA >= 1
+    if (a.R == 4) by_batch<Q8BlockSmall<4>::template F>(a, r0, r1);
+    else if (a.R == 8) by_batch<Q8BlockSmall<8>::template F>(a, r0, r1);
+    else
+#endif
+      q8b_small_rows(a, r0, r1);
+    return epilogue(a.y, a.out, a.B, r0 * a.R, out_end(r1, a.R, a.out), a.res, a.act);
+  }
 #if SC_ISA >= 1
   if (a.rowptr)
     by_batch<Q8SmallCsr>(a, r0, r1);
@@ -1454,6 +1621,17 @@ void q8_small(const Q8Args& a, int64_t r0, int64_t r1) {
 }
 
 void q8_t(const Q8Args& a, int64_t r0, int64_t r1) {
+  if (a.R > 1) {
+#if SC_ISA == 2
+    if (a.R == 4) return q8b_t_r<4, 4>(a, r0, r1);
+    if (a.R == 8) return q8b_t_r<8, 2>(a, r0, r1);
+#elif SC_ISA == 1
+    if (a.R == 4) return q8b_t_r<4, 2>(a, r0, r1);
+    if (a.R == 8) return q8b_t_r<8, 1>(a, r0, r1);
+#endif
+    q8b_t_scalar(a, r0, r1);
+    return epilogue(a.y, a.out, a.B, r0 * a.R, out_end(r1, a.R, a.out), a.res, a.act);
+  }
 #if SC_ISA >= 1
   if (a.rowptr) return q8_t_nv<false>(a, r0, r1);
   q8_t_nv<true>(a, r0, r1);

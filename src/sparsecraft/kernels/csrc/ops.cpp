@@ -294,28 +294,33 @@ torch::Tensor bitmask_linear(const torch::Tensor& x, const torch::Tensor& rowptr
 }
 
 // y = x W^T + b with W's values int8 with one fp32 scale per `group` consecutive stored values, in csr16
-// order (rowptr, cols given) or dense row-major (both absent; in_features values per row).
+// order (rowptr, cols given, R = 1), R x 1 block-CSR order (R values per col) or dense row-major (both
+// absent; in_features values per row).
 torch::Tensor q8_linear(const torch::Tensor& x, const c10::optional<torch::Tensor>& rowptr,
                         const c10::optional<torch::Tensor>& cols, const torch::Tensor& q, const torch::Tensor& scales,
                         const c10::optional<torch::Tensor>& bias, int64_t out, int64_t group,
-                        const c10::optional<torch::Tensor>& residual, int64_t act) {
+                        const c10::optional<torch::Tensor>& residual, int64_t act, int64_t R) {
   check_x(x);
   TORCH_CHECK(group >= 16 && (group & (group - 1)) == 0, "group must be a power of two >= 16, got ", group);
+  TORCH_CHECK(R >= 1 && R <= 16 && (R & (R - 1)) == 0, "R must be a power of two in 1..16, got ", R);
   TORCH_CHECK(q.scalar_type() == torch::kChar && q.is_contiguous() && q.dim() == 1, "q must be contiguous 1-D int8");
   TORCH_CHECK(scales.scalar_type() == torch::kFloat && scales.is_contiguous() && scales.dim() == 1,
               "scales must be contiguous 1-D float32");
   const bool csr = rowptr.has_value() && rowptr->defined();
   TORCH_CHECK(csr == (cols.has_value() && cols->defined()), "give both rowptr and cols (csr16) or neither (dense)");
+  TORCH_CHECK(csr || R == 1, "dense rows take R = 1, got ", R);
   auto xc = x.contiguous();
   const int64_t B = xc.size(0), in = xc.size(1);
+  const int64_t nrows = (out + R - 1) / R;
   int64_t nnz = out * in;
   sc::Q8Args a{};
+  a.R = (int)R;
   if (csr) {
-    TORCH_CHECK(rowptr->scalar_type() == torch::kInt && rowptr->is_contiguous() && rowptr->numel() == out + 1,
-                "rowptr must be contiguous int32 of length out + 1");
+    TORCH_CHECK(rowptr->scalar_type() == torch::kInt && rowptr->is_contiguous() && rowptr->numel() == nrows + 1,
+                "rowptr must be contiguous int32 of length ceil(out / R) + 1");
     TORCH_CHECK(cols->scalar_type() == torch::kShort && cols->is_contiguous(),
                 "cols must be contiguous int16 (uint16 bits)");
-    nnz = cols->numel();
+    nnz = cols->numel() * R;
     a.rowptr = rowptr->data_ptr<int32_t>();
     a.cols = reinterpret_cast<const uint16_t*>(cols->data_ptr<int16_t>());
   }
@@ -342,16 +347,16 @@ torch::Tensor q8_linear(const torch::Tensor& x, const c10::optional<torch::Tenso
     a.in = in;
     a.Bp = B;
     a.PW = 0;
-    parallel_rows(out, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.q8_small(a, r0, r1); });
+    parallel_rows(nrows, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.q8_small(a, r0, r1); });
   } else {
-    const int64_t PW = panel_width(tab, 1, in, q.numel() + (csr ? nnz * 2 : 0) + scales.numel() * 4, B);
+    const int64_t PW = panel_width(tab, (int)R, in, q.numel() + (csr ? nnz / R * 2 : 0) + scales.numel() * 4, B);
     const int64_t Bp = (B + PW - 1) / PW * PW;
     xs = transpose_panels(tab, xc, in, PW, Bp);
     a.x = xs.data_ptr<float>();
     a.in = in;
     a.Bp = Bp;
     a.PW = PW;
-    parallel_rows(out, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.q8_t(a, r0, r1); });
+    parallel_rows(nrows, a.rowptr, work, [&](int64_t r0, int64_t r1) { tab.q8_t(a, r0, r1); });
   }
   return y;
 }
@@ -449,7 +454,7 @@ TORCH_LIBRARY(sparsecraft, m) {
   m.def("bitmask_linear(Tensor x, Tensor rowptr, Tensor masks, Tensor vals, Tensor? bias, Tensor? residual=None, "
         "int act=0) -> Tensor");
   m.def("q8_linear(Tensor x, Tensor? rowptr, Tensor? cols, Tensor q, Tensor scales, Tensor? bias, int out_features, "
-        "int group, Tensor? residual=None, int act=0) -> Tensor");
+        "int group, Tensor? residual=None, int act=0, int R=1) -> Tensor");
   m.def("sddmm(Tensor dy, Tensor x, Tensor rows, Tensor cols) -> Tensor");
   m.def("conv_cf(Tensor x, Tensor rowptr, Tensor xoff, Tensor vals, Tensor? bias, int out_channels, int P, int R=1) "
         "-> Tensor");
