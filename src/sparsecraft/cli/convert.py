@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-sparsity", type=float, default=0.3, help="leave layers with fewer zeros dense (default 0.3)")
     p.add_argument("--int8", action="store_true",
                    help="store every selected Linear's values as int8 with one fp32 scale per --group-size stored "
-                        "values (csr16_int8, or dense_int8 below --min-sparsity): weight-only, activations stay fp32")
+                        "values (the smallest of block_int8, csr16_int8 and dense_int8; dense_int8 below "
+                        "--min-sparsity): weight-only, activations stay fp32")
     p.add_argument("--group-size", type=int, default=None, help="stored values per int8 scale, a power of two >= 16 "
                                                                 "(default 64; needs --int8)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if int8:
         check_group(int8["group_size"])
         if args.format != "auto":
-            raise SparsecraftError(f"--int8 stores csr16_int8 or dense_int8, not --format {args.format}; "
+            raise SparsecraftError(f"--int8 picks block_int8, csr16_int8 or dense_int8, not --format {args.format}; "
                                    "drop --format")
     model, source = _load(args)
     with torch.no_grad():

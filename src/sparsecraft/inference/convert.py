@@ -153,8 +153,8 @@ def convert(model: nn.Module, *, layers: Optional[Iterable[str]] = None, keep_de
     if weights == "int8":
         check_group(group_size)
         if format not in ("auto", "csr16") or format_params:
-            raise SparsecraftError(f"int8 weights are stored as csr16_int8 or dense_int8, not format {format!r}; "
-                                   "leave format='auto'")
+            raise SparsecraftError(f"int8 weights are stored as block_int8, csr16_int8 or dense_int8, not format "
+                                   f"{format!r}; leave format='auto'")
     opts = {"format": format, "format_params": format_params, "min_sparsity": min_sparsity, "mode": mode,
             "dispatcher": dispatcher, "group_size": group_size if weights == "int8" else None}
     if fuse == "auto":
