@@ -261,3 +261,19 @@ def test_cli_convert_int8(tmp_path, capsys):
     assert main(["convert", "--checkpoint", str(ckpt), "--out", str(tmp_path / "z"), "--int8", "--format", "nm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "add --int8" in err[0] and "power of two" in err[1] and "drop --format" in err[2]
+
+
+def test_int8_op_under_torch_compile():
+    """q8_linear has a fake implementation: the three int8 layouts trace with fullgraph=True; empty batch works."""
+    require_native()
+    w = block_prune(torch.randn(24, 32, generator=torch.Generator().manual_seed(5)), 0.5, 4, 1)
+    layouts = [pack(w, "csr16_int8"), pack(w, "block_int8", R=4), pack(w, "dense_int8")]
+    b = torch.randn(24)
+
+    def f(x):
+        return sum(torch.relu(p.linear(x, b)) for p in layouts)
+
+    x = torch.randn(5, 32)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), f(x))
+    assert all(p.linear(torch.zeros(0, 32)).shape == (0, 24) for p in layouts)
