@@ -2,11 +2,12 @@
 
 After GQSA ("Group Quantization and Sparsity for Accelerating Large Language Model Inference",
 Zeng et al. 2024): quantisation and sparsity are combined, the zeros dropped by a sparse format and
-the kept values quantised in small groups. Here the kept values of a csr16 layout (``csr16_int8``),
-or every value of a dense row-major layout (``dense_int8``, so int8 works at 0% sparsity too), are
-stored as symmetric int8 ``q = round(w / s)`` in [-127, 127] with ``s = max|w| / 127`` over each
-group of G consecutive values of the stored order; ``w_hat = s * q`` differs from ``w`` by at most
-``s / 2``. Bytes per stored value: 1 (+ 2 for the csr16 column) + 4 / G.
+the kept values quantised in small groups. Here the kept values of a csr16 layout (``csr16_int8``) or
+of an R x 1 block-CSR layout (``block_int8``), or every value of a dense row-major layout
+(``dense_int8``, so int8 works at 0% sparsity too), are stored as symmetric int8 ``q = round(w / s)``
+in [-127, 127] with ``s = max|w| / 127`` over each group of G consecutive values of the stored order;
+``w_hat = s * q`` differs from ``w`` by at most ``s / 2``. Bytes per stored value: 1 + 4 / G, plus
+the 2-byte column of each nonzero (csr16) or block (R x 1). :func:`pack_int8` picks the smallest.
 
 Why groups of the stored order (which may run from the end of one row into the next) and G a power
 of two >= 16: every aligned run of 16 stored values then has a single scale, found by a shift, so the
