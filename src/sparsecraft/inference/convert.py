@@ -210,7 +210,7 @@ def _keep_slower_convs_dense(model: nn.Module, convs: dict[str, nn.Module], repo
 
 def _convert_layers(model: nn.Module, targets: list[Any], format: str, format_params: Optional[dict[str, int]],
                     min_sparsity: float, mode: str, dispatcher: Optional[Dispatcher],
-                    group_size: Optional[int]) -> list[ConvertedLayer]:
+                    group_size: Optional[int] = None) -> list[ConvertedLayer]:
     """Swap the targets (``sparsecraft.Target`` of nn.Linear) for SparseLinear in place; the report rows.
     ``group_size`` set: int8 weights (every Linear target, sparse or not), None: fp32."""
     params = dict(format_params or {})
