@@ -1,14 +1,16 @@
 """Gradual pruning during distillation of all-MiniLM-L6-v2 (issue 12), against one-shot pruning.
 
 For every target (80% / 90% unstructured, 2:4, 4x1 blocks at 80%) one gradual run (cubic schedule
-over the first two thirds of the steps, then recovery with fixed masks; SquareHead + output loss,
-teacher on the fly; pydoc training paragraphs) and its one-shot baseline (SparseGPT, 128
-calibration paragraphs; magnitude for blocks, which SparseGPT does not do). Each resulting model
-is converted (`sparsecraft.inference.convert`) and timed against its dense teacher in the same run
-(sequence length 128, batch 1, median of interleaved rounds), and scored on the held-out
-paragraphs: mean cosine of sentence embeddings and top-10 neighbour agreement with the dense model.
-Two claim rows: ``u80-output`` (output distillation only) against ``u80`` (SquareHead), and
-``u80-obert`` (second-order oBERT saliency) against ``u80`` (magnitude).
+over the first two thirds of the steps, then recovery with fixed masks; Wanda scores recorded on
+fresh batches at each pruning event, every layer pruned alike; SquareHead + output loss, teacher on
+the fly; pydoc training paragraphs) and its one-shot baseline (SparseGPT, 128 calibration
+paragraphs; magnitude for blocks, which SparseGPT does not do). Each resulting model is converted
+(`sparsecraft.inference.convert`) and timed against its dense teacher in the same run (sequence
+length 128, batch 1, median of interleaved rounds), and scored on the held-out paragraphs: mean
+cosine of sentence embeddings and top-10 neighbour agreement with the dense model. Ablations for the
+claim rows: ``u80-output`` (output distillation only), ``u80-obert`` (second-order oBERT scores)
+and ``u80-magnitude`` / ``b41-80-magnitude`` (the first recipe: magnitude scores, one global
+threshold).
 
     .venv/bin/python -m bench.distill --quick                 # smoke run: 2 runs x 30 steps, seq 64
     .venv/bin/python -m bench.distill --only b41-80 --steps 300   # one target, reduced -> distill_reduced.*
@@ -36,19 +38,24 @@ import torch
 
 from bench.common import RESULTS, machine_info, markdown_table, pyplot
 
-#: run name -> (pattern, sparsity, criterion, loss); the first four are the issue's targets
-RUNS: dict[str, tuple[str, float, str, str]] = {
-    "u80": ("unstructured", 0.8, "magnitude", "squarehead"),
-    "u90": ("unstructured", 0.9, "magnitude", "squarehead"),
-    "nm24": ("2:4", 0.5, "magnitude", "squarehead"),
-    "b41-80": ("block4x1", 0.8, "magnitude", "squarehead"),
-    "u80-output": ("unstructured", 0.8, "magnitude", "output"),
-    "u80-obert": ("unstructured", 0.8, "obert", "squarehead"),
+#: run name -> (pattern, sparsity, criterion, loss, allocation); the first four are the issue's targets, the
+#: rest ablations of the recipe (wanda scores, uniform allocation, SquareHead) for the claim rows
+RUNS: dict[str, tuple[str, float, str, str, str]] = {
+    "u80": ("unstructured", 0.8, "wanda", "squarehead", "uniform"),
+    "u90": ("unstructured", 0.9, "wanda", "squarehead", "uniform"),
+    "nm24": ("2:4", 0.5, "wanda", "squarehead", "uniform"),
+    "b41-80": ("block4x1", 0.8, "wanda", "squarehead", "uniform"),
+    "u80-output": ("unstructured", 0.8, "wanda", "output", "uniform"),
+    "u80-obert": ("unstructured", 0.8, "obert", "squarehead", "uniform"),
+    "u80-magnitude": ("unstructured", 0.8, "magnitude", "squarehead", "global"),
+    "b41-80-magnitude": ("block4x1", 0.8, "magnitude", "squarehead", "global"),
 }
 #: the issue's targets: run -> (metric, at least)
 TARGETS = {"u80": [("cosine", 0.95), ("knn10", 0.80)], "u90": [("cosine", 0.90)], "nm24": [("cosine", 0.97)],
            "b41-80": [("cosine", 0.93)]}
 FULL_STEPS, FULL_SEQ, FULL_LR = 1500, 128, 1e-3
+#: names the parts directory, so runs of an earlier recipe (magnitude scores, global allocation) are not mixed in
+RECIPE = "r2"
 COLUMNS = ("run", "method", "pattern", "sparsity", "steps", "cosine", "knn10", "speedup", "bytes")
 
 
@@ -94,8 +101,9 @@ def gradual(setup: Setup, name: str, steps: int, lr: float, parts: Path) -> tupl
     from sparsecraft.posttrain.gradual import GradualConfig, GradualDistiller
     from sparsecraft.posttrain.longrun import MetricsLog, load_state, read_metrics, run_to_end
 
-    pattern, sparsity, criterion, loss = RUNS[name]
-    config = GradualConfig(sparsity=sparsity, pattern=pattern, criterion=criterion, loss=loss, steps=steps, lr=lr)
+    pattern, sparsity, criterion, loss, allocation = RUNS[name]
+    config = GradualConfig(sparsity=sparsity, pattern=pattern, criterion=criterion, loss=loss, steps=steps, lr=lr,
+                           allocation=allocation)
     distiller = GradualDistiller(copy.deepcopy(setup.dense), setup.dense, setup.train, config)
     state, log_path = parts / f"{name}.state", parts / f"{name}.metrics.jsonl"
     if state.exists():
@@ -138,13 +146,13 @@ def claims(rows: list[dict[str, Any]]) -> str:
         if g is not None and o is not None:
             lines.append(f"| gradual + distillation beats one-shot, {run} | cosine {g:.3f} vs {o:.3f} | "
                          f"{'yes' if g > o else 'NO'} |")
-    for other, what in (("u80-output", "SquareHead beats output-only distillation"),
-                        ("u80-obert", "oBERT saliency beats magnitude")):
-        a, b = get("u80", "gradual", "cosine"), get(other, "gradual", "cosine")
+    for ours, other, what in (("u80", "u80-output", "SquareHead beats output-only distillation (80%)"),
+                              ("u80-obert", "u80", "oBERT saliency beats wanda (80%)"),
+                              ("u80", "u80-magnitude", "wanda + uniform beats magnitude + global (80%)"),
+                              ("b41-80", "b41-80-magnitude", "wanda + uniform beats magnitude + global (4x1 80%)")):
+        a, b = get(ours, "gradual", "cosine"), get(other, "gradual", "cosine")
         if a is not None and b is not None:
-            first, second = (a, b) if other == "u80-output" else (b, a)
-            lines.append(f"| {what} (80% unstructured) | cosine {first:.3f} vs {second:.3f} | "
-                         f"{'yes' if first > second else 'NO (the opposite)'} |")
+            lines.append(f"| {what} | cosine {a:.3f} vs {b:.3f} | {'yes' if a > b else 'NO (the opposite)'} |")
     return "\n".join(lines)
 
 
@@ -199,7 +207,7 @@ def main() -> None:
     full = full_length and args.lr == FULL_LR
     stem = "distill" if full_length else f"distill_{'quick' if args.quick else 'reduced'}"
     lr_tag = "" if args.lr == FULL_LR else f"-lr{args.lr:g}"
-    parts = RESULTS / "distill_parts" / f"{stem}-s{steps}-t{seq_len}{lr_tag}"
+    parts = RESULTS / "distill_parts" / f"{stem}-{RECIPE}-s{steps}-t{seq_len}{lr_tag}"
     stem += "_" + lr_tag[1:] if full_length and lr_tag else ""
     parts.mkdir(parents=True, exist_ok=True)
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
@@ -214,7 +222,7 @@ def main() -> None:
         else:
             t = time.perf_counter()
             model, log = gradual(setup, name, steps, args.lr, parts)
-            saved = {"row": row_for(setup, name, f"gradual {RUNS[name][2]} {RUNS[name][3]}", model, steps,
+            saved = {"row": row_for(setup, name, f"gradual {' '.join(RUNS[name][2:])}", model, steps,
                                     time.perf_counter() - t), "log": log}
             part.write_text(json.dumps(saved, indent=1))
         rows.append(saved["row"])
