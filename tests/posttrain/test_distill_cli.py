@@ -111,7 +111,7 @@ def test_a_few_minilm_steps(tmp_path, capsys) -> None:
     (["--pattern", "block3x1"], "does not split into 3x1"),
     (["--pattern", "2:4", "--sparsity", "0.5"], "--sparsity does not apply to pattern 2:4"),
     (["--criterion", "snip"], "unknown gradual pruning criterion 'snip'"),
-    (["--fisher-grads", "4"], "--fisher-grads does not apply to criterion magnitude"),
+    (["--fisher-grads", "4"], "--fisher-grads does not apply to criterion wanda"),
     (["--prune-end", "9"], "prune_start < prune_end <= steps"),
     (["--text", "/no/such.txt"], "cannot read text file"),
     (["--resume"], "no saved run"),

@@ -132,7 +132,7 @@ def test_config_and_criterion_errors(tiny_bert, batches) -> None:
              ({"prune_end": 20}, "prune_start < prune_end <= steps"), ({"allocation": "erk"}, "allocation"),
              ({"criterion": "snip"}, "unknown gradual pruning criterion"), ({"loss": "kl"}, "loss must be"),
              ({"initial_sparsity": 0.9}, "above the final"), ({"pattern": "block3x1"}, "does not split into 3x1"),
-             ({"criterion_options": {"fisher_grads": 2}}, "does not apply to criterion magnitude")]
+             ({"criterion_options": {"fisher_grads": 2}}, "does not apply to criterion wanda")]
     for kw, message in cases:
         with pytest.raises(SparsecraftError, match=message):
             _distiller(tiny_bert, batches, **kw)

@@ -34,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=None,
                    help="final fraction of zeros in [0, 1) (default 0.8; not with N:M, whose density is N/M)")
     p.add_argument("--pattern", default="unstructured", help="unstructured (default), N:M such as 2:4, or block4x1")
-    p.add_argument("--criterion", default="magnitude",
-                   help=f"one of: {', '.join(SALIENCIES.names())} (default magnitude)")
-    p.add_argument("--allocation", default="global", choices=("global", "uniform"),
-                   help="one threshold over all layers (global, default) or the same sparsity per layer")
+    p.add_argument("--criterion", default="wanda",
+                   help=f"one of: {', '.join(SALIENCIES.names())} (default wanda)")
+    p.add_argument("--allocation", default="uniform", choices=("global", "uniform"),
+                   help="the same sparsity in every layer (uniform, default) or one threshold over all layers")
     p.add_argument("--steps", type=int, default=2000, help="total optimizer steps (default 2000)")
     p.add_argument("--initial-sparsity", type=float, default=0.0, help="sparsity at --prune-start (default 0)")
     p.add_argument("--prune-start", type=int, default=0, help="first step of the pruning window (default 0)")

@@ -67,7 +67,9 @@ class GradualConfig:
         A name in :data:`~sparsecraft.posttrain.saliency.SALIENCIES` (``magnitude``, ``movement``, ``wanda``,
         ``obert``).
     allocation : str
-        ``global`` (one threshold over all targets) or ``uniform`` (every layer alike).
+        ``uniform`` (every layer alike) or ``global`` (one threshold over all targets). The defaults,
+        wanda scores pruned uniformly, kept 0.868 embedding cosine on MiniLM at 80% after 300 steps
+        where magnitude kept 0.845 (uniform) and 0.821 (global) (docs/distill.md).
     steps : int
         Total steps (pruning window and recovery).
     initial_sparsity : float
@@ -95,8 +97,8 @@ class GradualConfig:
 
     sparsity: float = 0.8
     pattern: str = "unstructured"
-    criterion: str = "magnitude"
-    allocation: str = "global"
+    criterion: str = "wanda"
+    allocation: str = "uniform"
     steps: int = 2000
     initial_sparsity: float = 0.0
     prune_start: int = 0
