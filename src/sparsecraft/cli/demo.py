@@ -23,7 +23,7 @@ from ..timing import Stopwatch
 from ._common import console, print_rows
 
 #: stage 4: the gradual operating point (pattern, sparsity) and its distillation steps (training sequence length 64)
-#: (80%: the kernels beat dense by 1.6-1.9x there; docs/distill.md: cosine 0.87 after 300 steps with the default wanda scores)
+#: (80%: the kernels beat dense by 1.6-1.9x there; docs/distill.md: cosine 0.87 after 300 steps, wanda scores)
 DISTILL_POINT, DISTILL_STEPS, DISTILL_LR = ("unstructured", 0.8), 200, 1e-3
 
 #: (label, sparsity, pattern, criterion, allocation, keep_dense)
