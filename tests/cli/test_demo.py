@@ -23,3 +23,19 @@ def test_demo_runs_every_stage_and_reports_json(capsys):
 def test_demo_rejects_zero_epochs(capsys):
     assert main(["demo", "--epochs", "0"]) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+
+def test_demo_piped_has_no_blank_lines_from_progress_bars():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-m", "sparsecraft", "demo", "--epochs", "1", "--finetune-epochs", "1",
+                           "--sparse-epochs", "1", "--skip-transformer"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3. train sparse" in done.stdout
+    assert "\n\n\n" not in done.stdout  # one blank line between sections at most
+    assert done.stderr == ""  # a finished progress bar left a blank line here each (5 in this run)

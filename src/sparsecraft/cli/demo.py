@@ -39,6 +39,11 @@ RECIPES = [
 ]
 
 
+def bars(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (a finished bar leaves a blank line in a pipe or log file)."""
+    return not args.json and console.is_terminal
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="train, prune several ways, train sparse, and measure the CPU speedup",
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"[bold]1. train[/] a ResNet-style CNN on digits ({len(data.train_x)} train / {len(data.test_x)} test images)")
     dense = model_for_data("cnn", data)
     watch = Stopwatch()
-    train_classifier(dense, data, epochs=args.epochs, seed=args.seed, progress=not args.json)
+    train_classifier(dense, data, epochs=args.epochs, seed=args.seed, progress=bars(args))
     dense_acc = evaluate(dense, data.test_x, data.test_y)
     rows = [{"method": "dense", "sparsity": 0.0, "pattern": "-", "acc_oneshot": dense_acc,
              "acc_finetuned": dense_acc}]
@@ -133,7 +138,7 @@ def sparse_training(data, args: argparse.Namespace) -> list[dict]:
         extra = {"update_every": 25} if method in ("set", "rigl") else {}
         updater = make_updater(method, SparsityConfig(sparsity=0.9, allocation="erk", keep_dense=("first",)),
                                seed=args.seed, **extra)
-        fit(model, data, updater, epochs=args.sparse_epochs, lr=3e-3, seed=args.seed, progress=not args.json)
+        fit(model, data, updater, epochs=args.sparse_epochs, lr=3e-3, seed=args.seed, progress=bars(args))
         zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1)
         total = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1)
         rows.append({"method": {"static": "static random (ERK)"}.get(method, method), "sparsity": zeros / total,
@@ -163,8 +168,7 @@ def transformer_speedup(args: argparse.Namespace, say) -> list[dict]:
 
     for method, sparsity in (("wanda", 0.5), ("wanda", DISTILL_POINT[1]), ("magnitude", 0.9)):
         model = copy.deepcopy(dense)
-        bar = not args.json and console.is_terminal  # a finished bar leaves a blank line when piped
-        prune_model(model, calib, method, sparsity, "unstructured", progress=bar)[0].finalize()
+        prune_model(model, calib, method, sparsity, "unstructured", progress=bars(args))[0].finalize()
         measure(method, "unstructured", sparsity, model)
     if args.distill_steps:
         pattern, sparsity = DISTILL_POINT
@@ -184,5 +188,5 @@ def gradual_model(dense: torch.nn.Module, tokenizer, args: argparse.Namespace) -
     train = encode(tokenizer, load_text(args.seed).train, 64, batch_size=16, by_length=True)
     config = GradualConfig(sparsity=sparsity, pattern=pattern, steps=args.distill_steps, lr=DISTILL_LR, seed=args.seed)
     distiller = GradualDistiller(copy.deepcopy(dense), dense, train, config)
-    run_to_end(distiller, progress=not args.json)
+    run_to_end(distiller, progress=bars(args))
     return distiller.sparsifier.finalize()
