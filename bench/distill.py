@@ -3,14 +3,17 @@
 For every target (80% / 90% unstructured, 2:4, 4x1 blocks at 80%) one gradual run (cubic schedule
 over the first two thirds of the steps, then recovery with fixed masks; Wanda scores recorded on
 fresh batches at each pruning event, every layer pruned alike; SquareHead + output loss, teacher on
-the fly; pydoc training paragraphs) and its one-shot baseline (SparseGPT, 128 calibration
-paragraphs; magnitude for blocks, which SparseGPT does not do). Each resulting model is converted
-(`sparsecraft.inference.convert`) and timed against its dense teacher in the same run (sequence
-length 128, batch 1, median of interleaved rounds), and scored on the held-out paragraphs: mean
-cosine of sentence embeddings and top-10 neighbour agreement with the dense model. Ablations for the
-claim rows: ``u80-output`` (output distillation only), ``u80-obert`` (second-order oBERT scores)
-and ``u80-magnitude`` / ``b41-80-magnitude`` (the first recipe: magnitude scores, one global
-threshold).
+the fly; AdamW at a linearly decaying rate; pydoc training paragraphs) and its one-shot baseline
+(SparseGPT, 128 calibration paragraphs; magnitude for blocks, which SparseGPT does not do). Each
+resulting model is converted (`sparsecraft.inference.convert`) and timed against its dense teacher
+in the same run (sequence length 128, batch 1, median of interleaved rounds), and scored on the
+held-out paragraphs: mean cosine of sentence embeddings and top-10 neighbour agreement with the
+dense model. Ablations for the
+claim rows: ``u80-output`` (output distillation only), ``u80-obert`` (second-order oBERT scores),
+``u80-cyclic`` (the rate rewound at every pruning event, GMP*) and ``u80-magnitude`` /
+``b41-80-magnitude`` (the first recipe: magnitude scores, one global threshold). Every row also
+gives the cosine on as many *training* paragraphs (``train_cosine``): the gap to the held-out
+cosine is what the run memorised.
 
     .venv/bin/python -m bench.distill --quick                 # smoke run: 2 runs x 30 steps, seq 64
     .venv/bin/python -m bench.distill --only b41-80 --steps 300   # one target, reduced -> distill_reduced.*
@@ -38,17 +41,19 @@ import torch
 
 from bench.common import RESULTS, machine_info, markdown_table, pyplot
 
-#: run name -> (pattern, sparsity, criterion, loss, allocation); the first four are the issue's targets, the
-#: rest ablations of the recipe (wanda scores, uniform allocation, SquareHead) for the claim rows
-RUNS: dict[str, tuple[str, float, str, str, str]] = {
-    "u80": ("unstructured", 0.8, "wanda", "squarehead", "uniform"),
-    "u90": ("unstructured", 0.9, "wanda", "squarehead", "uniform"),
-    "nm24": ("2:4", 0.5, "wanda", "squarehead", "uniform"),
-    "b41-80": ("block4x1", 0.8, "wanda", "squarehead", "uniform"),
-    "u80-output": ("unstructured", 0.8, "wanda", "output", "uniform"),
-    "u80-obert": ("unstructured", 0.8, "obert", "squarehead", "uniform"),
-    "u80-magnitude": ("unstructured", 0.8, "magnitude", "squarehead", "global"),
-    "b41-80-magnitude": ("block4x1", 0.8, "magnitude", "squarehead", "global"),
+#: run name -> (pattern, sparsity, criterion, loss, allocation, lr schedule); the first four are the issue's
+#: targets, the rest ablations of the recipe (SquareHead, oBERT scores, the cyclic rate, wanda scores with
+#: uniform allocation) for the claim rows
+RUNS: dict[str, tuple[str, float, str, str, str, str]] = {
+    "u80": ("unstructured", 0.8, "wanda", "squarehead", "uniform", "linear"),
+    "u90": ("unstructured", 0.9, "wanda", "squarehead", "uniform", "linear"),
+    "nm24": ("2:4", 0.5, "wanda", "squarehead", "uniform", "linear"),
+    "b41-80": ("block4x1", 0.8, "wanda", "squarehead", "uniform", "linear"),
+    "u80-output": ("unstructured", 0.8, "wanda", "output", "uniform", "linear"),
+    "u80-obert": ("unstructured", 0.8, "obert", "squarehead", "uniform", "linear"),
+    "u80-cyclic": ("unstructured", 0.8, "wanda", "squarehead", "uniform", "cyclic"),
+    "u80-magnitude": ("unstructured", 0.8, "magnitude", "squarehead", "global", "linear"),
+    "b41-80-magnitude": ("block4x1", 0.8, "magnitude", "squarehead", "global", "linear"),
 }
 #: the issue's targets: run -> (metric, at least)
 TARGETS = {"u80": [("cosine", 0.95), ("knn10", 0.80)], "u90": [("cosine", 0.90)], "nm24": [("cosine", 0.97)],
@@ -57,9 +62,10 @@ FULL_STEPS, FULL_SEQ, FULL_LR = 1500, 128, 1e-3
 #: peak learning rates other than FULL_LR in the default configuration: 2:4 prunes only half the weights, and
 #: at 1e-3 the student drifts more than that damage needs (lr 3e-4: 0.963, distill_lr0.0003.md)
 RUN_LR = {"nm24": 3e-4}
-#: names the parts directory, so runs of an earlier recipe (magnitude scores, global allocation) are not mixed in
+#: names the parts directory, so runs of an earlier recipe (r1: magnitude scores, global allocation) are not
+#: mixed in
 RECIPE = "r2"
-COLUMNS = ("run", "method", "pattern", "sparsity", "steps", "cosine", "knn10", "speedup", "bytes")
+COLUMNS = ("run", "method", "pattern", "sparsity", "steps", "cosine", "knn10", "train_cosine", "speedup", "bytes")
 
 
 class Setup:
@@ -76,6 +82,9 @@ class Setup:
         self.train = encode(self.tokenizer, text.train, seq_len, batch_size=batch_size, by_length=True)
         self.calib = encode(self.tokenizer, text.calibration[:128], 128, by_length=True)
         self.probe = EmbeddingAgreement(self.dense, encode(self.tokenizer, text.eval, 128, by_length=True))
+        #: as many training paragraphs as held-out ones: the gap between the two is what the run memorised
+        self.seen = EmbeddingAgreement(self.dense, encode(self.tokenizer, text.train[:len(text.eval)], 128,
+                                                          by_length=True), prefix="train_")
         self.sample = self.tokenizer(["sparse " * 126], truncation=True, max_length=128, return_tensors="pt")
 
     def speed(self, model: torch.nn.Module) -> dict[str, float]:
@@ -103,18 +112,19 @@ def gradual(setup: Setup, name: str, steps: int, lr: float, parts: Path) -> tupl
     """One gradual run, continued from its saved state if an earlier call was interrupted."""
     from sparsecraft.posttrain.gradual import GradualConfig, GradualDistiller
     from sparsecraft.posttrain.longrun import MetricsLog, load_state, read_metrics, run_to_end
+    from sparsecraft.posttrain.metrics import probes
 
-    pattern, sparsity, criterion, loss, allocation = RUNS[name]
+    pattern, sparsity, criterion, loss, allocation, schedule = RUNS[name]
     config = GradualConfig(sparsity=sparsity, pattern=pattern, criterion=criterion, loss=loss, steps=steps, lr=lr,
-                           allocation=allocation)
+                           allocation=allocation, lr_schedule=schedule)
     distiller = GradualDistiller(copy.deepcopy(setup.dense), setup.dense, setup.train, config)
     state, log_path = parts / f"{name}.state", parts / f"{name}.metrics.jsonl"
     if state.exists():
         distiller.load_state_dict(load_state(state))
         print(f"{name}: resuming at step {distiller.step}", flush=True)
     log = MetricsLog(log_path, resume_step=distiller.step if state.exists() else None)
-    run_to_end(distiller, state_path=state, save_every=100, evaluate=setup.probe, eval_every=max(1, steps // 10),
-               log=log, progress=True)
+    run_to_end(distiller, state_path=state, save_every=100, evaluate=probes(setup.probe, setup.seen),
+               eval_every=max(1, steps // 10), log=log, progress=True)
     state.unlink(missing_ok=True)
     return distiller.sparsifier.finalize(), read_metrics(log_path)
 
@@ -125,7 +135,7 @@ def row_for(setup: Setup, run: str, method: str, model: torch.nn.Module, steps: 
     weights = [t.param for group in block_targets(model) for t in group]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     row = {"run": run, "method": method, "pattern": RUNS[run][0], "sparsity": zeros, "steps": steps,
-           "seconds": seconds, **setup.probe(model), **setup.speed(model)}
+           "seconds": seconds, **setup.probe(model), **setup.seen(model), **setup.speed(model)}
     print(f"{run:11s} {method:22s} sparsity {zeros:.3f} cosine {row['cosine']:.4f} knn10 {row['knn10']:.3f} "
           f"speedup {row['speedup']:.2f} bytes {row['bytes']:.3f} ({seconds / 60:.1f} min)", flush=True)
     return row
@@ -151,6 +161,7 @@ def claims(rows: list[dict[str, Any]]) -> str:
                          f"{'yes' if g > o else 'NO'} |")
     for ours, other, what in (("u80", "u80-output", "SquareHead beats output-only distillation (80%)"),
                               ("u80-obert", "u80", "oBERT saliency beats wanda (80%)"),
+                              ("u80-cyclic", "u80", "the cyclic rate (GMP*) beats one linear decay (80%)"),
                               ("u80", "u80-magnitude", "wanda + uniform beats magnitude + global (80%)"),
                               ("b41-80", "b41-80-magnitude", "wanda + uniform beats magnitude + global (4x1 80%)")):
         a, b = get(ours, "gradual", "cosine"), get(other, "gradual", "cosine")

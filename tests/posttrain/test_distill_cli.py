@@ -48,6 +48,7 @@ def test_distill_then_report_eval_convert_finetune(tiny_dir, tmp_path, capsys) -
     assert [r["step"] for r in result["rows"]] == [2, 4, 6] and result["overall_sparsity"] == pytest.approx(0.75)
     assert result["distill"]["criterion"] == "obert" and 0 < result["cosine"] <= 1
     assert read_metrics(tmp_path / "d.safetensors.metrics.jsonl") == result["rows"]
+    assert all(0 < r["train_cosine"] <= 1 and 0 <= r["train_knn10"] <= 1 for r in result["rows"])
     assert (tmp_path / "d.png").stat().st_size > 1000 and not (tmp_path / "d.safetensors.state").exists()
     ckpt = read_checkpoint(out)
     assert len(ckpt.masks) == 12 and all(str(p) == "block4x1" for p in ckpt.patterns.values())
@@ -69,6 +70,17 @@ def test_distill_then_report_eval_convert_finetune(tiny_dir, tmp_path, capsys) -
     exported = AutoModel.from_pretrained(tmp_path / "hf")
     assert torch.equal(exported.encoder.layer[1].output.dense.weight == 0,
                        ~ckpt.masks["encoder.layer.1.output.dense.weight"])
+
+
+def test_cyclic_rate_and_no_training_probe(tiny_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "c.safetensors"
+    code, text, err = _run(capsys, _argv(tiny_dir, out, "--lr-schedule", "cyclic", "--cycle-floor", "0.5",
+                                         "--prune-every", "2", "--train-probe", "0", "--json"))
+    assert code == 0, err
+    rows = json.loads(text)["rows"]
+    # the rate of steps 1, 3 (halfway through a 2-step cycle: 1 -> 0.5) and 5 (halfway through the recovery)
+    assert [r["lr"] for r in rows] == pytest.approx([0.75e-3, 0.75e-3, 0.5e-3])
+    assert not any("train_cosine" in r for r in rows)
 
 
 def test_interrupted_run_resumes_to_the_same_checkpoint(tiny_dir, tmp_path, capsys, monkeypatch) -> None:
@@ -113,6 +125,7 @@ def test_a_few_minilm_steps(tmp_path, capsys) -> None:
     (["--criterion", "snip"], "unknown gradual pruning criterion 'snip'"),
     (["--fisher-grads", "4"], "--fisher-grads does not apply to criterion wanda"),
     (["--prune-end", "9"], "prune_start < prune_end <= steps"),
+    (["--cycle-floor", "0"], "--cycle-floor must be in (0, 1]"),
     (["--text", "/no/such.txt"], "cannot read text file"),
     (["--resume"], "no saved run"),
     (["CORRUPT"], "not a readable distillation state"),

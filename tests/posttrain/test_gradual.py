@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -49,8 +50,32 @@ def test_nested_masks_keep_pruned_weights_pruned(pattern: str, allocation: str) 
         pat.validate(m)
 
 
-def test_lr_warms_up_then_decays_to_zero() -> None:
-    assert [lr_factor(s, 4, 12) for s in (0, 3, 4, 8, 12)] == [0.25, 1.0, 1.0, 0.5, 0.0]
+def test_linear_lr_warms_up_then_decays_to_zero() -> None:
+    config = GradualConfig(steps=12, warmup=4, lr_schedule="linear").resolved()
+    assert [lr_factor(s, config) for s in (0, 3, 4, 8, 12)] == [0.25, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_cyclic_lr_rewinds_at_every_pruning_event() -> None:
+    config = GradualConfig(steps=20, prune_start=2, prune_end=10, prune_every=4, lr_schedule="cyclic",
+                           cycle_floor=0.2).resolved()
+    assert config.warmup == 0
+    factors = [lr_factor(s, config) for s in range(21)]
+    events = [s for s in range(21) if GradualDistiller.is_prune_step(SimpleNamespace(config=config), s)]
+    assert events == [2, 6, 10]
+    assert all(factors[s] == 1.0 for s in events)
+    assert factors[:2] == [1.0, 1.0]  # before the window
+    assert factors[2:6] == pytest.approx([1.0, 0.8, 0.6, 0.4])  # 1 -> floor over each cycle
+    assert factors[10:] == pytest.approx([1.0 - i / 10 for i in range(11)])  # recovery: 1 -> 0
+    warm = GradualConfig(steps=20, prune_start=2, prune_end=10, prune_every=4, lr_schedule="cyclic",
+                         warmup=4).resolved()
+    assert lr_factor(1, warm) == 0.5 and lr_factor(3, warm) == pytest.approx(0.1 + 0.9 * 0.75)
+
+
+def test_bad_schedule_settings_are_one_line_errors() -> None:
+    with pytest.raises(SparsecraftError, match="lr_schedule must be one of linear, cyclic"):
+        GradualConfig(lr_schedule="cosine").resolved()
+    with pytest.raises(SparsecraftError, match="cycle_floor must be in"):
+        GradualConfig(cycle_floor=0.0).resolved()
 
 
 @pytest.mark.parametrize("criterion", ["magnitude", "movement", "wanda", "obert"])

@@ -17,7 +17,7 @@ from ..options import union
 from ..posttrain.saliency import SALIENCIES
 from ._common import add_option_flags, csv_list, print_rows, reject_inapplicable
 
-COLUMNS = ("step", "sparsity", "loss", "lr", "cosine", "knn10")
+COLUMNS = ("step", "sparsity", "loss", "lr", "cosine", "knn10", "train_cosine")
 EXAMPLE = """example: sparsecraft distill --model minilm --sparsity 0.8 --pattern block4x1 --criterion magnitude \\
              --steps 2000 --out minilm-b41-80.safetensors
 then: sparsecraft eval --checkpoint minilm-b41-80.safetensors
@@ -45,7 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="step reaching the final sparsity (default 2/3 of --steps); then masks are fixed")
     p.add_argument("--prune-every", type=int, default=None, help="steps between pruning events (default: 25 events)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
-    p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 5%% of --steps)")
+    p.add_argument("--lr-schedule", default="linear", choices=("linear", "cyclic"),
+                   help="linear (default): warm-up, then one decay to 0; cyclic (GMP*): back to the peak at every "
+                        "pruning event, linear decay to --cycle-floor x peak before the next, then to 0 over the "
+                        "recovery")
+    p.add_argument("--cycle-floor", type=float, default=0.1,
+                   help="with --lr-schedule cyclic: fraction of the peak rate at the end of each cycle (default 0.1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="linear warm-up steps (default 5%% of --steps with --lr-schedule linear, 0 with cyclic)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     p.add_argument("--loss", default="squarehead", choices=("squarehead", "output"),
                    help="squarehead: per-layer hidden states + output (default); output: output only")
@@ -60,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=100,
                    help="steps between held-out evaluations (cosine, knn10) logged as JSON lines (default 100)")
     p.add_argument("--eval-samples", type=int, default=0, help="held-out paragraphs evaluated (0 = all)")
+    p.add_argument("--train-probe", type=int, default=None, metavar="N",
+                   help="also log cosine/knn10 on N training paragraphs (train_cosine, train_knn10), to see how "
+                        "much of the fit is memorised (default: as many as held-out paragraphs; 0 = off)")
     p.add_argument("--save-every", type=int, default=100, help="steps between saved run states (default 100)")
     p.add_argument("--state", default=None, help="run state file for --resume (default OUT.state)")
     p.add_argument("--log", default=None, help="JSONL metrics log (default OUT.metrics.jsonl)")
@@ -89,13 +99,18 @@ def _config(args: argparse.Namespace):
                                    "remove it")
     for flag in ("steps", "batch_size", "eval_every", "save_every"):
         check_positive_int(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.train_probe is not None:
+        check_positive_int(args.train_probe, "--train-probe", minimum=0)
     check_positive_int(args.seq_len, "--seq-len", minimum=4)
+    if not 0 < args.cycle_floor <= 1:
+        raise SparsecraftError(f"--cycle-floor must be in (0, 1] (a fraction of the peak rate), got {args.cycle_floor}")
     options = {o.name: getattr(args, o.name) for o in chosen.options if getattr(args, o.name) is not None}
     config = GradualConfig(
         sparsity=0.8 if args.sparsity is None else args.sparsity, pattern=args.pattern, criterion=args.criterion,
         allocation=args.allocation, steps=args.steps, initial_sparsity=args.initial_sparsity,
         prune_start=args.prune_start, prune_end=args.prune_end, prune_every=args.prune_every, lr=args.lr,
-        warmup=args.warmup, weight_decay=args.weight_decay, loss=args.loss, seed=args.seed, dropout=args.dropout,
+        lr_schedule=args.lr_schedule, cycle_floor=args.cycle_floor, warmup=args.warmup,
+        weight_decay=args.weight_decay, loss=args.loss, seed=args.seed, dropout=args.dropout,
         criterion_options=options)
     return config.resolved()
 
@@ -110,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ..posttrain.gradual import GradualDistiller
     from ..posttrain.hf import encode, eval_texts, text_file_paragraphs
     from ..posttrain.longrun import Interrupted, MetricsLog, load_state, plot_metrics, read_metrics, run_to_end
-    from ..posttrain.metrics import EmbeddingAgreement
+    from ..posttrain.metrics import EmbeddingAgreement, probes
 
     config = _config(args)
     check_output(args.out, args.force)
@@ -144,10 +159,14 @@ def run(args: argparse.Namespace) -> int:
                                  keep_dense=csv_list(args.keep_dense))
     if state is not None:
         distiller.load_state_dict(state)
-    probe = EmbeddingAgreement(teacher, encode(tokenizer, held_out, args.seq_len, by_length=True))
+    agreements = [EmbeddingAgreement(teacher, encode(tokenizer, held_out, args.seq_len, by_length=True))]
+    seen = min(len(train), len(held_out) if args.train_probe is None else args.train_probe)
+    if seen:
+        agreements.append(EmbeddingAgreement(teacher, encode(tokenizer, train[:seen], args.seq_len, by_length=True),
+                                             prefix="train_"))
     log = MetricsLog(log_path, resume_step=distiller.step if state is not None else None)
     try:
-        run_to_end(distiller, state_path=state_path, save_every=args.save_every, evaluate=probe,
+        run_to_end(distiller, state_path=state_path, save_every=args.save_every, evaluate=probes(*agreements),
                    eval_every=args.eval_every, log=log, progress=not args.json,
                    state_extra={"settings": settings})
     except Interrupted as stop:

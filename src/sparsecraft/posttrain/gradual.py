@@ -21,7 +21,12 @@ Acceleration of Large Language Models", arXiv:2310.06927).
 * Loss (``loss="squarehead"``): the mean per-block normalised hidden-state MSE, plus the normalised
   MSE of the output and ``1 - cos`` of the mean-pooled sentence embeddings; ``loss="output"`` keeps
   the two output terms only. The teacher runs on the fly on each batch.
-* AdamW with linear warm-up over ``warmup`` steps, then linear decay to zero at ``steps``.
+* AdamW. ``lr_schedule="linear"`` (default): linear warm-up over ``warmup`` steps, then linear
+  decay to zero. ``lr_schedule="cyclic"``: inside the pruning window the rate is rewound to its
+  peak at every pruning event and decays linearly to ``cycle_floor`` times the peak before the
+  next, so each event's damage is repaired at a high rate and that rate's noise is annealed before
+  the next cut (the learning-rate rewinding of GMP*, Kurtic & Alistarh 2022, arXiv:2210.06384);
+  the recovery phase decays linearly from the peak to zero.
 
 Everything that the next step depends on (weights, masks, optimizer state, the criterion's state,
 the random state, the batch order, the step) is in :meth:`GradualDistiller.state_dict`, so a run
@@ -50,6 +55,7 @@ from .saliency import Saliency, Scores, make_saliency
 
 LOSSES = ("squarehead", "output")
 ALLOCATIONS = ("global", "uniform")
+LR_SCHEDULES = ("linear", "cyclic")
 STATE_FORMAT = "sparsecraft-distill-state/1"
 
 
@@ -80,8 +86,17 @@ class GradualConfig:
         Steps between pruning events (default: about 25 events in the window).
     lr : float
         Peak AdamW learning rate.
+    lr_schedule : str
+        ``linear`` (warm-up, then one linear decay to 0) or ``cyclic`` (rewound to the peak at every
+        pruning event, linear decay to ``cycle_floor * lr`` before the next; then linear decay to 0
+        over the recovery phase). On MiniLM at 80% (1500 steps) cyclic stays much closer to the teacher
+        early (cosine 0.941 vs 0.914 at 25% sparsity) and ends about level (0.935 vs 0.932;
+        docs/distill.md).
+    cycle_floor : float
+        Fraction of the peak rate reached at the end of each cycle, in (0, 1].
     warmup : int
-        Linear warm-up steps (default 5% of ``steps``); then linear decay to 0 at ``steps``.
+        Linear warm-up steps (default: 5% of ``steps`` with the linear schedule, none with the cyclic
+        one, whose first cycle starts at the peak); the rate is scaled by ``(step + 1) / warmup`` before.
     weight_decay : float
         AdamW weight decay.
     loss : str
@@ -105,6 +120,8 @@ class GradualConfig:
     prune_end: int | None = None
     prune_every: int | None = None
     lr: float = 1e-3
+    lr_schedule: str = "linear"
+    cycle_floor: float = 0.1
     warmup: int | None = None
     weight_decay: float = 0.0
     loss: str = "squarehead"
@@ -132,9 +149,14 @@ class GradualConfig:
                                    f"{steps}")
         every = check_positive_int(self.prune_every if self.prune_every is not None else max(1, (end - start) // 25),
                                    "prune_every")
-        warmup = check_positive_int(self.warmup if self.warmup is not None else steps // 20, "warmup", minimum=0)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SparsecraftError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        default_warmup = steps // 20 if self.lr_schedule == "linear" else 0
+        warmup = check_positive_int(self.warmup if self.warmup is not None else default_warmup, "warmup", minimum=0)
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise SparsecraftError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        if not 0 < self.cycle_floor <= 1:
+            raise SparsecraftError(f"cycle_floor must be in (0, 1], got {self.cycle_floor}")
         make_saliency(self.criterion, **self.criterion_options)
         return replace(self, pattern=str(pattern), sparsity=final, steps=steps, initial_sparsity=initial,
                        prune_start=start, prune_end=end, prune_every=every, warmup=warmup)
@@ -144,11 +166,24 @@ class GradualConfig:
         return asdict(self)
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up from ``1/warmup`` to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+def lr_factor(step: int, config: GradualConfig) -> float:
+    """The learning rate of ``step`` as a fraction of the peak, for a resolved ``config``.
+
+    Linear: ``(step + 1) / warmup`` during the warm-up, then linear decay to 0 at ``steps``. Cyclic:
+    inside ``[prune_start, prune_end)`` the rate falls linearly from 1 to ``cycle_floor`` over each
+    ``prune_every`` steps and is back at 1 at every pruning event; from ``prune_end`` it falls linearly
+    to 0 at ``steps`` (before ``prune_start`` it is 1); the warm-up factor applies on top.
+    """
+    c = config
+    warm = (step + 1) / c.warmup if step < c.warmup else 1.0
+    if c.lr_schedule == "linear":
+        return warm if step < c.warmup else max(0.0, (c.steps - step) / max(1, c.steps - c.warmup))
+    if c.prune_start <= step < c.prune_end:
+        phase = ((step - c.prune_start) % c.prune_every) / c.prune_every
+        return warm * (1.0 - (1.0 - c.cycle_floor) * phase)
+    if step < c.prune_start:
+        return warm
+    return warm * max(0.0, (c.steps - step) / max(1, c.steps - c.prune_end))
 
 
 def nested_masks(scores: Scores, masks: dict[str, torch.Tensor], sparsity: float, pattern: Pattern,
@@ -341,7 +376,7 @@ class GradualDistiller:
             torch.set_rng_state(self._rng)
             if self.is_prune_step(self.step):
                 self.prune()
-            lr = c.lr * lr_factor(self.step, c.warmup, c.steps)
+            lr = c.lr * lr_factor(self.step, c)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss = self._loss(self._next_batch())

@@ -193,7 +193,7 @@ def run_to_end(distiller: GradualDistiller, *, state_path: str | Path | None = N
 
 
 def plot_metrics(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Cosine, top-10 agreement (left axis) and sparsity (right axis) against steps, as a PNG.
+    """Cosine, top-10 agreement (held-out; training text dotted, where logged) and sparsity against steps, as a PNG.
 
     Needs matplotlib (``pip install sparsecraft[bench]``).
     """
@@ -208,7 +208,10 @@ def plot_metrics(rows: list[dict[str, Any]], path: str | Path, title: str = "") 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for key in ("cosine", "knn10"):
         if rows and key in rows[0]:
-            ax.plot(steps, [r[key] for r in rows], marker=".", label=key)
+            line = ax.plot(steps, [r[key] for r in rows], marker=".", label=key)[0]
+            if "train_" + key in rows[0]:
+                ax.plot(steps, [r["train_" + key] for r in rows], linestyle=":", color=line.get_color(),
+                        label=f"{key} (training text)")
     ax.set_xlabel("step")
     ax.set_ylabel("agreement with the dense model")
     ax.set_ylim(0, 1.02)

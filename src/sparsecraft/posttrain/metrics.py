@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,16 +114,24 @@ class EmbeddingAgreement:
     """How close a model's sentence embeddings stay to a dense model's on fixed batches.
 
     ``EmbeddingAgreement(dense, batches)(model)`` gives ``{"cosine": ..., "knn10": ...}`` (see
-    :func:`mean_cosine`, :func:`knn_agreement`); the dense embeddings are computed once.
+    :func:`mean_cosine`, :func:`knn_agreement`); the dense embeddings are computed once. With
+    ``prefix="train_"`` the keys are ``train_cosine`` / ``train_knn10`` (a probe on training text,
+    logged next to the held-out one, shows how much of a run's fit is memorised).
     """
 
-    def __init__(self, dense: nn.Module, batches: Sequence[Batch], k: int = 10) -> None:
-        self.batches, self.k = batches, k
+    def __init__(self, dense: nn.Module, batches: Sequence[Batch], k: int = 10, prefix: str = "") -> None:
+        self.batches, self.k, self.prefix = batches, k, prefix
         self.dense = sentence_embeddings(dense, batches)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         emb = sentence_embeddings(model, self.batches)
-        return {"cosine": mean_cosine(self.dense, emb), f"knn{self.k}": knn_agreement(self.dense, emb, self.k)}
+        return {f"{self.prefix}cosine": mean_cosine(self.dense, emb),
+                f"{self.prefix}knn{self.k}": knn_agreement(self.dense, emb, self.k)}
+
+
+def probes(*agreements: EmbeddingAgreement) -> Callable[[nn.Module], dict[str, float]]:
+    """One ``evaluate(model)`` callable that reports the keys of every probe (held-out, training text)."""
+    return lambda model: {key: value for probe in agreements for key, value in probe(model).items()}
 
 
 @torch.no_grad()
