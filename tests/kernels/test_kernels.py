@@ -176,3 +176,14 @@ def test_epilogue_shape_errors():
     packed = pack(magnitude_prune(torch.randn(8, 16), 0.5), "csr16")
     with pytest.raises(SparsecraftError, match="residual"):
         packed.linear(torch.zeros(3, 16), residual=torch.zeros(3, 7))
+
+
+def test_build_dir_is_where_the_loaded_kernels_are():
+    """torch's loader appends to the flag lists it gets; the cache directory's hash must not move."""
+    from sparsecraft.kernels import _native
+
+    from .conftest import require_native
+
+    require_native()
+    assert any(_native.build_dir().glob("*.so"))
+    assert _native.LDFLAGS == ("-fopenmp",)

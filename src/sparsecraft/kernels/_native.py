@@ -33,8 +33,10 @@ from ..errors import SparsecraftError
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ["ops.cpp", "kern_avx512.cpp", "kern_avx2.cpp", "kern_portable.cpp"]
 HEADERS = ["kern_common.h", "kern_impl.h"]
-CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
-LDFLAGS = ["-fopenmp"]
+#: tuples: torch's ``cpp_extension.load`` appends its own flags to the lists it is given, which would
+#: change :func:`build_dir`'s hash after the first build
+CFLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function")
+LDFLAGS = ("-fopenmp",)
 ISAS = ("portable", "avx2", "avx512")
 
 _lock = threading.Lock()
@@ -87,8 +89,8 @@ def _build(verbose: bool = False) -> ModuleType:
         name=f"sparsecraft_kernels_{out.name.split('-')[1]}",
         sources=[str(CSRC / s) for s in SOURCES],
         extra_include_paths=[str(CSRC)],
-        extra_cflags=CFLAGS,
-        extra_ldflags=LDFLAGS,
+        extra_cflags=list(CFLAGS),
+        extra_ldflags=list(LDFLAGS),
         build_directory=str(out),
         verbose=verbose,
     )
