@@ -178,11 +178,11 @@ def lr_factor(step: int, config: GradualConfig) -> float:
     warm = (step + 1) / c.warmup if step < c.warmup else 1.0
     if c.lr_schedule == "linear":
         return warm if step < c.warmup else max(0.0, (c.steps - step) / max(1, c.steps - c.warmup))
-    if c.prune_start <= step < c.prune_end:
-        phase = ((step - c.prune_start) % c.prune_every) / c.prune_every
-        return warm * (1.0 - (1.0 - c.cycle_floor) * phase)
     if step < c.prune_start:
         return warm
+    if step < c.prune_end:
+        phase = ((step - c.prune_start) % c.prune_every) / c.prune_every
+        return warm * (1.0 - (1.0 - c.cycle_floor) * phase)
     return warm * max(0.0, (c.steps - step) / max(1, c.steps - c.prune_end))
 
 
